@@ -1,0 +1,72 @@
+/* Configuration: the environment (API-CONTRACT §1) -> one const struct,
+ * parsed from one table with bounds.  A bad value stops the start with one
+ * line naming the variable and what was expected. */
+#ifndef OTPD_CONFIG_H
+#define OTPD_CONFIG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/socket.h>
+#include "sms/sms.h"
+#include "util/netaddr.h"
+#include "util/parse.h"
+
+#define CONFIG_SECRET_MIN_PROD 32
+
+enum config_env { CONFIG_ENV_DEVELOPMENT = 0, CONFIG_ENV_PRODUCTION = 1 };
+enum config_jwt_alg { CONFIG_JWT_HS256 = 0, CONFIG_JWT_ES256 = 1 };
+
+struct config {
+	char listen[128];
+	struct sockaddr_storage listen_addr;
+	socklen_t listen_addr_len;
+	char database_url[1024];
+	char secret_key[1024];          /* "" = generated and kept in the db */
+	enum config_env env;
+	enum sms_backend sms_backend;
+	char kavenegar_api_key[256];
+	char kavenegar_sender[64];
+	char kavenegar_api_url[512];
+	char kavenegar_template[128];   /* "" = sms/send */
+	char otp_message[1024];
+	int64_t otp_expiry_s;
+	int64_t otp_max_attempts;
+	int64_t otp_send_limit;
+	int64_t otp_send_window_s;
+	struct rate throttle_send;
+	struct rate throttle_verify;
+	char trusted_proxies_raw[2048];
+	struct netaddr_list trusted_proxies;
+	int64_t jwt_access_ttl_s;
+	int64_t jwt_refresh_ttl_s;
+	enum config_jwt_alg jwt_alg;
+	char jwt_private_key_file[1024];
+	char jwt_previous_public_key_file[1024];
+	char allowed_origins[2048];
+	bool cookie_secure;
+	char email_domain[200];
+	bool auto_migrate;
+	int64_t kavenegar_timeout_ms;
+	int64_t kavenegar_connect_timeout_ms;
+	int64_t db_busy_timeout_ms;
+	int64_t shutdown_timeout_s;
+	int64_t threads;                /* 0 = one per core */
+	int64_t max_connections;
+	int64_t sms_max_queue;
+	int log_level;                  /* enum log_level */
+};
+
+/* Fill *ret from getenv.  On a bad value writes one line to err (e.g.
+ * "OTP_MAX_ATTEMPTS: expected an integer 1..100, got 'abc'") and returns
+ * false. */
+bool config_load(struct config *ret, char *err, size_t errlen);
+
+/* Same, from an explicit lookup function (tests). */
+bool config_load_from(const char *(*lookup)(const char *name), struct config *ret,
+                      char *err, size_t errlen);
+
+/* Print every variable with its default and meaning (for --help). */
+void config_print_help(FILE *out);
+
+#endif

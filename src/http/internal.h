@@ -1,0 +1,101 @@
+/* Shared by the files of http/: the server, the request and the routes. */
+#ifndef OTPD_HTTP_INTERNAL_H
+#define OTPD_HTTP_INTERNAL_H
+
+#include <jansson.h>
+#include <microhttpd.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include "../auth/login.h"
+#include "../config.h"
+#include "../otp/phone.h"
+#include "../util/netaddr.h"
+#include "../util/ratelimit.h"
+#include "server.h"
+
+#define HTTP_MAX_BODY 4096      /* API-CONTRACT §4: "a few KiB is plenty" */
+#define HTTP_SMS_RETRY_AFTER 30 /* seconds, with sms_unavailable */
+
+struct http_server {
+	const struct config *cfg;
+	struct auth *auth;
+	struct store *store;
+	struct MHD_Daemon *daemon;
+	struct ratelimit *rl_send;
+	struct ratelimit *rl_verify;
+	atomic_long inflight;
+	unsigned port;
+};
+
+struct request;
+typedef enum otpd_status (*http_handler_fn)(struct request *r);
+
+struct route {
+	const char *path;
+	const char *method;     /* "GET" routes also answer HEAD */
+	http_handler_fn handler;
+};
+
+enum body_kind { BODY_NONE = 0, BODY_JSON, BODY_FORM };
+
+enum phase {
+	PHASE_NEW = 0,
+	PHASE_SENDING,   /* suspended: waiting for the SMS worker */
+	PHASE_SMS_DONE,  /* resumed: r->sms holds the outcome */
+	PHASE_ANSWERED,
+};
+
+/* The request owns everything it allocates; freed only in completed(). */
+struct request {
+	struct http_server *srv;
+	struct MHD_Connection *conn;
+	const struct route *route;
+	char id[17];
+	int64_t start_ns;
+	char method[8];
+	char path[96];
+	struct netaddr client;
+	char client_str[NETADDR_STRLEN];
+
+	enum body_kind kind;
+	char *body;
+	size_t body_len;
+	bool too_large;
+	json_t *fields;          /* the decoded body: a JSON object */
+
+	/* What the handler produced. */
+	unsigned http_status;
+	json_t *resp;            /* success body, or NULL */
+	json_t *extra;           /* problem members (errors, retry_after, ...) */
+	int retry_after_s;       /* > 0: Retry-After header */
+	const char *detail;      /* problem detail override (static string) */
+	struct auth_login login; /* verify: tokens for cookies */
+	bool set_cookies;
+
+	/* Send: the SMS outcome handed over by the worker thread. */
+	atomic_int phase;
+	struct sms_result sms;
+	char phone[OTP_PHONE_LEN + 1];
+};
+
+/* request.c */
+enum otpd_status http_request_headers(struct request *r);
+void http_request_append(struct request *r, const char *data, size_t len);
+enum otpd_status http_request_decode(struct request *r);
+void http_request_client(struct request *r);
+int64_t http_now_ms(void);
+
+/* Validation helpers: they add to r->extra's "errors" and return false. */
+bool http_field_phone(struct request *r, char ret[OTP_PHONE_LEN + 1]);
+bool http_field_code(struct request *r, char ret[7]);
+enum otpd_status http_throttle(struct request *r, struct ratelimit *rl);
+
+/* handlers */
+enum otpd_status http_h_otp_send(struct request *r);
+enum otpd_status http_h_otp_finish(struct request *r);
+enum otpd_status http_h_otp_verify(struct request *r);
+enum otpd_status http_h_healthz(struct request *r);
+enum otpd_status http_h_readyz(struct request *r);
+
+#endif

@@ -1,0 +1,319 @@
+/* libmicrohttpd glue: routing, the request lifetime (created on the first
+ * call, freed in completed()), rendering of every answer, suspend/resume. */
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include "../log.h"
+#include "../store/store.h"
+#include "internal.h"
+#include "problem.h"
+
+static const struct route routes[] = {
+	{"/api/v1/usr/otp", "POST", http_h_otp_send},
+	{"/api/v1/usr/otp/verify", "POST", http_h_otp_verify},
+	{"/healthz", "GET", http_h_healthz},
+	{"/readyz", "GET", http_h_readyz},
+};
+
+#define NROUTES (sizeof(routes) / sizeof(routes[0]))
+
+static int64_t mono_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Exact path, or with one trailing slash. */
+static bool path_is(const char *url, const char *path)
+{
+	size_t n = strlen(path);
+	return strncmp(url, path, n) == 0 && (url[n] == '\0' || (url[n] == '/' && url[n + 1] == '\0'));
+}
+
+static bool method_matches(const struct route *rt, const char *method)
+{
+	if (strcmp(rt->method, method) == 0)
+		return true;
+	return strcmp(rt->method, "GET") == 0 && strcmp(method, "HEAD") == 0;
+}
+
+/* The route for url+method; NULL with *ret_status NOT_FOUND or
+ * METHOD_NOT_ALLOWED (then allow holds the Allow header). */
+static const struct route *route_find(const char *url, const char *method,
+                                      char *allow, size_t allow_len,
+                                      enum otpd_status *ret_status)
+{
+	bool path_known = false;
+	size_t n = 0;
+
+	allow[0] = '\0';
+	for (size_t i = 0; i < NROUTES; i++) {
+		if (!path_is(url, routes[i].path))
+			continue;
+		if (method_matches(&routes[i], method))
+			return &routes[i];
+		path_known = true;
+		n += (size_t)snprintf(allow + n, n < allow_len ? allow_len - n : 0, "%s%s%s",
+		                      n ? ", " : "", routes[i].method,
+		                      strcmp(routes[i].method, "GET") == 0 ? ", HEAD" : "");
+	}
+	*ret_status = path_known ? OTPD_METHOD_NOT_ALLOWED : OTPD_NOT_FOUND;
+	return NULL;
+}
+
+static void add_cookie(struct MHD_Response *resp, const char *name, const char *value,
+                       int64_t max_age, bool secure)
+{
+	char buf[2048];
+
+	snprintf(buf, sizeof(buf), "%s=%s; Max-Age=%lld; Path=/; HttpOnly; SameSite=Lax%s",
+	         name, value, (long long)max_age, secure ? "; Secure" : "");
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_SET_COOKIE, buf);
+}
+
+/* The one place that turns a handler's status into an answer. */
+static enum MHD_Result respond(struct request *r, enum otpd_status st, const char *allow)
+{
+	struct MHD_Response *resp;
+	json_t *body;
+	char *text;
+	enum MHD_Result ret;
+	bool problem = st != OTPD_OK || !r->resp;
+
+	if (st == OTPD_INTERNAL || st == OTPD_NOMEM)
+		log_error("http.internal_error", "internal error on %s %s", r->method, r->path);
+	if (problem) {
+		if (st == OTPD_OK)
+			st = OTPD_INTERNAL;
+		body = http_problem_new(st, r->detail, r->extra);
+		r->extra = NULL;
+		r->http_status = http_problem_info(st)->http_status;
+	} else {
+		body = r->resp;
+		r->resp = NULL;
+	}
+	text = body ? json_dumps(body, JSON_COMPACT) : NULL;
+	json_decref(body);
+	if (!text) {
+		static const char oom[] = "{\"type\":\"urn:otpd:error:internal_error\",\"title\":\"Internal error\",\"status\":500,\"detail\":\"out of memory\",\"code\":\"internal_error\"}";
+		r->http_status = 500;
+		problem = true;
+		resp = MHD_create_response_from_buffer(sizeof(oom) - 1, (void *)oom, MHD_RESPMEM_PERSISTENT);
+	} else {
+		resp = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+	}
+	if (!resp) {
+		free(text);
+		return MHD_NO;
+	}
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
+	                        problem ? "application/problem+json" : "application/json");
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+	MHD_add_response_header(resp, "X-Request-Id", r->id);
+	if (allow && *allow)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
+	if (r->retry_after_s > 0) {
+		char ra[16];
+		snprintf(ra, sizeof(ra), "%d", r->retry_after_s);
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, ra);
+	}
+	if (!problem && r->set_cookies) {
+		bool secure = r->srv->cfg->cookie_secure;
+		add_cookie(resp, "access_token", r->login.access_token, r->login.access_ttl_s, secure);
+		add_cookie(resp, "refresh_token", r->login.refresh_token, r->login.refresh_ttl_s, secure);
+	}
+	atomic_store(&r->phase, PHASE_ANSWERED);
+	ret = MHD_queue_response(r->conn, r->http_status, resp);
+	MHD_destroy_response(resp);
+	return ret;
+}
+
+static struct request *request_new(struct http_server *srv, struct MHD_Connection *conn,
+                                   const char *url, const char *method)
+{
+	struct request *r = calloc(1, sizeof(*r));
+	unsigned char rnd[8];
+	static const char hex[] = "0123456789abcdef";
+
+	if (!r)
+		return NULL;
+	r->srv = srv;
+	r->conn = conn;
+	r->start_ns = mono_ns();
+	if (RAND_bytes(rnd, sizeof(rnd)) != 1)
+		memset(rnd, 0, sizeof(rnd));
+	for (size_t i = 0; i < sizeof(rnd); i++) {
+		r->id[2 * i] = hex[rnd[i] >> 4];
+		r->id[2 * i + 1] = hex[rnd[i] & 15];
+	}
+	r->id[16] = '\0';
+	snprintf(r->method, sizeof(r->method), "%s", method);
+	snprintf(r->path, sizeof(r->path), "%s", url);
+	atomic_fetch_add(&srv->inflight, 1);
+	return r;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls)
+{
+	struct http_server *srv = cls;
+	struct request *r = *con_cls;
+	char allow[64];
+	enum otpd_status st;
+
+	(void)version;
+	if (!r) {
+		r = request_new(srv, conn, url, method);
+		if (!r)
+			return MHD_NO;
+		*con_cls = r;
+		log_set_request_id(r->id);
+		http_request_client(r);
+		r->route = route_find(url, method, allow, sizeof(allow), &st);
+		if (!r->route)
+			return respond(r, st, allow);
+		if (strcmp(r->route->method, "POST") == 0) {
+			st = http_request_headers(r);
+			if (st != OTPD_OK)
+				return respond(r, st, NULL);
+		}
+		return MHD_YES;
+	}
+	log_set_request_id(r->id);
+	if (*upload_data_size > 0) {
+		if (strcmp(r->route->method, "POST") == 0)
+			http_request_append(r, upload_data, *upload_data_size);
+		*upload_data_size = 0;
+		return MHD_YES;
+	}
+	switch (atomic_load(&r->phase)) {
+	case PHASE_SENDING:
+		return MHD_YES; /* still suspended; nothing to do */
+	case PHASE_SMS_DONE:
+		return respond(r, http_h_otp_finish(r), NULL);
+	case PHASE_ANSWERED:
+		return MHD_YES;
+	default:
+		break;
+	}
+	if (r->too_large)
+		return respond(r, OTPD_PAYLOAD_TOO_LARGE, NULL);
+	st = r->route->handler(r);
+	if (st == OTPD_OK && atomic_load(&r->phase) != PHASE_NEW)
+		return MHD_YES; /* suspended: answered when the SMS worker resumes us */
+	return respond(r, st, NULL);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+	struct http_server *srv = cls;
+	struct request *r = *con_cls;
+
+	(void)conn;
+	if (!r)
+		return;
+	double ms = (double)(mono_ns() - r->start_ns) / 1e6;
+	json_t *path = json_string(r->path);
+	log_set_request_id(r->id);
+	log_fields(LOG_LEVEL_INFO, "http.access",
+	           json_pack("{s:s, s:o, s:i, s:f, s:s, s:b}", "method", r->method,
+	                     "path", path ? path : json_string("(not UTF-8)"),
+	                     "status", (int)r->http_status, "duration_ms", ms,
+	                     "client", r->client_str,
+	                     "completed", toe == MHD_REQUEST_TERMINATED_COMPLETED_OK),
+	           "%s %s %u", r->method, path ? r->path : "-", r->http_status);
+	log_set_request_id(NULL);
+	json_decref(r->fields);
+	json_decref(r->resp);
+	json_decref(r->extra);
+	auth_login_release(&r->login);
+	free(r->body);
+	free(r);
+	*con_cls = NULL;
+	atomic_fetch_sub(&srv->inflight, 1);
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	char msg[512];
+
+	(void)cls;
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	msg[strcspn(msg, "\n")] = '\0';
+	log_warn("http.mhd", "%s", msg);
+}
+
+enum otpd_status http_server_start(const struct config *cfg, struct auth *auth,
+                                   struct store *store, struct http_server **ret)
+{
+	struct http_server *s = calloc(1, sizeof(*s));
+	unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME |
+	                 MHD_USE_ERROR_LOG;
+	long threads = cfg->threads ? cfg->threads : sysconf(_SC_NPROCESSORS_ONLN);
+	const union MHD_DaemonInfo *info;
+
+	if (!s)
+		return OTPD_NOMEM;
+	if (threads < 1)
+		threads = 1;
+	s->cfg = cfg;
+	s->auth = auth;
+	s->store = store;
+	s->rl_send = ratelimit_new(cfg->throttle_send, 65536);
+	s->rl_verify = ratelimit_new(cfg->throttle_verify, 65536);
+	if (!s->rl_send || !s->rl_verify) {
+		http_server_stop(s);
+		return OTPD_NOMEM;
+	}
+	if (cfg->listen_addr.ss_family == AF_INET6)
+		flags |= MHD_USE_IPv6;
+	s->daemon = MHD_start_daemon(
+		flags, 0, NULL, NULL, on_request, s,
+		MHD_OPTION_SOCK_ADDR, (const struct sockaddr *)&cfg->listen_addr,
+		MHD_OPTION_THREAD_POOL_SIZE, (unsigned)threads,
+		MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
+		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)32 * 1024,
+		MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
+		MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)1024,
+		MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+		MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
+		MHD_OPTION_END);
+	if (!s->daemon) {
+		log_error("http.listen", "cannot listen on '%s'", cfg->listen);
+		http_server_stop(s);
+		return OTPD_INTERNAL;
+	}
+	info = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
+	s->port = info ? info->port : 0;
+	*ret = s;
+	return OTPD_OK;
+}
+
+unsigned http_server_port(const struct http_server *s) { return s->port; }
+
+void http_server_quiesce(struct http_server *s)
+{
+	MHD_socket fd = MHD_quiesce_daemon(s->daemon);
+	if (fd != MHD_INVALID_SOCKET)
+		close(fd);
+}
+
+long http_server_inflight(const struct http_server *s) { return atomic_load(&s->inflight); }
+
+void http_server_stop(struct http_server *s)
+{
+	if (!s)
+		return;
+	if (s->daemon)
+		MHD_stop_daemon(s->daemon);
+	ratelimit_free(s->rl_send);
+	ratelimit_free(s->rl_verify);
+	free(s);
+}

@@ -1,0 +1,24 @@
+/* The HTTP server (libmicrohttpd): routes, request lifetime, suspend/resume
+ * for sends waiting on the SMS provider. */
+#ifndef OTPD_HTTP_SERVER_H
+#define OTPD_HTTP_SERVER_H
+
+#include <stddef.h>
+#include "../auth/login.h"
+#include "../config.h"
+#include "../status.h"
+
+struct http_server;
+
+enum otpd_status http_server_start(const struct config *cfg, struct auth *auth,
+                                   struct store *store, struct http_server **ret);
+/* The port actually bound (useful with port 0). */
+unsigned http_server_port(const struct http_server *s);
+/* Stop accepting new connections; requests in flight go on. */
+void http_server_quiesce(struct http_server *s);
+/* Requests accepted and not yet completed. */
+long http_server_inflight(const struct http_server *s);
+/* Close every connection and free.  Accepts NULL. */
+void http_server_stop(struct http_server *s);
+
+#endif

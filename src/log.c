@@ -1,0 +1,107 @@
+#include "log.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static enum log_level log_level = LOG_LEVEL_INFO;
+static int log_fd = 2;
+static _Thread_local char log_rid[64];
+
+static const char *const level_names[] = {"error", "warn", "info", "debug"};
+
+void log_set_level(enum log_level level) { log_level = level; }
+
+void log_set_fd(int fd) { log_fd = fd; }
+
+void log_set_request_id(const char *request_id)
+{
+	if (!request_id) {
+		log_rid[0] = '\0';
+		return;
+	}
+	snprintf(log_rid, sizeof(log_rid), "%s", request_id);
+}
+
+static void write_all(const char *p, size_t n)
+{
+	while (n > 0) {
+		ssize_t w = write(log_fd, p, n);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return;
+		}
+		p += w;
+		n -= (size_t)w;
+	}
+}
+
+static void emit(enum log_level level, const char *event, json_t *fields,
+                 const char *fmt, va_list ap)
+{
+	char msg[1024];
+	char ts[40];
+	struct timespec now;
+	struct tm tm;
+	json_t *line;
+	char *out;
+
+	if (level > log_level) {
+		json_decref(fields);
+		return;
+	}
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	clock_gettime(CLOCK_REALTIME, &now);
+	gmtime_r(&now.tv_sec, &tm);
+	snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ",
+	         tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+	         tm.tm_min, tm.tm_sec, now.tv_nsec / 1000000);
+
+	line = json_object();
+	if (!line) {
+		json_decref(fields);
+		return;
+	}
+	json_object_set_new(line, "time", json_string(ts));
+	json_object_set_new(line, "level", json_string(level_names[level]));
+	if (log_rid[0])
+		json_object_set_new(line, "request_id", json_string(log_rid));
+	json_object_set_new(line, "event", json_string(event));
+	/* json_string refuses invalid UTF-8: fall back to a fixed text. */
+	json_t *m = json_string(msg);
+	json_object_set_new(line, "msg", m ? m : json_string("(unprintable)"));
+	if (fields)
+		json_object_update(line, fields);
+	json_decref(fields);
+
+	out = json_dumps(line, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	json_decref(line);
+	if (!out)
+		return;
+	size_t n = strlen(out);
+	out[n] = '\n'; /* replace the NUL: written with explicit length */
+	write_all(out, n + 1);
+	free(out);
+}
+
+void log_msg(enum log_level level, const char *event, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	emit(level, event, NULL, fmt, ap);
+	va_end(ap);
+}
+
+void log_fields(enum log_level level, const char *event, json_t *fields,
+                const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	emit(level, event, fields, fmt, ap);
+	va_end(ap);
+}

@@ -1,0 +1,261 @@
+/* otpd: serve | migrate | --help.  Wiring, signals; nothing else. */
+#include <errno.h>
+#include <openssl/rand.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include "auth/login.h"
+#include "config.h"
+#include "http/server.h"
+#include "log.h"
+#include "otp/code.h"
+#include "sms/sms.h"
+#include "store/store.h"
+
+#define SECRET_NAME "secret_key"
+#define SECRET_GENERATED_LEN 32
+
+static void usage(FILE *out)
+{
+	fprintf(out,
+	        "usage: otpd <command> [--help]\n"
+	        "\n"
+	        "A phone-number login service: SMS one-time codes, JWT sessions.\n"
+	        "\n"
+	        "commands:\n"
+	        "  serve     apply pending migrations (unless OTPD_AUTO_MIGRATE=false) and serve HTTP\n"
+	        "  migrate   apply pending database migrations and exit\n"
+	        "\n"
+	        "Configuration comes only from the environment; with none at all otpd serves on\n"
+	        "127.0.0.1:8000, stores in SQLite otpd.db and prints codes to its log.\n\n");
+	config_print_help(out);
+}
+
+static void usage_serve(FILE *out)
+{
+	fprintf(out, "usage: otpd serve\n\n"
+	             "Serve the HTTP API (see README.md).  Stops cleanly on SIGTERM or SIGINT:\n"
+	             "stops accepting, finishes requests in flight (OTPD_SHUTDOWN_TIMEOUT), exits 0.\n\n");
+	config_print_help(out);
+}
+
+static void usage_migrate(FILE *out)
+{
+	fprintf(out, "usage: otpd migrate\n\n"
+	             "Apply pending migrations to DATABASE_URL and exit (0 on success).\n\n");
+	config_print_help(out);
+}
+
+static int load_config(struct config *cfg)
+{
+	char err[512];
+
+	if (!config_load(cfg, err, sizeof(err))) {
+		fprintf(stderr, "otpd: %s\n", err);
+		return -1;
+	}
+	log_set_level((enum log_level)cfg->log_level);
+	return 0;
+}
+
+static int cmd_migrate(void)
+{
+	struct config cfg;
+	struct store *store = NULL;
+	int applied = 0;
+
+	if (load_config(&cfg) < 0)
+		return 1;
+	if (store_open(cfg.database_url, (int)cfg.db_busy_timeout_ms, &store) != OTPD_OK)
+		return 1;
+	if (store_migrate(store, &applied) != OTPD_OK) {
+		store_close(store);
+		return 1;
+	}
+	log_info("store.migrated", "%d migration(s) applied", applied);
+	if (applied)
+		printf("applied %d migration(s)\n", applied);
+	else
+		printf("nothing to apply\n");
+	store_close(store);
+	return 0;
+}
+
+static void raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
+/* SECRET_KEY, or one generated once and kept in the database. */
+static int load_secret(const struct config *cfg, struct store *store, uint8_t *buf,
+                       size_t *len)
+{
+	uint8_t fresh[SECRET_GENERATED_LEN];
+
+	if (cfg->secret_key[0]) {
+		*len = strlen(cfg->secret_key);
+		memcpy(buf, cfg->secret_key, *len);
+		return 0;
+	}
+	if (RAND_bytes(fresh, sizeof(fresh)) != 1)
+		return -1;
+	if (store_secret_get_or_create(store, SECRET_NAME, fresh, sizeof(fresh), buf,
+	                               SECRET_GENERATED_LEN) != OTPD_OK) {
+		otp_wipe(fresh, sizeof(fresh));
+		return -1;
+	}
+	otp_wipe(fresh, sizeof(fresh));
+	*len = SECRET_GENERATED_LEN;
+	log_warn("config.secret_generated",
+	         "SECRET_KEY is not set: using a key generated once and kept in the database; "
+	         "set SECRET_KEY (32+ bytes) for production and for several nodes");
+	return 0;
+}
+
+static void sleep_ms(long ms)
+{
+	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
+	while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+		;
+}
+
+/* Wait until no request is in flight or deadline_ms passes. */
+static void drain(struct http_server *http, long deadline_ms)
+{
+	for (long waited = 0; http_server_inflight(http) > 0 && waited < deadline_ms; waited += 10)
+		sleep_ms(10);
+}
+
+static void warn_development(const struct config *cfg)
+{
+	if (cfg->env == CONFIG_ENV_DEVELOPMENT)
+		log_warn("config.development",
+		         "DEVELOPMENT MODE (OTPD_ENV=development): not for production; "
+		         "set OTPD_ENV=production for the strict checks");
+	if (cfg->sms_backend == SMS_CONSOLE)
+		log_warn("config.console_sms",
+		         "SMS_BACKEND=console: codes are written to this log, no SMS is sent");
+}
+
+static int cmd_serve(void)
+{
+	struct config cfg;
+	struct store *store = NULL;
+	struct sms *sms = NULL;
+	struct auth *auth = NULL;
+	struct http_server *http = NULL;
+	uint8_t secret[sizeof(cfg.secret_key)];
+	size_t secret_len = 0;
+	sigset_t sigs;
+	int sig = 0, rc = 1, applied = 0;
+
+	if (load_config(&cfg) < 0)
+		return 1;
+	/* Signals are taken by sigwait() below; every thread inherits the mask. */
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	raise_nofile();
+
+	if (store_open(cfg.database_url, (int)cfg.db_busy_timeout_ms, &store) != OTPD_OK)
+		goto out;
+	if (cfg.auto_migrate) {
+		if (store_migrate(store, &applied) != OTPD_OK)
+			goto out;
+		if (applied)
+			log_info("store.migrated", "%d migration(s) applied", applied);
+	}
+	if (load_secret(&cfg, store, secret, &secret_len) < 0) {
+		log_error("config.secret", "cannot load or create the secret key");
+		goto out;
+	}
+	struct sms_config sc = {
+		.backend = cfg.sms_backend,
+		.api_url = cfg.kavenegar_api_url,
+		.api_key = cfg.kavenegar_api_key,
+		.sender = cfg.kavenegar_sender,
+		.template_name = cfg.kavenegar_template[0] ? cfg.kavenegar_template : NULL,
+		.message = cfg.otp_message,
+		.connect_timeout_ms = (long)cfg.kavenegar_connect_timeout_ms,
+		.timeout_ms = (long)cfg.kavenegar_timeout_ms,
+		.max_queue = (int)cfg.sms_max_queue,
+	};
+	if (sms_new(&sc, &sms) != OTPD_OK)
+		goto out;
+	if (auth_new(&cfg, store, sms, secret, secret_len, &auth) != OTPD_OK)
+		goto out;
+	otp_wipe(secret, sizeof(secret));
+	if (http_server_start(&cfg, auth, store, &http) != OTPD_OK)
+		goto out;
+
+	warn_development(&cfg);
+	log_fields(LOG_LEVEL_INFO, "server.listening",
+	           json_pack("{s:s, s:i, s:s, s:s}", "listen", cfg.listen,
+	                     "port", (int)http_server_port(http),
+	                     "sms_backend", cfg.sms_backend == SMS_CONSOLE ? "console" : "kavenegar",
+	                     "env", cfg.env == CONFIG_ENV_PRODUCTION ? "production" : "development"),
+	           "otpd listening on %s (port %u)", cfg.listen, http_server_port(http));
+
+	while (sigwait(&sigs, &sig) != 0)
+		;
+	log_info("server.stopping", "signal %d: finishing requests in flight", sig);
+	http_server_quiesce(http);
+	drain(http, (long)cfg.shutdown_timeout_s * 1000);
+	sms_free(sms, 0); /* sends still waiting get sms_unavailable */
+	sms = NULL;
+	drain(http, 2000);
+	rc = 0;
+out:
+	http_server_stop(http);
+	sms_free(sms, 0);
+	auth_free(auth);
+	store_close(store);
+	otp_wipe(secret, sizeof(secret));
+	otp_wipe(&cfg, sizeof(cfg));
+	if (rc == 0)
+		log_info("server.stopped", "stopped cleanly");
+	return rc;
+}
+
+int main(int argc, char **argv)
+{
+	const char *cmd = argc > 1 ? argv[1] : NULL;
+	bool help = argc > 2 && (strcmp(argv[2], "--help") == 0 || strcmp(argv[2], "-h") == 0);
+
+	if (!cmd || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+		usage(cmd ? stdout : stderr);
+		return cmd ? 0 : 2;
+	}
+	if (strcmp(cmd, "serve") == 0) {
+		if (help) {
+			usage_serve(stdout);
+			return 0;
+		}
+		if (argc > 2)
+			goto bad;
+		return cmd_serve();
+	}
+	if (strcmp(cmd, "migrate") == 0) {
+		if (help) {
+			usage_migrate(stdout);
+			return 0;
+		}
+		if (argc > 2)
+			goto bad;
+		return cmd_migrate();
+	}
+bad:
+	fprintf(stderr, "otpd: unknown command or argument; see 'otpd --help'\n");
+	return 2;
+}

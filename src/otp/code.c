@@ -1,0 +1,245 @@
+/* One-time codes: generation from the OS CSPRNG, keyed hashing, constant-time
+ * comparison.  Pure: libc + libcrypto, no clock, no I/O besides RAND_bytes. */
+#include "code.h"
+
+#include <string.h>
+
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/params.h>
+#include <openssl/rand.h>
+
+#define CODE_MODULUS 1000000u
+/* The largest multiple of 10^6 that is <= 2^32: 4,294,000,000.  Words at or
+ * above it are rejected, so every code has the same 4294 preimages. */
+#define WORD_LIMIT ((uint32_t)(((uint64_t)1 << 32) / CODE_MODULUS * CODE_MODULUS))
+
+#define NOT_A_DIGIT (-1)
+
+/* Decode one code point of strict UTF-8 (RFC 3629: no overlong forms, no
+ * surrogates, nothing above U+10FFFF) at s[*pos], pos < len.  On success
+ * advances *pos and returns true; on invalid or truncated input returns
+ * false.  (The same decoder as in phone.c; otp/ has no shared header.) */
+static bool utf8_next(const unsigned char *s, size_t len, size_t *pos,
+                      uint32_t *ret_cp)
+{
+	size_t i = *pos, extra;
+	uint32_t cp = s[i], min;
+
+	if (cp < 0x80) {
+		extra = 0;
+		min = 0;
+	} else if (cp >= 0xC2 && cp <= 0xDF) {
+		extra = 1;
+		cp &= 0x1F;
+		min = 0x80;
+	} else if (cp >= 0xE0 && cp <= 0xEF) {
+		extra = 2;
+		cp &= 0x0F;
+		min = 0x800;
+	} else if (cp >= 0xF0 && cp <= 0xF4) {
+		extra = 3;
+		cp &= 0x07;
+		min = 0x10000;
+	} else {
+		return false;
+	}
+	if (len - i - 1 < extra)
+		return false;
+	for (size_t k = 1; k <= extra; k++) {
+		if ((s[i + k] & 0xC0) != 0x80)
+			return false;
+		cp = cp << 6 | (s[i + k] & 0x3Fu);
+	}
+	if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+		return false;
+	*pos = i + 1 + extra;
+	*ret_cp = cp;
+	return true;
+}
+
+/* 0..9 for an ASCII, Arabic-Indic or Persian digit, else NOT_A_DIGIT. */
+static int digit_value(uint32_t cp)
+{
+	if (cp >= '0' && cp <= '9')
+		return (int)(cp - '0');
+	if (cp >= 0x0660 && cp <= 0x0669)
+		return (int)(cp - 0x0660);
+	if (cp >= 0x06F0 && cp <= 0x06F9)
+		return (int)(cp - 0x06F0);
+	return NOT_A_DIGIT;
+}
+
+/* next() returns 0 and sets *ret_word on success, anything else on failure.
+ * Unbounded by design: a working source is rejected with probability
+ * 967296 / 2^32 (about 2.3e-4) per word. */
+long otp_code_from_words(int (*next)(void *arg, uint32_t *ret_word), void *arg)
+{
+	if (!next)
+		return -1;
+	for (;;) {
+		uint32_t word;
+		long code;
+
+		if (next(arg, &word) != 0)
+			return -1;
+		if (word < WORD_LIMIT) {
+			code = (long)(word % CODE_MODULUS);
+			OPENSSL_cleanse(&word, sizeof(word));
+			return code;
+		}
+	}
+}
+
+/* A word source for otp_code_from_words() backed by RAND_bytes. */
+static int rand_word(void *arg, uint32_t *ret_word)
+{
+	unsigned char b[4];
+
+	(void)arg;
+	if (RAND_bytes(b, sizeof(b)) != 1)
+		return -1;
+	*ret_word = (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 |
+	            (uint32_t)b[2] << 8 | (uint32_t)b[3];
+	OPENSSL_cleanse(b, sizeof(b));
+	return 0;
+}
+
+/* Writes `code` (0..999999) as 6 ASCII digits with leading zeros + NUL. */
+static void format_code(long code, char ret[OTP_CODE_LEN + 1])
+{
+	for (int i = OTP_CODE_LEN - 1; i >= 0; i--) {
+		ret[i] = (char)('0' + code % 10);
+		code /= 10;
+	}
+	ret[OTP_CODE_LEN] = '\0';
+}
+
+enum otpd_status otp_code_generate(char ret[OTP_CODE_LEN + 1])
+{
+	long code = otp_code_from_words(rand_word, NULL);
+
+	if (code < 0)
+		return OTPD_INTERNAL;
+	format_code(code, ret);
+	OPENSSL_cleanse(&code, sizeof(code));
+	return OTPD_OK;
+}
+
+enum otpd_status otp_code_normalize(const char *in, size_t len,
+                                    char ret[OTP_CODE_LEN + 1])
+{
+	const unsigned char *s = (const unsigned char *)in;
+	char buf[OTP_CODE_LEN + 1];
+	size_t pos = 0, n = 0;
+	enum otpd_status st = OTPD_VALIDATION_ERROR;
+
+	if (!in)
+		return st;
+	while (pos < len) {
+		uint32_t cp;
+		int d;
+
+		if (n == OTP_CODE_LEN || !utf8_next(s, len, &pos, &cp))
+			goto out;
+		d = digit_value(cp);
+		if (d == NOT_A_DIGIT)
+			goto out;
+		buf[n++] = (char)('0' + d);
+	}
+	if (n != OTP_CODE_LEN)
+		goto out;
+	buf[n] = '\0';
+	memcpy(ret, buf, sizeof(buf));
+	st = OTPD_OK;
+out:
+	OPENSSL_cleanse(buf, sizeof(buf));
+	return st;
+}
+
+struct part {
+	const void *data;
+	size_t len;
+};
+
+/* HMAC-SHA256(key, parts[0] || parts[1] || ...).  Fills ret only on
+ * success. */
+static bool hmac_parts(const void *key, size_t key_len,
+                       const struct part *parts, size_t nparts,
+                       uint8_t ret[OTP_HASH_LEN])
+{
+	static const unsigned char empty[1];
+	char digest[] = "SHA256";
+	OSSL_PARAM params[2];
+	EVP_MAC *mac = NULL;
+	EVP_MAC_CTX *ctx = NULL;
+	unsigned char out[EVP_MAX_MD_SIZE];
+	size_t out_len = 0;
+	bool ok = false;
+
+	mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+	if (!mac)
+		goto out;
+	ctx = EVP_MAC_CTX_new(mac);
+	if (!ctx)
+		goto out;
+	params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0);
+	params[1] = OSSL_PARAM_construct_end();
+	if (!EVP_MAC_init(ctx, key_len ? key : empty, key_len, params))
+		goto out;
+	for (size_t i = 0; i < nparts; i++)
+		if (parts[i].len && !EVP_MAC_update(ctx, parts[i].data, parts[i].len))
+			goto out;
+	if (!EVP_MAC_final(ctx, out, &out_len, sizeof(out)) || out_len != OTP_HASH_LEN)
+		goto out;
+	memcpy(ret, out, OTP_HASH_LEN);
+	ok = true;
+out:
+	OPENSSL_cleanse(out, sizeof(out));
+	EVP_MAC_CTX_free(ctx);
+	EVP_MAC_free(mac);
+	return ok;
+}
+
+bool otp_hmac_sha256(const void *key, size_t key_len, const void *msg,
+                     size_t msg_len, uint8_t ret[OTP_HASH_LEN])
+{
+	struct part p = { msg, msg_len };
+
+	if ((!key && key_len) || (!msg && msg_len))
+		return false;
+	return hmac_parts(key, key_len, &p, 1, ret);
+}
+
+bool otp_derive_key(const void *secret, size_t secret_len, const char *label,
+                    uint8_t ret[OTP_KEY_LEN])
+{
+	if (!label)
+		return false;
+	return otp_hmac_sha256(secret, secret_len, label, strlen(label), ret);
+}
+
+bool otp_code_hash(const uint8_t key[OTP_KEY_LEN], const char *phone,
+                   const char *code, uint8_t ret[OTP_HASH_LEN])
+{
+	struct part p[3];
+
+	if (!key || !phone || !code)
+		return false;
+	p[0] = (struct part){ phone, strlen(phone) };
+	p[1] = (struct part){ ":", 1 };
+	p[2] = (struct part){ code, strlen(code) };
+	return hmac_parts(key, OTP_KEY_LEN, p, 3, ret);
+}
+
+bool otp_hash_equal(const uint8_t a[OTP_HASH_LEN], const uint8_t b[OTP_HASH_LEN])
+{
+	return CRYPTO_memcmp(a, b, OTP_HASH_LEN) == 0;
+}
+
+void otp_wipe(void *p, size_t len)
+{
+	if (p)
+		OPENSSL_cleanse(p, len);
+}

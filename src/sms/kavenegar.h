@@ -1,0 +1,57 @@
+/* The Kavenegar backend of sms.c (../shared/kavenegar/REFERENCE.md).
+ *
+ * Only sms.c and kavenegar.c include curl/curl.h, so this header speaks of
+ * easy handles as `void *` (libcurl's CURL is a typedef of void). */
+#ifndef OTPD_SMS_KAVENEGAR_H
+#define OTPD_SMS_KAVENEGAR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include "sms.h"
+
+/* Responses larger than this are a transport failure (REFERENCE §2 bodies
+ * are a few hundred bytes). */
+#define SMS_KAVENEGAR_MAX_RESPONSE (64 * 1024)
+
+/* Decide the outcome of one call (REFERENCE §3, §10).  Pure.
+ * transport_ok: the transfer completed (CURLE_OK).  When it did and body is
+ * a JSON object with an integer return.status, that decides, whatever the
+ * HTTP status: 200 -> OTPD_OK, 409 (busy, retry later) ->
+ * OTPD_SMS_UNAVAILABLE, anything else -> OTPD_SMS_REJECTED with
+ * provider_status.  Everything else (transport error, HTML, empty body, bad
+ * JSON, no envelope) -> OTPD_SMS_UNAVAILABLE. */
+struct sms_result sms_kavenegar_classify(int transport_ok, long http_status,
+                                         const char *body, size_t len);
+
+/* Kavenegar API keys are letters and digits only (REFERENCE §1). */
+bool sms_kavenegar_key_is_valid(const char *key);
+
+/* The backend's settings, built once from the config (holds the URL, which
+ * contains the API key: wiped on free). */
+struct sms_kavenegar;
+/* One request in flight: its form body (holds the code) and the response. */
+struct sms_kavenegar_call;
+
+/* Validate cfg and build the backend.  OTPD_INTERNAL (logged, without the
+ * key) on a bad key, URL or message; OTPD_NOMEM. */
+enum otpd_status sms_kavenegar_new(const struct sms_config *cfg,
+                                   struct sms_kavenegar **ret);
+void sms_kavenegar_free(struct sms_kavenegar *kv);
+
+/* Configure the easy handle `easy` (a CURL *) for sending `code` to `phone`
+ * ("+989XXXXXXXXX").  The call must outlive the transfer. */
+enum otpd_status sms_kavenegar_call_new(const struct sms_kavenegar *kv,
+                                        void *easy, const char *phone,
+                                        const char *code,
+                                        struct sms_kavenegar_call **ret);
+
+/* The transfer on `easy` ended with `curl_code` (a CURLcode): classify it and
+ * log a failure once (masked phone, curl code name, HTTP status,
+ * return.status; never the URL, key, code or message). */
+struct sms_result sms_kavenegar_call_finish(struct sms_kavenegar_call *call,
+                                            void *easy, int curl_code);
+
+/* Wipe the body and free.  Accepts NULL. */
+void sms_kavenegar_call_free(struct sms_kavenegar_call *call);
+
+#endif

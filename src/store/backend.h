@@ -1,0 +1,21 @@
+/* Private to src/store/: what store.c needs from each backend, and what a
+ * backend needs from its migrations file.  Nothing outside store/ includes
+ * this; the rest of otpd sees only store.h. */
+#ifndef OTPD_STORE_BACKEND_H
+#define OTPD_STORE_BACKEND_H
+
+#include <stddef.h>
+#include "store.h"
+
+/* store/sqlite.c: open (or create) the database file at `path`, apply the
+ * connection settings (WAL, synchronous=FULL, foreign keys, busy timeout).
+ * Does not migrate.  On failure *ret is untouched and one line is logged. */
+enum otpd_status store_sqlite_open(const char *path, int busy_timeout_ms,
+                                   struct store **ret);
+
+/* store/migrations_sqlite.c: the schema, append-only.  Element i is version
+ * i + 1; a released element is never edited, only new ones are added. */
+extern const char *const store_sqlite_migrations[];
+extern const size_t store_sqlite_migrations_count;
+
+#endif

@@ -1,0 +1,68 @@
+/* The SQLite schema, as versioned migrations (store/sqlite.c applies them,
+ * each in its own transaction, and records them in schema_migrations).
+ *
+ * APPEND-ONLY: element i is version i + 1.  Once a version has been released
+ * it is never edited or reordered; a change to the schema is a new element
+ * at the end.  Times are milliseconds since the Unix epoch (INTEGER). */
+#include "backend.h"
+
+const char *const store_sqlite_migrations[] = {
+	/* 1: secrets, users, codes, sends, refresh tokens. */
+	"CREATE TABLE meta (\n"
+	"  name  TEXT PRIMARY KEY,\n"
+	"  value BLOB NOT NULL\n"
+	") STRICT;\n"
+
+	"CREATE TABLE users (\n"
+	"  id            INTEGER PRIMARY KEY AUTOINCREMENT,\n"
+	"  phone_number  TEXT NOT NULL UNIQUE,\n"   /* +989XXXXXXXXX */
+	"  username      TEXT NOT NULL UNIQUE,\n"
+	"  email         TEXT NOT NULL,\n"
+	"  first_name    TEXT,\n"
+	"  last_name     TEXT,\n"
+	"  is_active     INTEGER NOT NULL DEFAULT 1 CHECK (is_active IN (0, 1)),\n"
+	"  is_staff      INTEGER NOT NULL DEFAULT 0 CHECK (is_staff IN (0, 1)),\n"
+	"  created_at_ms INTEGER NOT NULL,\n"
+	"  last_login_ms INTEGER\n"
+	") STRICT;\n"
+
+	/* One row per send request that passed validation (API-CONTRACT §3:
+	 * every one counts towards the per-phone limit).  The id of a send is
+	 * the otp_id of the code it issued; AUTOINCREMENT so that an id is
+	 * never reused after old rows are pruned. */
+	"CREATE TABLE otp_sends (\n"
+	"  id      INTEGER PRIMARY KEY AUTOINCREMENT,\n"
+	"  phone   TEXT NOT NULL,\n"
+	"  sent_ms INTEGER NOT NULL\n"
+	") STRICT;\n"
+	"CREATE INDEX otp_sends_phone_sent ON otp_sends (phone, sent_ms);\n"
+
+	/* The current code of each phone: a new send replaces the row, so an
+	 * earlier code stops working.  state: 0 active, 1 used, 2 cancelled. */
+	"CREATE TABLE otp_codes (\n"
+	"  phone      TEXT PRIMARY KEY,\n"
+	"  otp_id     INTEGER NOT NULL,\n"
+	"  code_hash  BLOB NOT NULL CHECK (length(code_hash) = 32),\n"
+	"  created_ms INTEGER NOT NULL,\n"
+	"  expires_ms INTEGER NOT NULL,\n"
+	"  attempts   INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),\n"
+	"  state      INTEGER NOT NULL DEFAULT 0 CHECK (state IN (0, 1, 2))\n"
+	") STRICT, WITHOUT ROWID;\n"
+
+	/* Refresh tokens (sessions): state 0 live, 1 rotated, 2 revoked. */
+	"CREATE TABLE refresh_tokens (\n"
+	"  jti        TEXT PRIMARY KEY,\n"
+	"  family     TEXT NOT NULL,\n"
+	"  user_id    INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,\n"
+	"  created_ms INTEGER NOT NULL,\n"
+	"  expires_ms INTEGER NOT NULL,\n"
+	"  state      INTEGER NOT NULL DEFAULT 0 CHECK (state IN (0, 1, 2))\n"
+	") STRICT;\n"
+	"CREATE INDEX refresh_tokens_family ON refresh_tokens (family);\n"
+	"CREATE INDEX refresh_tokens_user ON refresh_tokens (user_id);\n",
+
+	/* Append new versions here. */
+};
+
+const size_t store_sqlite_migrations_count =
+	sizeof(store_sqlite_migrations) / sizeof(store_sqlite_migrations[0]);

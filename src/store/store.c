@@ -1,0 +1,101 @@
+/* store_open() picks a backend from the DATABASE_URL scheme; the other
+ * store_* functions are one-line wrappers over the backend's ops (Redis
+ * ConnectionType, curl Curl_ssl).  No SQL here. */
+#include "store.h"
+
+#include <string.h>
+#include "../log.h"
+#include "backend.h"
+
+static bool has_prefix(const char *s, const char *prefix)
+{
+	return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+enum otpd_status store_open(const char *url, int busy_timeout_ms,
+                            struct store **ret)
+{
+	const char *path;
+
+	if (!url) {
+		log_error("store.open", "no database URL");
+		return OTPD_INTERNAL;
+	}
+	/* "sqlite://PATH" first: "sqlite:" is a prefix of it. */
+	if (has_prefix(url, "sqlite://"))
+		path = url + strlen("sqlite://");
+	else if (has_prefix(url, "sqlite:"))
+		path = url + strlen("sqlite:");
+	else if (has_prefix(url, "postgres://") || has_prefix(url, "postgresql://")) {
+		log_error("store.open", "PostgreSQL store not built yet");
+		return OTPD_INTERNAL;
+	} else {
+		/* The URL may carry a password: name only what was expected. */
+		log_error("store.open",
+		          "unsupported DATABASE_URL scheme: expected 'sqlite:PATH' "
+		          "or 'postgres://user:pass@host:port/db'");
+		return OTPD_INTERNAL;
+	}
+	if (path[0] == '\0') {
+		log_error("store.open", "DATABASE_URL 'sqlite:' names no file");
+		return OTPD_INTERNAL;
+	}
+	if (busy_timeout_ms < 0)
+		busy_timeout_ms = 0;
+	return store_sqlite_open(path, busy_timeout_ms, ret);
+}
+
+void store_close(struct store *s)
+{
+	if (s)
+		s->ops->close(s);
+}
+
+enum otpd_status store_migrate(struct store *s, int *ret_applied)
+{
+	return s->ops->migrate(s, ret_applied);
+}
+
+enum otpd_status store_ping(struct store *s)
+{
+	return s->ops->ping(s);
+}
+
+enum otpd_status store_secret_get_or_create(struct store *s, const char *name,
+                                            const uint8_t *fresh, size_t len,
+                                            uint8_t *ret, size_t ret_len)
+{
+	return s->ops->secret_get_or_create(s, name, fresh, len, ret, ret_len);
+}
+
+enum otpd_status store_otp_issue(struct store *s, const struct otp_policy *p,
+                                 const char *phone,
+                                 const uint8_t hash[OTP_HASH_LEN],
+                                 int64_t now_ms, struct store_issue_result *ret)
+{
+	return s->ops->otp_issue(s, p, phone, hash, now_ms, ret);
+}
+
+enum otpd_status store_otp_cancel(struct store *s, const char *phone,
+                                  int64_t otp_id)
+{
+	return s->ops->otp_cancel(s, phone, otp_id);
+}
+
+enum otpd_status store_otp_verify(struct store *s, const struct otp_policy *p,
+                                  const char *phone,
+                                  const uint8_t hash[OTP_HASH_LEN],
+                                  const char *email_domain,
+                                  const struct store_session *session,
+                                  int64_t now_ms,
+                                  struct store_verify_result *ret)
+{
+	return s->ops->otp_verify(s, p, phone, hash, email_domain, session,
+	                          now_ms, ret);
+}
+
+enum otpd_status store_user_get(struct store *s, int64_t id,
+                                struct store_user *ret)
+{
+	return s->ops->user_get(s, id, ret);
+}

@@ -1,0 +1,146 @@
+/* The store: one interface that owns every SQL statement and the
+ * migrations.  Each operation is one transaction named after a domain rule,
+ * so every guarantee (single use, attempt counts, send limits, one user per
+ * number) holds atomically under concurrency and across nodes.  A write is
+ * durable (synced) before the call returns OTPD_OK.
+ *
+ * Backends implement struct store_ops (store/sqlite.c now, store/postgres.c
+ * later); store_open() picks one from the DATABASE_URL scheme.  All calls are
+ * thread-safe.  Driver errors are translated here and logged once:
+ * unreachable / locked / read-only / disk full -> OTPD_UNAVAILABLE. */
+#ifndef OTPD_STORE_H
+#define OTPD_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "../status.h"
+#include "../otp/code.h"
+#include "../otp/phone.h"
+#include "../otp/policy.h"
+
+struct store;
+
+#define STORE_NAME_MAX 150   /* first_name, last_name */
+#define STORE_EMAIL_MAX 254
+#define STORE_USERNAME_MAX 150
+#define STORE_JTI_LEN 32     /* hex of 16 random bytes */
+
+struct store_user {
+	int64_t id;
+	char phone_number[OTP_PHONE_LEN + 1];
+	char username[STORE_USERNAME_MAX + 1];
+	char email[STORE_EMAIL_MAX + 1];
+	char first_name[STORE_NAME_MAX + 1]; /* "" with has_first_name false = null */
+	char last_name[STORE_NAME_MAX + 1];
+	bool has_first_name;
+	bool has_last_name;
+	bool is_active;
+	bool is_staff;
+};
+
+/* A new refresh-token record created in the same transaction as a login. */
+struct store_session {
+	char jti[STORE_JTI_LEN + 1];     /* the refresh token's jti */
+	char family[STORE_JTI_LEN + 1];  /* the login it descends from */
+	int64_t expires_ms;
+};
+
+struct store_issue_result {
+	int64_t otp_id;        /* identifies this code for store_otp_cancel() */
+	int retry_after_s;     /* with OTPD_OTP_RATE_LIMITED */
+};
+
+struct store_verify_result {
+	int remaining_attempts;     /* with OTPD_INVALID_CODE */
+	bool is_new_user;           /* with OTPD_OK */
+	struct store_user user;     /* with OTPD_OK and OTPD_USER_INACTIVE */
+};
+
+struct store_ops {
+	const char *name;
+	enum otpd_status (*migrate)(struct store *s, int *ret_applied);
+	enum otpd_status (*ping)(struct store *s);
+	enum otpd_status (*secret_get_or_create)(struct store *s, const char *name,
+	                                         const uint8_t *fresh, size_t len,
+	                                         uint8_t *ret, size_t ret_len);
+	enum otpd_status (*otp_issue)(struct store *s, const struct otp_policy *p,
+	                              const char *phone,
+	                              const uint8_t hash[OTP_HASH_LEN],
+	                              int64_t now_ms,
+	                              struct store_issue_result *ret);
+	enum otpd_status (*otp_cancel)(struct store *s, const char *phone,
+	                               int64_t otp_id);
+	enum otpd_status (*otp_verify)(struct store *s, const struct otp_policy *p,
+	                               const char *phone,
+	                               const uint8_t hash[OTP_HASH_LEN],
+	                               const char *email_domain,
+	                               const struct store_session *session,
+	                               int64_t now_ms,
+	                               struct store_verify_result *ret);
+	enum otpd_status (*user_get)(struct store *s, int64_t id,
+	                             struct store_user *ret);
+	void (*close)(struct store *s);
+};
+
+/* Every backend's handle starts with this. */
+struct store {
+	const struct store_ops *ops;
+};
+
+/* Open by URL: "sqlite:PATH" (also "sqlite://PATH") -> store/sqlite.c.
+ * busy_timeout_ms bounds how long a write waits for a lock before the call
+ * answers OTPD_UNAVAILABLE.  On failure *ret is untouched and one log line
+ * says why. */
+enum otpd_status store_open(const char *url, int busy_timeout_ms,
+                            struct store **ret);
+void store_close(struct store *s); /* accepts NULL */
+
+/* Apply pending migrations (embedded, append-only, versioned). */
+enum otpd_status store_migrate(struct store *s, int *ret_applied);
+
+/* OTPD_OK when the database answers (readyz). */
+enum otpd_status store_ping(struct store *s);
+
+/* A named secret kept in the database: returns the stored value, or stores
+ * `fresh` (len bytes) if there is none yet, atomically (one value wins even
+ * when several nodes start at once).  ret_len must equal len. */
+enum otpd_status store_secret_get_or_create(struct store *s, const char *name,
+                                            const uint8_t *fresh, size_t len,
+                                            uint8_t *ret, size_t ret_len);
+
+/* Send request (API-CONTRACT §3), one transaction: if the phone already has
+ * send_limit sends within the last send_window, answer OTPD_OTP_RATE_LIMITED
+ * with retry_after_s (a refused request is not recorded); else record the
+ * send (it counts whether or not its SMS goes out), replace any earlier code
+ * of this phone (it stops working) with the new hash, expiring at
+ * now + expiry with 0 attempts, and return its otp_id. */
+enum otpd_status store_otp_issue(struct store *s, const struct otp_policy *p,
+                                 const char *phone,
+                                 const uint8_t hash[OTP_HASH_LEN],
+                                 int64_t now_ms, struct store_issue_result *ret);
+
+/* The SMS for code otp_id was not accepted: it must never verify.  A no-op
+ * when a newer code has replaced it. */
+enum otpd_status store_otp_cancel(struct store *s, const char *phone,
+                                  int64_t otp_id);
+
+/* Verify (API-CONTRACT §3), one transaction: load the phone's code, judge it
+ * with otp_policy_judge() (hash compared with otp_hash_equal()), apply the
+ * verdict (count the attempt / mark used).  On a right code: get or create
+ * the user (username = digits, email = digits@email_domain); if the user is
+ * inactive answer OTPD_USER_INACTIVE (the code is used up all the same);
+ * else record `session` (when not NULL) and answer OTPD_OK. */
+enum otpd_status store_otp_verify(struct store *s, const struct otp_policy *p,
+                                  const char *phone,
+                                  const uint8_t hash[OTP_HASH_LEN],
+                                  const char *email_domain,
+                                  const struct store_session *session,
+                                  int64_t now_ms,
+                                  struct store_verify_result *ret);
+
+/* OTPD_OK and the user, or OTPD_NOT_FOUND. */
+enum otpd_status store_user_get(struct store *s, int64_t id,
+                                struct store_user *ret);
+
+#endif
