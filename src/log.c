@@ -45,7 +45,7 @@ static void emit(enum log_level level, const char *event, json_t *fields,
                  const char *fmt, va_list ap)
 {
 	char msg[1024];
-	char ts[40];
+	char ts[96];
 	struct timespec now;
 	struct tm tm;
 	json_t *line;
@@ -58,9 +58,9 @@ static void emit(enum log_level level, const char *event, json_t *fields,
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	clock_gettime(CLOCK_REALTIME, &now);
 	gmtime_r(&now.tv_sec, &tm);
-	snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ",
+	snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
 	         tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-	         tm.tm_min, tm.tm_sec, now.tv_nsec / 1000000);
+	         tm.tm_min, tm.tm_sec, (int)(now.tv_nsec / 1000000));
 
 	line = json_object();
 	if (!line) {

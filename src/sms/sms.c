@@ -344,7 +344,7 @@ enum otpd_status sms_new(const struct sms_config *cfg, struct sms **ret)
 	s->thread_started = true;
 
 	if (cfg->backend == SMS_CONSOLE)
-		log_warn("sms.console", "SMS backend 'console': codes are written to the log, "
+		log_warn("sms.backend", "SMS backend 'console': codes are written to the log, "
 		         "no SMS is sent (development only)");
 	*ret = s;
 	s = NULL;

@@ -8,15 +8,20 @@
 #define STRIPES 64
 #define PROBE 8
 
+/* Times are kept in ticks of 1/count ms (now_ms * count), so the emission
+ * interval period/count is exact: with whole milliseconds, 300/sec would
+ * round 3.33 ms down to 3 ms and allow 333 per second.  count <= 1000000
+ * (parse_rate) keeps epoch ms * count inside int64_t until the year 2262. */
 struct slot {
-	int64_t tat_ms;          /* theoretical arrival time; 0 = free */
+	int64_t tat;             /* theoretical arrival time, ticks; 0 = free */
 	unsigned char len;
 	unsigned char key[KEY_MAX];
 };
 
 struct ratelimit {
-	int64_t interval_ms;     /* period / count */
-	int64_t tolerance_ms;    /* period - interval: the burst */
+	int64_t count;           /* ticks per ms */
+	int64_t interval;        /* period / count, in ticks = period_ms */
+	int64_t tolerance;       /* period - interval: the burst, in ticks */
 	size_t nslots;
 	struct slot *slots;
 	pthread_mutex_t locks[STRIPES];
@@ -37,10 +42,9 @@ struct ratelimit *ratelimit_new(struct rate rate, size_t slots)
 		return NULL;
 	}
 	rl->nslots = slots;
-	rl->interval_ms = rate.period_ms / rate.count;
-	if (rl->interval_ms < 1)
-		rl->interval_ms = 1;
-	rl->tolerance_ms = rate.period_ms - rl->interval_ms;
+	rl->count = rate.count;
+	rl->interval = rate.period_ms;
+	rl->tolerance = rate.period_ms * (rate.count - 1);
 	for (int i = 0; i < STRIPES; i++)
 		pthread_mutex_init(&rl->locks[i], NULL);
 	return rl;
@@ -77,13 +81,13 @@ static struct slot *find(struct ratelimit *rl, size_t base, const void *key,
 
 	for (size_t i = 0; i < PROBE; i++) {
 		struct slot *s = &rl->slots[(base + i * STRIPES) % rl->nslots];
-		if (s->tat_ms != 0 && s->len == len && memcmp(s->key, key, len) == 0)
+		if (s->tat != 0 && s->len == len && memcmp(s->key, key, len) == 0)
 			return s;
-		if (!victim || s->tat_ms < victim->tat_ms)
+		if (!victim || s->tat < victim->tat)
 			victim = s;
 	}
 	/* Evicting a live entry forgives that key: bounded memory wins. */
-	victim->tat_ms = 0;
+	victim->tat = 0;
 	victim->len = (unsigned char)len;
 	memcpy(victim->key, key, len);
 	return victim;
@@ -106,14 +110,15 @@ bool ratelimit_hit(struct ratelimit *rl, const void *key, size_t len,
 
 	pthread_mutex_lock(lock);
 	s = find(rl, base, key, len);
-	int64_t tat = s->tat_ms > now_ms ? s->tat_ms : now_ms;
-	int64_t allow_at = tat - rl->tolerance_ms;
-	if (allow_at > now_ms) {
-		int64_t wait = allow_at - now_ms;
-		*ret_retry_after_s = (int)((wait + 999) / 1000);
+	int64_t now = now_ms * rl->count;
+	int64_t tat = s->tat > now ? s->tat : now;
+	int64_t allow_at = tat - rl->tolerance;
+	if (allow_at > now) {
+		int64_t wait = allow_at - now, tps = rl->count * 1000;
+		*ret_retry_after_s = (int)((wait + tps - 1) / tps);
 		ok = false;
 	} else {
-		s->tat_ms = tat + rl->interval_ms;
+		s->tat = tat + rl->interval;
 		ok = true;
 	}
 	pthread_mutex_unlock(lock);

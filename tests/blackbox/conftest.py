@@ -1,0 +1,644 @@
+"""Black-box fixtures for otpd: the fake Kavenegar server, build/otpd as a subprocess, and the
+checks every test gets for free.
+
+Fixtures
+  fake          tools/fake_kavenegar.FakeKavenegar on a free 127.0.0.1 port, with a fresh
+                64-char upper-case hex API key (fake.api_key); stopped after the test.
+  otpd_factory  .start(env=None, ...) -> Otpd handle (a fresh temp dir per server, so otpd.db
+                lands there), .run(args, env, ...) for one-shot commands, .env(...) the base
+                environment.  After the test every server still running is stopped with
+                SIGTERM (it must exit 0), and every log, command output and response seen is
+                checked: no API key, no SECRET_KEY, no code, no full phone number, no 500.
+  otpd          otpd_factory.start() with the env of @pytest.mark.otpd_env(NAME="value", ...)
+
+Helpers (import them: `from conftest import ...`)
+  get_code(fake, phone)                the 6-digit code of the newest SMS for that number
+  assert_problem(r, status, code)      RFC 9457 body, content type, type/title/status/detail/code
+  assert_log_clean(text, ...)          the log rules of API-CONTRACT §4
+  cookies_of(r)                        Set-Cookie headers parsed
+"""
+
+import json
+import os
+import re
+import secrets
+import signal
+import socket
+import string
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tools"))
+import fake_kavenegar  # noqa: E402
+
+OTPD_BIN = Path(os.environ.get("OTPD_BIN") or (REPO / "build" / "otpd"))
+
+SEND = "/api/v1/usr/otp"
+VERIFY = "/api/v1/usr/otp/verify"
+
+PHONE = "+989123456789"          # the number most tests use
+PHONE_MASKED = "+98912***6789"
+
+HTTP_TIMEOUT = (3, 30)
+
+_DIGITS = str.maketrans("۰۱۲۳۴۵۶۷۸۹٠١٢٣٤٥٦٧٨٩", "01234567890123456789")
+
+
+# ----------------------------------------------------------------------------------------
+# small helpers
+
+def new_api_key():
+    return secrets.token_hex(32).upper()
+
+
+def new_secret(n=48):
+    alphabet = string.ascii_letters + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(n))
+
+
+def free_port(host="127.0.0.1"):
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(fam, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def port_is_free(host, port):
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(fam, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def have_ipv6():
+    try:
+        free_port("::1")
+        return True
+    except OSError:
+        return False
+
+
+def normalize_phone(value):
+    """Reference normaliser (API-CONTRACT §2) used by the tests: +989XXXXXXXXX or None."""
+    if not isinstance(value, str) or len(value) > 32:
+        return None
+    v = re.sub(r"[ \-()]", "", value.translate(_DIGITS))
+    m = re.fullmatch(r"(?:\+989|00989|989|09|9)([0-9]{9})", v)
+    return "+989" + m.group(1) if m else None
+
+
+def mask(phone):
+    """+989123456789 -> +98912***6789 (the contract's masked form)."""
+    return phone[:6] + "***" + phone[-4:]
+
+
+def phone_n(i):
+    """A distinct valid number per index: +98935XXXXXXX."""
+    return "+98935%07d" % i
+
+
+def wrong_code(code):
+    return "%06d" % ((int(code) + 1) % 1000000)
+
+
+def wait_for(pred, timeout=5.0, interval=0.02, what="condition"):
+    end = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > end:
+            raise AssertionError("timed out after %.1fs waiting for %s" % (timeout, what))
+        time.sleep(interval)
+
+
+def get_code(fake, phone, include_refused=False, timeout=2.0):
+    """The 6-digit code of the newest SMS the fake recorded for phone (any form)."""
+    def latest():
+        msgs = fake.messages(phone, include_refused=include_refused)
+        return msgs[-1] if msgs else None
+    rec = wait_for(latest, timeout, what="an SMS to %s at the fake" % mask(normalize_phone(phone) or phone))
+    code = fake_kavenegar.extract_code(rec)
+    assert code and re.fullmatch(r"[0-9]{6}", code), "no 6-digit code in the SMS: %r" % rec
+    return code
+
+
+def assert_problem(r, status, code=None, codes=None):
+    """An RFC 9457 problem with the contract's members; returns the body."""
+    assert r.status_code == status, "expected %d, got %d: %s" % (status, r.status_code, r.text[:600])
+    ctype = r.headers.get("Content-Type", "")
+    assert ctype.split(";")[0].strip().lower() == "application/problem+json", \
+        "content type %r (body %s)" % (ctype, r.text[:300])
+    body = r.json()
+    assert isinstance(body, dict), body
+    want = [code] if code else list(codes)
+    assert body.get("code") in want, "code %r, expected %s: %s" % (body.get("code"), want, body)
+    assert body.get("status") == status, body
+    assert body.get("type") == "urn:otpd:error:%s" % body["code"], body
+    assert isinstance(body.get("title"), str) and body["title"].strip(), body
+    assert isinstance(body.get("detail"), str) and body["detail"].strip(), body
+    return body
+
+
+def assert_validation(r, field):
+    body = assert_problem(r, 400, "validation_error")
+    errors = body.get("errors")
+    assert isinstance(errors, dict), "errors must be an object: %s" % body
+    assert field in errors, "errors must name %r: %s" % (field, body)
+    msgs = errors[field]
+    assert isinstance(msgs, list) and msgs and all(isinstance(m, str) and m for m in msgs), body
+    return body
+
+
+def retry_after_of(r, body=None, lo=1, hi=None):
+    """The Retry-After header (and body retry_after when given) as integers in [lo, hi]."""
+    h = r.headers.get("Retry-After")
+    assert h is not None and re.fullmatch(r"[0-9]+", h.strip()), "Retry-After header: %r" % h
+    h = int(h)
+    assert h >= lo and (hi is None or h <= hi), "Retry-After %d not in [%s, %s]" % (h, lo, hi)
+    if body is not None:
+        ra = body.get("retry_after")
+        assert isinstance(ra, int) and not isinstance(ra, bool), "retry_after: %r" % body
+        assert ra >= lo and (hi is None or ra <= hi), "retry_after %d not in [%s, %s]" % (ra, lo, hi)
+        assert abs(ra - h) <= 1, "retry_after %d vs Retry-After %d" % (ra, h)
+    return h
+
+
+def cookies_of(r):
+    """Every Set-Cookie header -> {name: {"value": v, "attrs": {lower name: value or True}}}."""
+    out = {}
+    for raw in r.raw.headers.getlist("Set-Cookie"):
+        parts = [p.strip() for p in raw.split(";")]
+        name, _, value = parts[0].partition("=")
+        attrs = {}
+        for p in parts[1:]:
+            if not p:
+                continue
+            k, eq, v = p.partition("=")
+            attrs[k.strip().lower()] = v.strip() if eq else True
+        assert name not in out, "Set-Cookie %s twice" % name
+        out[name] = {"value": value, "attrs": attrs, "raw": raw}
+    return out
+
+
+# ----------------------------------------------------------------------------------------
+# the log rules (API-CONTRACT §4): every test module relies on these
+
+_NUM_KEY_OK = re.compile(r"code|otp|token|pin", re.I)
+
+
+def _scrub_numbers(obj, key=""):
+    """Replace JSON numbers whose member name has nothing to do with codes by 0, so that a
+    duration or a pid that happens to equal a code is not mistaken for a leak."""
+    if isinstance(obj, dict):
+        return {k: _scrub_numbers(v, k) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_scrub_numbers(v, key) for v in obj]
+    if isinstance(obj, (int, float)) and not isinstance(obj, bool) and not _NUM_KEY_OK.search(key):
+        return 0
+    return obj
+
+
+def console_codes(text):
+    """Codes written by the console SMS backend ("event":"sms.console", member "code")."""
+    out = set()
+    for line in text.splitlines():
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(obj, dict) and obj.get("event") == "sms.console" and obj.get("code") is not None:
+            out.add(str(obj["code"]).translate(_DIGITS))
+    return out
+
+
+def log_leaks(text, secrets_=(), codes=(), phones=(), console_ok=True, where="log"):
+    """Problems with a log: a secret, a code (outside the console backend's own line) or a
+    full phone number (+989…, 989…, 09…: its 10 national digits) anywhere in it."""
+    problems = []
+    code_re = None
+    codes = sorted({c for c in codes if c})
+    if codes:
+        code_re = re.compile(r"(?<![0-9A-Za-z])(%s)(?![0-9A-Za-z])" % "|".join(map(re.escape, codes)))
+    cores = sorted({p[-10:] for p in phones if p})
+    for n, line in enumerate(text.splitlines(), 1):
+        for i, s in enumerate(secrets_):
+            if s and s in line:
+                problems.append("%s line %d holds secret #%d (API key / SECRET_KEY)" % (where, n, i))
+        scan = line
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            obj = None
+        if isinstance(obj, dict):
+            if console_ok and obj.get("event") == "sms.console":
+                obj = {k: v for k, v in obj.items() if k != "code"}
+            scan = json.dumps(_scrub_numbers(obj), ensure_ascii=False)
+        scan = scan.translate(_DIGITS)
+        if code_re is not None:
+            m = code_re.search(scan)
+            if m:
+                problems.append("%s line %d holds a code: %s" % (where, n, line[:300]))
+        raw = line.translate(_DIGITS)
+        for core in cores:
+            if core in raw:
+                problems.append("%s line %d holds an unmasked phone number: %s" % (where, n, line[:300]))
+    return problems
+
+
+def assert_log_clean(text, secrets_=(), codes=(), phones=(), console_ok=True, where="log"):
+    problems = log_leaks(text, secrets_, codes, phones, console_ok, where)
+    assert not problems, "\n".join(problems[:20])
+
+
+def log_objects(text):
+    out = []
+    for line in text.splitlines():
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            obj = {"_raw": line}
+        out.append(obj if isinstance(obj, dict) else {"_raw": line})
+    return out
+
+
+# ----------------------------------------------------------------------------------------
+# one otpd process
+
+def _listen_url(listen):
+    host, _, port = listen.rpartition(":")
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    if host in ("[::]",):
+        host = "[::1]"
+    return "http://%s:%s" % (host, port)
+
+
+class Result:
+    def __init__(self, rc, stdout, stderr, timed_out=False):
+        self.rc, self.stdout, self.stderr, self.timed_out = rc, stdout, stderr, timed_out
+
+    @property
+    def output(self):
+        return self.stdout + self.stderr
+
+    def __repr__(self):
+        return "Result(rc=%r, stdout=%r, stderr=%r)" % (self.rc, self.stdout[-800:], self.stderr[-1500:])
+
+
+class Otpd:
+    """A running build/otpd.  .url, .env, .cwd, .db_path, .log_text(), .stop(sig), .kill(),
+    .restart(), and request helpers that remember every response for the final checks."""
+
+    def __init__(self, factory, env, cwd, args=("serve",)):
+        self.factory = factory
+        self.env = dict(env)
+        self.cwd = Path(cwd)
+        self.args = list(args)
+        self.log_path = self.cwd / "otpd.stderr.log"
+        self.out_path = self.cwd / "otpd.stdout.log"
+        self.proc = None
+        self.stopped = True
+        self.returncodes = []
+
+    # -- process ----------------------------------------------------------------------
+    @property
+    def url(self):
+        return _listen_url(self.env.get("OTPD_LISTEN", "127.0.0.1:8000"))
+
+    @property
+    def db_path(self):
+        url = self.env.get("DATABASE_URL", "sqlite:otpd.db")
+        path = url.split(":", 1)[1]
+        if path.startswith("//"):
+            path = path[2:]
+        p = Path(path)
+        return p if p.is_absolute() else self.cwd / p
+
+    def start(self, wait=True, timeout=10.0):
+        if not OTPD_BIN.exists():
+            pytest.skip("%s is not built (make)" % OTPD_BIN)
+        with open(self.log_path, "ab") as err, open(self.out_path, "ab") as out:
+            self.proc = subprocess.Popen([str(OTPD_BIN)] + self.args, cwd=str(self.cwd),
+                                         env=self.env, stdin=subprocess.DEVNULL,
+                                         stdout=out, stderr=err)
+        self.stopped = False
+        if wait:
+            self.wait_healthy(timeout)
+        return self
+
+    def wait_healthy(self, timeout=10.0):
+        end = time.monotonic() + timeout
+        while True:
+            rc = self.proc.poll()
+            if rc is not None:
+                self.stopped = True
+                self.returncodes.append(rc)
+                raise AssertionError("otpd exited with %s before it was healthy; log:\n%s"
+                                     % (rc, self.log_text()[-3000:]))
+            try:
+                r = requests.get(self.url + "/healthz", timeout=1)
+                if r.status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            if time.monotonic() > end:
+                raise AssertionError("otpd not healthy within %.0fs; log:\n%s"
+                                     % (timeout, self.log_text()[-3000:]))
+            time.sleep(0.02)
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def send_signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout=15.0):
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+            self.stopped = True
+            raise AssertionError("otpd did not exit within %.0fs" % timeout)
+        self.stopped = True
+        self.returncodes.append(rc)
+        return rc
+
+    def stop(self, sig=signal.SIGTERM, timeout=15.0):
+        """Send sig (SIGTERM by default) and return the exit status."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.wait(timeout)
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        return self.wait(5)
+
+    def restart(self, env=None, wait=True, new_port=True):
+        """Start again on the same directory, database and log (SIGTERM first if running)."""
+        if self.running():
+            self.stop()
+        if env:
+            for k, v in env.items():
+                if v is None:
+                    self.env.pop(k, None)
+                else:
+                    self.env[k] = str(v)
+        if new_port and "OTPD_LISTEN" in self.env:
+            host = self.env["OTPD_LISTEN"].rpartition(":")[0]
+            self.env["OTPD_LISTEN"] = "%s:%d" % (host, free_port(host.strip("[]")))
+        return self.start(wait=wait)
+
+    def log_text(self):
+        try:
+            return self.log_path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def stdout_text(self):
+        try:
+            return self.out_path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_lines(self):
+        return log_objects(self.log_text())
+
+    # -- requests ---------------------------------------------------------------------
+    def request(self, method, path, **kw):
+        kw.setdefault("timeout", HTTP_TIMEOUT)
+        kw.setdefault("allow_redirects", False)
+        r = requests.request(method, self.url + path, **kw)
+        self.factory.responses.append(r)
+        return r
+
+    def get(self, path, **kw):
+        return self.request("GET", path, **kw)
+
+    def post(self, path, **kw):
+        return self.request("POST", path, **kw)
+
+    def send(self, phone, form=False, headers=None, **kw):
+        p = normalize_phone(phone)
+        if p:
+            self.factory.phones.add(p)
+        body = {"phone_number": phone}
+        if form:
+            return self.post(SEND, data=body, headers=headers, **kw)
+        return self.post(SEND, json=body, headers=headers, **kw)
+
+    def verify(self, phone, code, form=False, headers=None, **kw):
+        p = normalize_phone(phone)
+        if p:
+            self.factory.phones.add(p)
+        body = {"phone_number": phone, "code": code}
+        if form:
+            return self.post(VERIFY, data=body, headers=headers, **kw)
+        return self.post(VERIFY, json=body, headers=headers, **kw)
+
+    def login(self, fake, phone):
+        """send + code from the fake + verify; returns the verify response (asserted 200)."""
+        r = self.send(phone)
+        assert r.status_code == 200, r.text
+        code = get_code(fake, phone)
+        r = self.verify(phone, code)
+        assert r.status_code == 200, r.text
+        return r
+
+
+# ----------------------------------------------------------------------------------------
+# the factory and its after-test checks
+
+class OtpdFactory:
+    def __init__(self, fake, tmp_path):
+        self.fake = fake
+        self.tmp = Path(tmp_path)
+        self.secret_key = new_secret()
+        self.handles = []
+        self.runs = []
+        self.responses = []
+        self.phones = set()
+        self.extra_secrets = set()
+        self.extra_codes = set()
+        self._n = 0
+        self._lock = threading.Lock()
+
+    def new_dir(self):
+        with self._lock:
+            self._n += 1
+            d = self.tmp / ("run%d" % self._n)
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def env(self, overrides=None, cwd=None, base=True):
+        """The per-test environment: a free port, SQLite in the run directory, the fake,
+        a random SECRET_KEY, relaxed per-address throttles, debug logs."""
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+        for k in ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS", "LD_LIBRARY_PATH"):
+            if k in os.environ:
+                env[k] = os.environ[k]
+        if base:
+            env.update({
+                "OTPD_LISTEN": "127.0.0.1:%d" % free_port(),
+                "DATABASE_URL": "sqlite:%s/otpd.db" % cwd,
+                "SMS_BACKEND": "kavenegar",
+                "KAVENEGAR_API_KEY": self.fake.api_key,
+                "KAVENEGAR_API_URL": self.fake.url,
+                "SECRET_KEY": self.secret_key,
+                "OTP_THROTTLE_RATE": "10000/min",
+                "OTP_VERIFY_THROTTLE_RATE": "10000/min",
+                "OTPD_LOG_LEVEL": "debug",
+            })
+        for k, v in (overrides or {}).items():
+            if v is None:
+                env.pop(k, None)
+            else:
+                env[k] = str(v)
+        return env
+
+    def start(self, env=None, *, cwd=None, wait=True, base=True, args=("serve",)):
+        """Start build/otpd serve with the base env + overrides (value None removes one)."""
+        cwd = Path(cwd) if cwd else self.new_dir()
+        h = Otpd(self, self.env(env, cwd=cwd, base=base), cwd, args)
+        self.handles.append(h)
+        return h.start(wait=wait)
+
+    def run(self, args, env=None, *, cwd=None, base=True, timeout=10.0):
+        """Run build/otpd ARGS to completion (help, migrate, a refused start)."""
+        if not OTPD_BIN.exists():
+            pytest.skip("%s is not built (make)" % OTPD_BIN)
+        cwd = Path(cwd) if cwd else self.new_dir()
+        full_env = self.env(env, cwd=cwd, base=base)
+        for k in ("SECRET_KEY", "KAVENEGAR_API_KEY"):
+            if full_env.get(k):
+                self.extra_secrets.add(full_env[k])
+        try:
+            p = subprocess.run([str(OTPD_BIN)] + list(args), cwd=str(cwd), env=full_env,
+                               stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
+            res = Result(p.returncode, p.stdout.decode("utf-8", "replace"),
+                         p.stderr.decode("utf-8", "replace"))
+        except subprocess.TimeoutExpired as e:
+            res = Result(None, (e.stdout or b"").decode("utf-8", "replace"),
+                         (e.stderr or b"").decode("utf-8", "replace"), timed_out=True)
+        res.cwd = cwd
+        res.env = full_env
+        self.runs.append(res)
+        return res
+
+    # -- the checks -------------------------------------------------------------------
+    def all_secrets(self):
+        out = {self.fake.api_key, self.secret_key} | self.extra_secrets
+        for h in self.handles:
+            for k in ("SECRET_KEY", "KAVENEGAR_API_KEY"):
+                if h.env.get(k):
+                    out.add(h.env[k])
+        return {s for s in out if s}
+
+    def all_codes(self):
+        codes = set(self.fake.codes()) | self.extra_codes
+        for h in self.handles:
+            codes |= console_codes(h.log_text())
+        for r in self.runs:
+            codes |= console_codes(r.stderr)
+        return codes
+
+    def all_phones(self):
+        phones = set(self.phones)
+        for m in self.fake.messages(include_refused=True):
+            if m.get("phone"):
+                phones.add(m["phone"])
+        return phones
+
+    def finish(self):
+        problems = []
+        for h in self.handles:
+            if h.proc is None:
+                continue
+            if not h.stopped:
+                rc = h.proc.poll()
+                if rc is not None:
+                    h.stopped = True
+                    problems.append("otpd died during the test (exit status %s); log tail:\n%s"
+                                    % (rc, h.log_text()[-2000:]))
+                    continue
+                try:
+                    rc = h.stop(signal.SIGTERM, timeout=15)
+                except AssertionError as e:
+                    problems.append("after the test: %s" % e)
+                    continue
+                if rc != 0:
+                    problems.append("otpd exited %s on SIGTERM after the test" % rc)
+        sec = sorted(self.all_secrets())
+        codes = self.all_codes()
+        phones = self.all_phones()
+        for i, h in enumerate(self.handles):
+            problems += log_leaks(h.log_text(), sec, codes, phones, where="otpd#%d stderr" % i)
+            problems += log_leaks(h.stdout_text(), sec, codes, phones, where="otpd#%d stdout" % i)
+        for i, r in enumerate(self.runs):
+            problems += log_leaks(r.stdout + "\n" + r.stderr, sec, codes, phones,
+                                  where="run#%d output" % i)
+        code_re = None
+        if codes:
+            code_re = re.compile(r"(?<![0-9A-Za-z])(%s)(?![0-9A-Za-z])" % "|".join(sorted(codes)))
+        for r in self.responses:
+            blob = "%s\n%s" % ("\n".join("%s: %s" % kv for kv in r.headers.items()), r.text)
+            if r.status_code >= 500 and r.status_code not in (502, 503):
+                problems.append("HTTP %d for %s %s: %s" % (r.status_code, r.request.method,
+                                                         r.request.path_url, r.text[:300]))
+            for s in sec:
+                if s in blob:
+                    problems.append("a response to %s %s holds the API key or SECRET_KEY"
+                                    % (r.request.method, r.request.path_url))
+            if code_re is not None and code_re.search(blob.translate(_DIGITS)):
+                problems.append("a response to %s %s holds a code: %s"
+                                % (r.request.method, r.request.path_url, r.text[:300]))
+        if problems:
+            pytest.fail("after-test checks:\n" + "\n".join(problems[:30]), pytrace=False)
+
+
+# ----------------------------------------------------------------------------------------
+# fixtures
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "otpd_env(**vars): environment for the otpd fixture")
+
+
+@pytest.fixture
+def fake():
+    f = fake_kavenegar.FakeKavenegar(api_key=new_api_key()).start()
+    yield f
+    f.stop()
+
+
+@pytest.fixture
+def otpd_factory(fake, tmp_path):
+    factory = OtpdFactory(fake, tmp_path)
+    yield factory
+    try:
+        factory.finish()
+    finally:
+        for h in factory.handles:
+            if h.proc is not None and h.proc.poll() is None:
+                h.proc.kill()
+                h.proc.wait(5)
+
+
+@pytest.fixture
+def otpd(otpd_factory, request):
+    env = {}
+    for m in reversed(list(request.node.iter_markers("otpd_env"))):
+        env.update(m.kwargs)
+    return otpd_factory.start(env)
+
