@@ -141,9 +141,6 @@ static void warn_development(const struct config *cfg)
 		log_warn("config.development",
 		         "DEVELOPMENT MODE (OTPD_ENV=development): not for production; "
 		         "set OTPD_ENV=production for the strict checks");
-	if (cfg->sms_backend == SMS_CONSOLE)
-		log_warn("config.console_sms",
-		         "SMS_BACKEND=console: codes are written to this log, no SMS is sent");
 }
 
 static int cmd_serve(void)

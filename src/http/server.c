@@ -219,13 +219,13 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	(void)conn;
 	if (!r)
 		return;
-	double ms = (double)(mono_ns() - r->start_ns) / 1e6;
+	json_int_t us = (json_int_t)((mono_ns() - r->start_ns) / 1000);
 	json_t *path = json_string(r->path);
 	log_set_request_id(r->id);
 	log_fields(LOG_LEVEL_INFO, "http.access",
-	           json_pack("{s:s, s:o, s:i, s:f, s:s, s:b}", "method", r->method,
+	           json_pack("{s:s, s:o, s:i, s:I, s:s, s:b}", "method", r->method,
 	                     "path", path ? path : json_string("(not UTF-8)"),
-	                     "status", (int)r->http_status, "duration_ms", ms,
+	                     "status", (int)r->http_status, "duration_us", us,
 	                     "client", r->client_str,
 	                     "completed", toe == MHD_REQUEST_TERMINATED_COMPLETED_OK),
 	           "%s %s %u", r->method, path ? r->path : "-", r->http_status);
@@ -276,6 +276,7 @@ enum otpd_status http_server_start(const struct config *cfg, struct auth *auth,
 		flags |= MHD_USE_IPv6;
 	s->daemon = MHD_start_daemon(
 		flags, 0, NULL, NULL, on_request, s,
+		MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
 		MHD_OPTION_SOCK_ADDR, (const struct sockaddr *)&cfg->listen_addr,
 		MHD_OPTION_THREAD_POOL_SIZE, (unsigned)threads,
 		MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
@@ -283,7 +284,6 @@ enum otpd_status http_server_start(const struct config *cfg, struct auth *auth,
 		MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
 		MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)1024,
 		MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-		MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
 		MHD_OPTION_END);
 	if (!s->daemon) {
 		log_error("http.listen", "cannot listen on '%s'", cfg->listen);

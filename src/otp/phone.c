@@ -1,65 +1,10 @@
 /* Iranian mobile numbers (API-CONTRACT §2).  Pure: libc only. */
 #include "phone.h"
+#include "digits.h"
 
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
-
-#define NOT_A_DIGIT (-1)
-
-/* Decode one code point of strict UTF-8 (RFC 3629: no overlong forms, no
- * surrogates, nothing above U+10FFFF) at s[*pos], pos < len.  On success
- * advances *pos and returns true; on invalid or truncated input returns
- * false. */
-static bool utf8_next(const unsigned char *s, size_t len, size_t *pos,
-                      uint32_t *ret_cp)
-{
-	size_t i = *pos, extra;
-	uint32_t cp = s[i], min;
-
-	if (cp < 0x80) {
-		extra = 0;
-		min = 0;
-	} else if (cp >= 0xC2 && cp <= 0xDF) {
-		extra = 1;
-		cp &= 0x1F;
-		min = 0x80;
-	} else if (cp >= 0xE0 && cp <= 0xEF) {
-		extra = 2;
-		cp &= 0x0F;
-		min = 0x800;
-	} else if (cp >= 0xF0 && cp <= 0xF4) {
-		extra = 3;
-		cp &= 0x07;
-		min = 0x10000;
-	} else {
-		return false;
-	}
-	if (len - i - 1 < extra)
-		return false;
-	for (size_t k = 1; k <= extra; k++) {
-		if ((s[i + k] & 0xC0) != 0x80)
-			return false;
-		cp = cp << 6 | (s[i + k] & 0x3Fu);
-	}
-	if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-		return false;
-	*pos = i + 1 + extra;
-	*ret_cp = cp;
-	return true;
-}
-
-/* 0..9 for an ASCII, Arabic-Indic or Persian digit, else NOT_A_DIGIT. */
-static int digit_value(uint32_t cp)
-{
-	if (cp >= '0' && cp <= '9')
-		return (int)(cp - '0');
-	if (cp >= 0x0660 && cp <= 0x0669)
-		return (int)(cp - 0x0660);
-	if (cp >= 0x06F0 && cp <= 0x06F9)
-		return (int)(cp - 0x06F0);
-	return NOT_A_DIGIT;
-}
 
 static bool is_separator(uint32_t cp)
 {
@@ -80,12 +25,12 @@ static bool reduce(const char *in, size_t len,
 		uint32_t cp;
 		int d;
 
-		if (++chars > OTP_PHONE_MAX_CHARS || !utf8_next(s, len, &pos, &cp))
+		if (++chars > OTP_PHONE_MAX_CHARS || !otp_utf8_next(s, len, &pos, &cp))
 			return false;
 		if (is_separator(cp))
 			continue;
-		d = digit_value(cp);
-		if (d != NOT_A_DIGIT)
+		d = otp_digit_value(cp);
+		if (d != OTP_NOT_A_DIGIT)
 			ret[n++] = (char)('0' + d);
 		else if (cp == '+' && n == 0)
 			ret[n++] = '+';

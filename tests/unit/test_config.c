@@ -156,10 +156,11 @@ static void test_defaults(void **state)
 		if (p[0] >= 0xd8 && p[0] <= 0xdb && (p[1] & 0xc0) == 0x80)
 			persian = true;
 	assert_true(persian);
-	assert_true(strlen(cfg.otp_message) < 160); /* short: one SMS part at most-ish */
+	assert_true(strlen(cfg.otp_message) < 160); /* "short" */
 }
 
-/* An empty value is no value: a variable set to "" keeps its default. */
+/* A variable set to "" counts as unset (the shell's ${VAR:-default}), so a
+ * blank line in an env file keeps the contract default. */
 static void test_empty_is_default(void **state)
 {
 	static const struct kv vars[] = {
