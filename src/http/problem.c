@@ -43,7 +43,7 @@ json_t *http_problem_new(enum otpd_status st, const char *detail, json_t *extra)
 	              "status", (int)p->http_status, "detail", detail ? detail : p->detail,
 	              "code", p->code);
 	if (o && extra)
-		json_object_update(o, extra);
+		json_object_update_missing(o, extra); /* extras never override */
 	json_decref(extra);
 	return o;
 }

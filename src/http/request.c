@@ -306,7 +306,8 @@ enum otpd_status http_throttle(struct request *r, struct ratelimit *rl)
 {
 	int retry;
 
-	if (ratelimit_hit(rl, r->client.bytes, r->client.family == AF_INET ? 4 : 16,
+	/* An IPv6 client usually holds a whole /64: one bucket per /64. */
+	if (ratelimit_hit(rl, r->client.bytes, r->client.family == AF_INET ? 4 : 8,
 	                  http_now_ms(), &retry))
 		return OTPD_OK;
 	r->retry_after_s = retry;

@@ -6,6 +6,7 @@
  * served through config_load_from's lookup function. */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>

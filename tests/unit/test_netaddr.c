@@ -5,6 +5,7 @@
  * ::ffff:a.b.c.d), prefix arithmetic from RFC 4632 and RFC 4291 2.3. */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>

@@ -4,6 +4,7 @@
  * INT64_MAX is 9223372036854775807, a minute is 60000 ms, and so on. */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>

@@ -1,0 +1,196 @@
+"""Process lifecycle: health endpoints, durability across SIGKILL, graceful SIGTERM/SIGINT with
+a send in flight, a database that cannot be written (503 unavailable, and the server lives on)."""
+
+import signal
+import sqlite3
+import threading
+import time
+
+import pytest
+import requests
+
+from conftest import (PHONE, assert_problem, get_code, log_objects, phone_n, wait_for,
+                      wrong_code)
+
+EXACT_200 = {"phone_number": PHONE, "message": "OTP sent successfully", "expires_in": 300}
+
+
+def test_healthz_and_readyz(otpd):
+    assert otpd.get("/healthz").status_code == 200
+    assert otpd.get("/readyz").status_code == 200
+
+
+def test_code_survives_sigkill(otpd, fake):
+    assert otpd.send(PHONE).status_code == 200
+    code = get_code(fake, PHONE)
+    assert otpd.kill() == -signal.SIGKILL
+    otpd.restart()
+    r = otpd.verify(PHONE, code)
+    assert r.status_code == 200, "a 200 send is durable: %s" % r.text
+
+
+def test_used_code_stays_used_across_restart(otpd, fake):
+    assert otpd.send(PHONE).status_code == 200
+    code = get_code(fake, PHONE)
+    assert otpd.verify(PHONE, code).status_code == 200
+    otpd.kill()
+    otpd.restart()
+    assert_problem(otpd.verify(PHONE, code), 400, "otp_expired")
+
+
+@pytest.mark.otpd_env(OTP_MAX_ATTEMPTS="3")
+def test_attempts_survive_sigkill(otpd, fake):
+    assert otpd.send(PHONE).status_code == 200
+    code = get_code(fake, PHONE)
+    for remaining in (2, 1):
+        assert assert_problem(otpd.verify(PHONE, wrong_code(code)), 400, "invalid_code")[
+            "remaining_attempts"] == remaining
+    otpd.kill()
+    otpd.restart()
+    body = assert_problem(otpd.verify(PHONE, wrong_code(code)), 400, "invalid_code")
+    assert body["remaining_attempts"] == 0
+    assert_problem(otpd.verify(PHONE, code), 400, "too_many_attempts")
+
+
+@pytest.mark.otpd_env(OTP_SEND_LIMIT="2", OTP_SEND_WINDOW="120")
+def test_send_count_survives_sigkill(otpd, fake):
+    assert otpd.send(PHONE).status_code == 200
+    assert otpd.send(PHONE).status_code == 200
+    otpd.kill()
+    otpd.restart()
+    assert_problem(otpd.send(PHONE), 429, "otp_rate_limited")
+
+
+def test_user_survives_sigkill(otpd, fake):
+    first = otpd.login(fake, PHONE).json()
+    otpd.kill()
+    otpd.restart()
+    again = otpd.login(fake, PHONE).json()
+    assert again["is_new_user"] is False
+    assert again["user"] == first["user"]
+
+
+def test_generated_secret_is_kept(otpd_factory, fake):
+    """Without SECRET_KEY one is generated once, kept in the database, with a warning: a code
+    sent before a restart still verifies after it."""
+    otpd = otpd_factory.start({"SECRET_KEY": None})
+    assert otpd.send(PHONE).status_code == 200
+    code = get_code(fake, PHONE)
+    otpd.kill()
+    otpd.restart()
+    r = otpd.verify(PHONE, code)
+    assert r.status_code == 200, r.text
+    warns = [o for o in log_objects(otpd.log_text())
+             if o.get("level") in ("warn", "warning") and "SECRET_KEY" in str(o)]
+    assert warns, "a warning about the generated SECRET_KEY is expected"
+
+
+@pytest.mark.otpd_env(KAVENEGAR_TIMEOUT_MS="8000")
+def test_sigterm_finishes_send_in_flight(otpd, fake):
+    fake.configure(latency_ms=1500)
+    box = {}
+
+    def send():
+        try:
+            box["r"] = otpd.send(PHONE)
+        except Exception as e:
+            box["e"] = e
+    t = threading.Thread(target=send)
+    t.start()
+    wait_for(lambda: fake.stats()["in_flight"] >= 1, 5, what="the send to reach the provider")
+    otpd.send_signal(signal.SIGTERM)
+    t_sig = time.monotonic()
+
+    # it stops accepting new connections while it drains
+    stopped_accepting = False
+    while time.monotonic() - t_sig < 1.0 and not stopped_accepting:
+        try:
+            r = requests.get(otpd.url + "/healthz", timeout=0.5)
+            stopped_accepting = r.status_code == 503
+        except requests.RequestException:
+            stopped_accepting = True
+        if not stopped_accepting:
+            time.sleep(0.05)
+
+    t.join(15)
+    assert "e" not in box, "the in-flight send failed: %r" % box.get("e")
+    r = box["r"]
+    assert r.status_code == 200, r.text
+    assert r.json() == EXACT_200
+    rc = otpd.wait(10)
+    assert rc == 0, "exit status %s after SIGTERM" % rc
+    assert stopped_accepting, "new connections were still served 1 s after SIGTERM"
+    # the send that finished during shutdown is durable
+    fake.configure(latency_ms=0)
+    otpd.restart()
+    assert otpd.verify(PHONE, get_code(fake, PHONE)).status_code == 200
+
+
+def test_sigterm_idle_exits_cleanly(otpd, fake):
+    assert otpd.send(PHONE).status_code == 200
+    t0 = time.monotonic()
+    assert otpd.stop(signal.SIGTERM) == 0
+    assert time.monotonic() - t0 < 3
+    db = otpd.db_path
+    wal = db.with_name(db.name + "-wal")
+    assert not wal.exists() or wal.stat().st_size == 0, \
+        "the database was not closed cleanly (WAL left with %d bytes)" % wal.stat().st_size
+    con = sqlite3.connect(str(db))
+    try:
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    finally:
+        con.close()
+
+
+def test_sigint_exits_0(otpd):
+    assert otpd.stop(signal.SIGINT) == 0
+
+
+@pytest.mark.otpd_env(OTPD_SHUTDOWN_TIMEOUT="1", KAVENEGAR_TIMEOUT_MS="10000")
+def test_shutdown_is_bounded(otpd, fake):
+    fake.configure(latency_ms=6000)
+    box = {}
+
+    def send():
+        try:
+            box["r"] = otpd.send(PHONE, timeout=(3, 20))
+        except Exception as e:
+            box["e"] = e
+    t = threading.Thread(target=send)
+    t.start()
+    wait_for(lambda: fake.stats()["in_flight"] >= 1, 5, what="the send to reach the provider")
+    t0 = time.monotonic()
+    rc = otpd.stop(signal.SIGTERM, timeout=10)
+    took = time.monotonic() - t0
+    t.join(10)
+    assert rc == 0
+    assert took < 4.0, "OTPD_SHUTDOWN_TIMEOUT=1 but exit took %.1fs" % took
+    if "r" in box:
+        assert_problem(box["r"], 503, "sms_unavailable")
+
+
+@pytest.mark.otpd_env(OTPD_DB_BUSY_TIMEOUT_MS="200")
+def test_locked_database_is_503_and_recovers(otpd, fake):
+    assert otpd.send(PHONE).status_code == 200
+    code = get_code(fake, PHONE)
+    other = phone_n(1)
+    con = sqlite3.connect(str(otpd.db_path), timeout=5, isolation_level=None)
+    try:
+        con.execute("BEGIN IMMEDIATE")
+        t0 = time.monotonic()
+        assert_problem(otpd.send(other), 503, "unavailable")
+        assert time.monotonic() - t0 < 3, "OTPD_DB_BUSY_TIMEOUT_MS=200 must bound the wait"
+        assert_problem(otpd.verify(PHONE, code), 503, "unavailable")
+        assert otpd.get("/healthz").status_code == 200
+        assert otpd.get("/readyz").status_code in (200, 503)
+        assert otpd.running()
+        assert fake.messages(other, include_refused=True) == [], "no SMS without a stored code"
+    finally:
+        con.execute("ROLLBACK")
+        con.close()
+    # released: everything works again, and the refused verify did not use the code up
+    assert otpd.get("/readyz").status_code == 200
+    r = otpd.verify(PHONE, code)
+    assert r.status_code == 200, r.text
+    r = otpd.send(other)
+    assert r.status_code == 200, r.text
