@@ -252,6 +252,7 @@ class _State:
             self.config = copy.deepcopy(self.start_config)
             self.messages = []        # every SMS record, accepted or refused, oldest first
             self.requests = []        # every /v1/ request as received
+            self.arrivals = []        # message/token of every /v1/ request, read on arrival
             self.localids = {}        # localid -> entry
             self.known_ids = {}       # messageid -> record
             self.stats = {
@@ -440,6 +441,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 "headers": [[k, v] for k, v in self.headers.items()],
                 "body": body.decode("utf-8", errors="replace"),
             })
+            st.arrivals.append(self._texts(query, body))
             st.stats["requests"] += 1
             st.stats["in_flight"] += 1
             st.stats["max_in_flight"] = max(st.stats["max_in_flight"], st.stats["in_flight"])
@@ -451,6 +453,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         finally:
             with st.lock:
                 st.stats["in_flight"] -= 1
+
+    def _texts(self, query, body):
+        """What a request carried that may hold a code (message, token), read on arrival so
+        that it is known even if the request never gets an answer."""
+        try:
+            p = self._params(query, body)
+        except (UnicodeDecodeError, ValueError):
+            return {}
+        return {k: p[k] for k in ("message", "token") if k in p}
 
     def _take_failure(self):
         """The failure to inject into this request, if any (consumes one fail_next)."""
@@ -870,10 +881,10 @@ class FakeKavenegar:
             return copy.deepcopy(self._state.stats)
 
     def codes(self):
-        """Every code any recorded SMS carried (accepted or refused)."""
+        """Every code any SMS request carried (accepted, refused or never answered)."""
         out = set()
         with self._state.lock:
-            recs = [dict(r) for r in self._state.messages]
+            recs = [dict(r) for r in self._state.messages] + [dict(a) for a in self._state.arrivals]
         for rec in recs:
             try:
                 c = extract_code(rec)

@@ -26,6 +26,7 @@ struct http_server {
 	struct ratelimit *rl_verify;
 	atomic_long inflight;
 	unsigned port;
+	MHD_socket listen_fd;   /* after quiesce: closed in http_server_stop */
 };
 
 struct request;

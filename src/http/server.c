@@ -263,6 +263,7 @@ enum otpd_status http_server_start(const struct config *cfg, struct auth *auth,
 		return OTPD_NOMEM;
 	if (threads < 1)
 		threads = 1;
+	s->listen_fd = MHD_INVALID_SOCKET;
 	s->cfg = cfg;
 	s->auth = auth;
 	s->store = store;
@@ -300,9 +301,9 @@ unsigned http_server_port(const struct http_server *s) { return s->port; }
 
 void http_server_quiesce(struct http_server *s)
 {
-	MHD_socket fd = MHD_quiesce_daemon(s->daemon);
-	if (fd != MHD_INVALID_SOCKET)
-		close(fd);
+	/* The listening socket is ours now; it is closed after the daemon
+	 * stops, so no worker thread can race on a closed descriptor. */
+	s->listen_fd = MHD_quiesce_daemon(s->daemon);
 }
 
 long http_server_inflight(const struct http_server *s) { return atomic_load(&s->inflight); }
@@ -313,6 +314,8 @@ void http_server_stop(struct http_server *s)
 		return;
 	if (s->daemon)
 		MHD_stop_daemon(s->daemon);
+	if (s->listen_fd != MHD_INVALID_SOCKET)
+		close(s->listen_fd);
 	ratelimit_free(s->rl_send);
 	ratelimit_free(s->rl_verify);
 	free(s);

@@ -38,7 +38,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tools"))
 import fake_kavenegar  # noqa: E402
 
-OTPD_BIN = Path(os.environ.get("OTPD_BIN") or (REPO / "build" / "otpd"))
+OTPD_BIN = Path(os.environ.get("OTPD_BIN") or (REPO / "build" / "otpd")).absolute()
 
 SEND = "/api/v1/usr/otp"
 VERIFY = "/api/v1/usr/otp/verify"

@@ -8,7 +8,7 @@ import sqlite3
 
 import pytest
 
-from conftest import (PHONE, PHONE_MASKED, assert_problem, cookies_of, free_port, get_code,
+from conftest import (PHONE, PHONE_MASKED, assert_problem, cookies_of, free_port,
                       have_ipv6, log_objects, new_secret, port_is_free)
 
 BAD_VALUES = [

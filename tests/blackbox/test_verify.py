@@ -93,6 +93,7 @@ def test_cookies_secure_and_ttls(otpd, fake):
     assert claims["exp"] - claims["iat"] == 3600
 
 
+@pytest.mark.otpd_env(OTP_SEND_LIMIT="10")
 def test_tokens_are_hs256_with_contract_claims(otpd, fake):
     key = otpd.env["SECRET_KEY"]
     before = int(time.time())
@@ -249,3 +250,24 @@ def test_new_send_invalidates_earlier_code(otpd, fake):
     assert_problem(r, 400, codes=("otp_expired", "invalid_code"))
     r = otpd.verify(PHONE, code2)
     assert r.status_code == 200, r.text
+
+
+def test_inactive_user(otpd, fake):
+    """API-CONTRACT §3: an inactive user gets user_inactive (403).  There is no API to
+    deactivate a user yet (admin comes later), so the test flips the flag in the database."""
+    import sqlite3
+    uid = otpd.login(fake, PHONE).json()["user"]["id"]
+    con = sqlite3.connect(str(otpd.db_path), timeout=5)
+    try:
+        cols = {r[1] for r in con.execute("PRAGMA table_info(users)")}
+        if "is_active" not in cols:
+            pytest.skip("no users.is_active column to flip")
+        con.execute("UPDATE users SET is_active = 0 WHERE id = ?", (uid,))
+        con.commit()
+    finally:
+        con.close()
+    code = send_and_code(otpd, fake)
+    r = otpd.verify(PHONE, code)
+    assert_problem(r, 403, "user_inactive")
+    assert "access_token" not in r.text and not cookies_of(r)
+    assert otpd.verify(PHONE, code).status_code != 200
