@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "log.h"
+#include "sms/kavenegar.h"
 
 enum kind { K_STR, K_INT, K_BOOL, K_RATE, K_ENV, K_SMS, K_JWTALG, K_LOGLEVEL,
             K_LISTEN, K_URL, K_DBURL, K_CIDRS };
@@ -183,16 +184,6 @@ static bool parse_var(const struct var *v, const char *val, struct config *c,
 	return false;
 }
 
-static bool key_is_valid(const char *k)
-{
-	if (!*k)
-		return false;
-	for (; *k; k++)
-		if (!isalnum((unsigned char)*k))
-			return false;
-	return true;
-}
-
 /* Defaults that depend on other variables, and the cross-checks. */
 static bool finish(const char *(*lookup)(const char *), struct config *c,
                    char *err, size_t errlen)
@@ -206,7 +197,7 @@ static bool finish(const char *(*lookup)(const char *), struct config *c,
 	if (!v || !*v)
 		c->cookie_secure = c->env == CONFIG_ENV_PRODUCTION;
 
-	if (c->sms_backend == SMS_KAVENEGAR && !key_is_valid(c->kavenegar_api_key)) {
+	if (c->sms_backend == SMS_KAVENEGAR && !sms_kavenegar_key_is_valid(c->kavenegar_api_key)) {
 		snprintf(err, errlen, "KAVENEGAR_API_KEY: expected letters and digits (required with SMS_BACKEND=kavenegar)%s",
 		         c->kavenegar_api_key[0] ? ", got a value with other characters" : ", got nothing");
 		return false;

@@ -154,21 +154,26 @@ struct sms_result sms_kavenegar_classify(int transport_ok, long http_status,
 	return classify(transport_ok, body, len, &envelope);
 }
 
-bool sms_kavenegar_key_is_valid(const char *key)
+bool sms_alnum_is_valid(const char *s, size_t max)
 {
 	size_t n = 0;
 
-	if (!key)
+	if (!s)
 		return false;
-	for (; key[n]; n++) {
-		char c = key[n];
+	for (; s[n]; n++) {
+		char c = s[n];
+		if (n >= max)
+			return false;
 		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
 		      (c >= '0' && c <= '9')))
 			return false;
-		if (n >= 512)
-			return false;
 	}
 	return n > 0;
+}
+
+bool sms_kavenegar_key_is_valid(const char *key)
+{
+	return sms_alnum_is_valid(key, SMS_KEY_MAX);
 }
 
 /* ---- setup ------------------------------------------------------------ */
@@ -345,21 +350,6 @@ static size_t on_data(char *ptr, size_t size, size_t nmemb, void *userdata)
 	return n;
 }
 
-static bool is_alnum_text(const char *s, size_t max)
-{
-	size_t n = 0;
-
-	for (; s[n]; n++) {
-		char c = s[n];
-		if (n >= max)
-			return false;
-		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
-		      (c >= '0' && c <= '9')))
-			return false;
-	}
-	return n > 0;
-}
-
 /* The form body.  National number and code are letters/digits, which
  * curl_easy_escape leaves as they are, so they are copied in directly and
  * the code never passes through a buffer we cannot wipe. */
@@ -423,10 +413,10 @@ enum otpd_status sms_kavenegar_call_new(const struct sms_kavenegar *kv,
 	CURLcode rc = CURLE_OK;
 	CURL *h = easy;
 
-	if (strlen(phone) != OTP_PHONE_LEN || !is_alnum_text(code, CODE_MAX))
+	if (strlen(phone) != OTP_PHONE_LEN || !sms_alnum_is_valid(code, CODE_MAX))
 		goto out;
 	otp_phone_national(phone, national);
-	if (!is_alnum_text(national, OTP_PHONE_NATIONAL_LEN))
+	if (!sms_alnum_is_valid(national, OTP_PHONE_NATIONAL_LEN))
 		goto out;
 
 	st = OTPD_NOMEM;

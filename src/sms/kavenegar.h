@@ -23,6 +23,11 @@
 struct sms_result sms_kavenegar_classify(int transport_ok, long http_status,
                                          const char *body, size_t len);
 
+#define SMS_KEY_MAX 512
+
+/* 1..max ASCII letters and digits (keys, codes, national numbers). */
+bool sms_alnum_is_valid(const char *s, size_t max);
+
 /* Kavenegar API keys are letters and digits only (REFERENCE §1). */
 bool sms_kavenegar_key_is_valid(const char *key);
 

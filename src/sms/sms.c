@@ -73,21 +73,6 @@ static bool phone_is_valid(const char *phone)
 	return true;
 }
 
-static bool code_is_valid(const char *code)
-{
-	size_t n = 0;
-
-	for (; code[n]; n++) {
-		char c = code[n];
-		if (n >= CODE_MAX)
-			return false;
-		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
-		      (c >= '0' && c <= '9')))
-			return false;
-	}
-	return n > 0;
-}
-
 static long ms_until(const struct timespec *t)
 {
 	struct timespec now;
@@ -363,7 +348,7 @@ enum otpd_status sms_send(struct sms *s, const char *phone, const char *code,
 	bool full = false;
 
 	if (!s || !phone || !code || !done || !phone_is_valid(phone) ||
-	    !code_is_valid(code))
+	    !sms_alnum_is_valid(code, CODE_MAX))
 		return OTPD_INTERNAL;
 	j = calloc(1, sizeof(*j));
 	if (!j)
