@@ -63,3 +63,16 @@ clean:
 	rm -rf build build-asan
 
 -include $(OBJ:.o=.d)
+
+# Benchmark (bench/run.sh, results in docs/PERFORMANCE.md): builds into
+# build-bench/ so that it never mixes flags with build/.  `make bench PROFILE=1`
+# adds perf profiles (docs/perf-send.txt, docs/perf-verify.txt); every knob is
+# an environment variable, see docs/PERFORMANCE.md.
+.PHONY: bench
+bench:
+	PROFILE=$(PROFILE) bench/run.sh
+
+# bench-only: fills a database with known codes before otpd starts.
+$(BUILD)/bench/prefill: bench/prefill.c $(LIBOBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Isrc $(LDFLAGS) -o $@ $< $(LIBOBJ) $(LDLIBS)

@@ -44,7 +44,8 @@ static const struct var vars[] = {
 	{"OTPD_TRUSTED_PROXIES", K_CIDRS, F(trusted_proxies_raw), "", 0, 0, "addresses or CIDRs allowed to name the client in X-Forwarded-For"},
 	{"JWT_ACCESS_TTL", K_INT, F(jwt_access_ttl_s), "300", 1, 2592000, "access token lifetime, seconds"},
 	{"JWT_REFRESH_TTL", K_INT, F(jwt_refresh_ttl_s), "86400", 1, 31536000, "refresh token lifetime, seconds"},
-	{"JWT_ALGORITHM", K_JWTALG, F(jwt_alg), "HS256", 0, 0, "HS256 (ES256 comes with the sessions work)"},
+	{"JWT_REFRESH_GRACE", K_INT, F(jwt_refresh_grace_s), "10", 0, 300, "seconds a rotated refresh token still returns the pair it was exchanged for (0: never)"},
+	{"JWT_ALGORITHM", K_JWTALG, F(jwt_alg), "HS256", 0, 0, "HS256 (keyed by SECRET_KEY) or ES256 (JWT_PRIVATE_KEY_FILE; public keys at /.well-known/jwks.json)"},
 	{"JWT_PRIVATE_KEY_FILE", K_STR, F(jwt_private_key_file), "", 0, 0, "P-256 private key (PEM) for ES256"},
 	{"JWT_PREVIOUS_PUBLIC_KEY_FILE", K_STR, F(jwt_previous_public_key_file), "", 0, 0, "previous public key that still verifies"},
 	{"OTPD_ALLOWED_ORIGINS", K_STR, F(allowed_origins), "", 0, 0, "origins allowed to send cookie-authenticated requests"},
@@ -58,6 +59,7 @@ static const struct var vars[] = {
 	{"OTPD_THREADS", K_INT, F(threads), "0", 0, 256, "HTTP worker threads (0 = one per core)"},
 	{"OTPD_MAX_CONNECTIONS", K_INT, F(max_connections), "4096", 16, 1000000, "open client connections at most"},
 	{"OTPD_SMS_MAX_QUEUE", K_INT, F(sms_max_queue), "10000", 1, 1000000, "SMS jobs waiting or in flight at most (beyond: 503)"},
+	{"OTPD_PURGE_INTERVAL", K_INT, F(purge_interval_s), "300", 1, 86400, "seconds between purges of expired refresh records"},
 	{"OTPD_LOG_LEVEL", K_LOGLEVEL, F(log_level), "info", 0, 0, "error, warn, info or debug"},
 };
 
@@ -68,7 +70,7 @@ struct word {
 
 static const struct word env_words[] = {{"development", CONFIG_ENV_DEVELOPMENT}, {"production", CONFIG_ENV_PRODUCTION}, {NULL, 0}};
 static const struct word sms_words[] = {{"console", SMS_CONSOLE}, {"kavenegar", SMS_KAVENEGAR}, {NULL, 0}};
-static const struct word alg_words[] = {{"HS256", CONFIG_JWT_HS256}, {NULL, 0}};
+static const struct word alg_words[] = {{"HS256", CONFIG_JWT_HS256}, {"ES256", CONFIG_JWT_ES256}, {NULL, 0}};
 static const struct word level_words[] = {{"error", LOG_LEVEL_ERROR}, {"warn", LOG_LEVEL_WARN}, {"info", LOG_LEVEL_INFO}, {"debug", LOG_LEVEL_DEBUG}, {NULL, 0}};
 
 static bool parse_word(const struct word *w, const char *s, int *ret)
@@ -205,6 +207,10 @@ static bool finish(const char *(*lookup)(const char *), struct config *c,
 	if (c->sms_backend == SMS_KAVENEGAR && !c->kavenegar_template[0] &&
 	    !strstr(c->otp_message, "{code}")) {
 		snprintf(err, errlen, "OTP_MESSAGE: expected a text containing {code}");
+		return false;
+	}
+	if (c->jwt_alg == CONFIG_JWT_ES256 && !c->jwt_private_key_file[0]) {
+		snprintf(err, errlen, "JWT_PRIVATE_KEY_FILE: expected a P-256 private key file (PEM) with JWT_ALGORITHM=ES256, got nothing");
 		return false;
 	}
 	if (c->env == CONFIG_ENV_PRODUCTION) {

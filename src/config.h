@@ -40,6 +40,7 @@ struct config {
 	struct netaddr_list trusted_proxies;
 	int64_t jwt_access_ttl_s;
 	int64_t jwt_refresh_ttl_s;
+	int64_t jwt_refresh_grace_s;
 	enum config_jwt_alg jwt_alg;
 	char jwt_private_key_file[1024];
 	char jwt_previous_public_key_file[1024];
@@ -54,6 +55,7 @@ struct config {
 	int64_t threads;                /* 0 = one per core */
 	int64_t max_connections;
 	int64_t sms_max_queue;
+	int64_t purge_interval_s;
 	int log_level;                  /* enum log_level */
 };
 

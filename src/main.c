@@ -9,6 +9,7 @@
 #include <sys/resource.h>
 #include <time.h>
 #include "auth/login.h"
+#include "auth/session.h"
 #include "config.h"
 #include "http/server.h"
 #include "log.h"
@@ -150,6 +151,7 @@ static int cmd_serve(void)
 	struct sms *sms = NULL;
 	struct auth *auth = NULL;
 	struct http_server *http = NULL;
+	struct auth_janitor *janitor = NULL;
 	uint8_t secret[sizeof(cfg.secret_key)];
 	size_t secret_len = 0;
 	sigset_t sigs;
@@ -195,6 +197,8 @@ static int cmd_serve(void)
 	otp_wipe(secret, sizeof(secret));
 	if (http_server_start(&cfg, auth, store, &http) != OTPD_OK)
 		goto out;
+	if (auth_janitor_start(auth, (int)cfg.purge_interval_s, &janitor) != OTPD_OK)
+		goto out;
 
 	warn_development(&cfg);
 	log_fields(LOG_LEVEL_INFO, "server.listening",
@@ -214,6 +218,7 @@ static int cmd_serve(void)
 	drain(http, 2000);
 	rc = 0;
 out:
+	auth_janitor_stop(janitor);
 	http_server_stop(http);
 	sms_free(sms, 0);
 	auth_free(auth);

@@ -1,35 +1,231 @@
 #include "jwt.h"
 
+#include <jansson.h>
 #include <jwt.h>
+#include <openssl/bio.h>
+#include <openssl/core_names.h>
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <openssl/rand.h>
+#include <openssl/sha.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "../log.h"
 
-struct auth_jwt {
-	size_t key_len;
-	unsigned char key[];
+#define KID_MAX 64
+
+struct es_key {
+	char *pub_pem;       /* for jwt_decode */
+	size_t pub_len;
+	char kid[KID_MAX];
+	json_t *jwk;
 };
 
-enum otpd_status auth_jwt_new(const void *key, size_t key_len, struct auth_jwt **ret)
-{
-	struct auth_jwt *j = malloc(sizeof(*j) + key_len);
+struct auth_jwt {
+	jwt_alg_t alg;
+	unsigned char *sign_key;   /* HS256 secret, or ES256 private PEM */
+	size_t sign_key_len;
+	struct es_key current;
+	struct es_key previous;    /* pub_pem NULL when none */
+	char *jwks;
+};
 
-	if (!j)
-		return OTPD_NOMEM;
-	j->key_len = key_len;
-	memcpy(j->key, key, key_len);
-	*ret = j;
-	return OTPD_OK;
+static void es_key_release(struct es_key *k)
+{
+	free(k->pub_pem);
+	json_decref(k->jwk);
+	memset(k, 0, sizeof(*k));
 }
 
 void auth_jwt_free(struct auth_jwt *j)
 {
 	if (!j)
 		return;
-	OPENSSL_cleanse(j->key, j->key_len);
+	if (j->sign_key) {
+		OPENSSL_cleanse(j->sign_key, j->sign_key_len);
+		free(j->sign_key);
+	}
+	es_key_release(&j->current);
+	es_key_release(&j->previous);
+	free(j->jwks);
 	free(j);
+}
+
+/* base64url without padding (RFC 7515 §2); out must hold 4*ceil(n/3)+1. */
+static void b64url(const unsigned char *in, size_t n, char *out)
+{
+	int len = EVP_EncodeBlock((unsigned char *)out, in, (int)n);
+	int w = 0;
+
+	for (int i = 0; i < len; i++) {
+		char c = out[i];
+		if (c == '=')
+			break;
+		out[w++] = c == '+' ? '-' : c == '/' ? '_' : c;
+	}
+	out[w] = '\0';
+}
+
+static bool build_jwks(struct auth_jwt *j)
+{
+	json_t *keys = json_array(), *doc;
+
+	if (!keys)
+		return false;
+	if (j->current.jwk)
+		json_array_append(keys, j->current.jwk);
+	if (j->previous.jwk)
+		json_array_append(keys, j->previous.jwk);
+	doc = json_pack("{s:o}", "keys", keys);
+	j->jwks = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+	json_decref(doc);
+	return j->jwks != NULL;
+}
+
+enum otpd_status auth_jwt_new_hs256(const void *key, size_t key_len, struct auth_jwt **ret)
+{
+	struct auth_jwt *j = calloc(1, sizeof(*j));
+
+	if (!j)
+		return OTPD_NOMEM;
+	j->alg = JWT_ALG_HS256;
+	j->sign_key = malloc(key_len ? key_len : 1);
+	if (!j->sign_key || !build_jwks(j)) {
+		auth_jwt_free(j);
+		return OTPD_NOMEM;
+	}
+	memcpy(j->sign_key, key, key_len);
+	j->sign_key_len = key_len;
+	*ret = j;
+	return OTPD_OK;
+}
+
+/* The public half of pkey as PEM, its JWK and RFC 7638 thumbprint kid.
+ * pkey must be an EC P-256 key. */
+static bool es_key_init(EVP_PKEY *pkey, struct es_key *k)
+{
+	char group[32];
+	unsigned char xb[32], yb[32], digest[SHA256_DIGEST_LENGTH];
+	char x[48], y[48], canon[160];
+	BIGNUM *bx = NULL, *by = NULL;
+	BIO *bio = NULL;
+	char *mem;
+	long n;
+	bool ok = false;
+
+	if (!EVP_PKEY_is_a(pkey, "EC") ||
+	    !EVP_PKEY_get_utf8_string_param(pkey, OSSL_PKEY_PARAM_GROUP_NAME, group,
+	                                    sizeof(group), NULL) ||
+	    strcmp(group, "prime256v1") != 0)
+		return false;
+	if (!EVP_PKEY_get_bn_param(pkey, OSSL_PKEY_PARAM_EC_PUB_X, &bx) ||
+	    !EVP_PKEY_get_bn_param(pkey, OSSL_PKEY_PARAM_EC_PUB_Y, &by) ||
+	    BN_bn2binpad(bx, xb, 32) != 32 || BN_bn2binpad(by, yb, 32) != 32)
+		goto out;
+	b64url(xb, 32, x);
+	b64url(yb, 32, y);
+	/* RFC 7638 §3.2: required members, lexicographic order, no spaces. */
+	snprintf(canon, sizeof(canon), "{\"crv\":\"P-256\",\"kty\":\"EC\",\"x\":\"%s\",\"y\":\"%s\"}", x, y);
+	SHA256((const unsigned char *)canon, strlen(canon), digest);
+	b64url(digest, sizeof(digest), k->kid);
+
+	bio = BIO_new(BIO_s_mem());
+	if (!bio || !PEM_write_bio_PUBKEY(bio, pkey))
+		goto out;
+	n = BIO_get_mem_data(bio, &mem);
+	k->pub_pem = malloc((size_t)n + 1);
+	if (!k->pub_pem)
+		goto out;
+	memcpy(k->pub_pem, mem, (size_t)n);
+	k->pub_pem[n] = '\0';
+	k->pub_len = (size_t)n;
+	k->jwk = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s}", "kty", "EC", "crv", "P-256",
+	                   "x", x, "y", y, "use", "sig", "alg", "ES256", "kid", k->kid);
+	ok = k->jwk != NULL;
+out:
+	BIO_free(bio);
+	BN_free(bx);
+	BN_free(by);
+	return ok;
+}
+
+static unsigned char *read_file(const char *path, size_t *ret_len)
+{
+	FILE *f = fopen(path, "rb");
+	unsigned char *buf;
+	size_t n;
+
+	if (!f)
+		return NULL;
+	buf = malloc(65536);
+	if (!buf) {
+		fclose(f);
+		return NULL;
+	}
+	n = fread(buf, 1, 65535, f);
+	fclose(f);
+	buf[n] = '\0';
+	*ret_len = n;
+	return buf;
+}
+
+enum otpd_status auth_jwt_new_es256(const char *private_key_file,
+                                    const char *previous_public_key_file,
+                                    struct auth_jwt **ret)
+{
+	struct auth_jwt *j = calloc(1, sizeof(*j));
+	EVP_PKEY *pkey = NULL;
+	BIO *bio = NULL;
+	size_t len = 0;
+	enum otpd_status st = OTPD_INTERNAL;
+
+	if (!j)
+		return OTPD_NOMEM;
+	j->alg = JWT_ALG_ES256;
+	j->sign_key = read_file(private_key_file, &len);
+	j->sign_key_len = len;
+	if (!j->sign_key) {
+		log_error("config.jwt_key", "JWT_PRIVATE_KEY_FILE: cannot read '%s'", private_key_file);
+		goto out;
+	}
+	bio = BIO_new_mem_buf(j->sign_key, (int)len);
+	pkey = bio ? PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL) : NULL;
+	if (!pkey || !es_key_init(pkey, &j->current)) {
+		log_error("config.jwt_key", "JWT_PRIVATE_KEY_FILE: '%s' is not a P-256 private key in PEM",
+		          private_key_file);
+		goto out;
+	}
+	if (previous_public_key_file && *previous_public_key_file) {
+		size_t plen = 0;
+		unsigned char *pem = read_file(previous_public_key_file, &plen);
+		EVP_PKEY *prev = NULL;
+		BIO *pb = pem ? BIO_new_mem_buf(pem, (int)plen) : NULL;
+
+		prev = pb ? PEM_read_bio_PUBKEY(pb, NULL, NULL, NULL) : NULL;
+		bool ok = prev && es_key_init(prev, &j->previous);
+		EVP_PKEY_free(prev);
+		BIO_free(pb);
+		free(pem);
+		if (!ok) {
+			log_error("config.jwt_key", "JWT_PREVIOUS_PUBLIC_KEY_FILE: '%s' is not a P-256 public key in PEM",
+			          previous_public_key_file);
+			goto out;
+		}
+	}
+	if (!build_jwks(j)) {
+		st = OTPD_NOMEM;
+		goto out;
+	}
+	*ret = j;
+	j = NULL;
+	st = OTPD_OK;
+out:
+	EVP_PKEY_free(pkey);
+	BIO_free(bio);
+	auth_jwt_free(j);
+	return st;
 }
 
 enum otpd_status auth_jti_new(char ret[AUTH_JTI_LEN + 1])
@@ -59,7 +255,8 @@ enum otpd_status auth_jwt_sign(const struct auth_jwt *j, enum auth_token_type ty
 	if (jwt_new(&t) != 0)
 		return OTPD_NOMEM;
 	snprintf(sub, sizeof(sub), "%lld", (long long)user_id);
-	if (jwt_set_alg(t, JWT_ALG_HS256, j->key, (int)j->key_len) != 0 ||
+	if (jwt_set_alg(t, j->alg, j->sign_key, (int)j->sign_key_len) != 0 ||
+	    (j->alg == JWT_ALG_ES256 && jwt_add_header(t, "kid", j->current.kid) != 0) ||
 	    jwt_add_grant(t, "token_type", type == AUTH_TOKEN_ACCESS ? "access" : "refresh") != 0 ||
 	    jwt_add_grant_int(t, "user_id", (long)user_id) != 0 ||
 	    jwt_add_grant(t, "sub", sub) != 0 ||
@@ -76,3 +273,159 @@ out:
 	jwt_free(t);
 	return st;
 }
+
+/* The JOSE header, decoded without trusting anything in it. */
+static json_t *header_of(const char *token)
+{
+	const char *dot = strchr(token, '.');
+	size_t n = dot ? (size_t)(dot - token) : 0;
+	char b64[1024];
+	unsigned char raw[800];
+	int len;
+
+	if (n == 0 || n + 4 >= sizeof(b64))
+		return NULL;
+	for (size_t i = 0; i < n; i++)
+		b64[i] = token[i] == '-' ? '+' : token[i] == '_' ? '/' : token[i];
+	while (n % 4)
+		b64[n++] = '=';
+	b64[n] = '\0';
+	len = EVP_DecodeBlock(raw, (const unsigned char *)b64, (int)n);
+	if (len < 0)
+		return NULL;
+	/* EVP_DecodeBlock counts the padding as zero bytes: trim them. */
+	for (const char *p = b64 + n - 1; *p == '=' && len > 0; p--)
+		len--;
+	return json_loadb((const char *)raw, (size_t)len, JSON_REJECT_DUPLICATES, NULL);
+}
+
+static bool token_shape_ok(const char *token)
+{
+	size_t n = 0, dots = 0;
+
+	for (; token[n]; n++) {
+		char c = token[n];
+		if (n >= AUTH_TOKEN_MAX)
+			return false;
+		if (c == '.')
+			dots++;
+		else if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+		           (c >= '0' && c <= '9') || c == '-' || c == '_'))
+			return false;
+	}
+	return dots == 2 && n > 0;
+}
+
+/* Pick the verification key by header: alg must be the configured one; with
+ * ES256 the kid names the current or the previous key. */
+static bool pick_key(const struct auth_jwt *j, const char *token,
+                     const unsigned char **ret_key, size_t *ret_len)
+{
+	json_t *h = header_of(token);
+	const char *alg, *kid;
+	bool ok = false;
+
+	if (!h)
+		return false;
+	alg = json_string_value(json_object_get(h, "alg"));
+	if (!alg || strcmp(alg, j->alg == JWT_ALG_ES256 ? "ES256" : "HS256") != 0)
+		goto out;
+	if (j->alg == JWT_ALG_HS256) {
+		*ret_key = j->sign_key;
+		*ret_len = j->sign_key_len;
+		ok = true;
+		goto out;
+	}
+	kid = json_string_value(json_object_get(h, "kid"));
+	if (!kid)
+		goto out;
+	if (strcmp(kid, j->current.kid) == 0) {
+		*ret_key = (const unsigned char *)j->current.pub_pem;
+		*ret_len = j->current.pub_len;
+		ok = true;
+	} else if (j->previous.pub_pem && strcmp(kid, j->previous.kid) == 0) {
+		*ret_key = (const unsigned char *)j->previous.pub_pem;
+		*ret_len = j->previous.pub_len;
+		ok = true;
+	}
+out:
+	json_decref(h);
+	return ok;
+}
+
+static bool int_claim(json_t *claims, const char *name, bool required, int64_t *ret)
+{
+	json_t *v = json_object_get(claims, name);
+
+	if (!v)
+		return !required;
+	if (!json_is_integer(v))
+		return false;
+	*ret = json_integer_value(v);
+	return true;
+}
+
+static bool check_claims(json_t *c, enum auth_token_type type, int64_t now_s,
+                         bool check_exp, struct auth_claims *ret)
+{
+	const char *tt = json_string_value(json_object_get(c, "token_type"));
+	const char *sub = json_string_value(json_object_get(c, "sub"));
+	const char *jti = json_string_value(json_object_get(c, "jti"));
+	int64_t uid = 0, iat = 0, exp = 0, nbf = 0;
+	char sub_expected[24];
+
+	if (!tt || strcmp(tt, type == AUTH_TOKEN_ACCESS ? "access" : "refresh") != 0)
+		return false;
+	if (!int_claim(c, "user_id", true, &uid) || uid <= 0 ||
+	    !int_claim(c, "iat", true, &iat) || !int_claim(c, "exp", true, &exp) ||
+	    !int_claim(c, "nbf", false, &nbf))
+		return false;
+	snprintf(sub_expected, sizeof(sub_expected), "%lld", (long long)uid);
+	if (!sub || strcmp(sub, sub_expected) != 0)
+		return false;
+	if (!jti || !*jti || strlen(jti) >= sizeof(ret->jti))
+		return false;
+	if (check_exp && now_s >= exp)
+		return false;
+	if (iat > now_s + AUTH_CLOCK_LEEWAY_S || nbf > now_s + AUTH_CLOCK_LEEWAY_S)
+		return false;
+	ret->type = type;
+	ret->user_id = uid;
+	ret->iat = iat;
+	ret->exp = exp;
+	strcpy(ret->jti, jti);
+	return true;
+}
+
+enum otpd_status auth_jwt_verify(const struct auth_jwt *j, const char *token,
+                                 enum auth_token_type type, int64_t now_s,
+                                 bool check_exp, struct auth_claims *ret)
+{
+	const unsigned char *key = NULL;
+	size_t key_len = 0;
+	jwt_t *t = NULL;
+	char *grants = NULL;
+	json_t *claims = NULL;
+	struct auth_claims c;
+	enum otpd_status st = OTPD_INVALID_TOKEN;
+
+	if (!token || !token_shape_ok(token) || !pick_key(j, token, &key, &key_len))
+		return OTPD_INVALID_TOKEN;
+	/* libjwt verifies with the alg the token names: checked above and
+	 * again here (LIBRARIES.md). */
+	if (jwt_decode(&t, token, key, (int)key_len) != 0 || jwt_get_alg(t) != j->alg)
+		goto out;
+	grants = jwt_get_grants_json(t, NULL);
+	claims = grants ? json_loads(grants, JSON_REJECT_DUPLICATES, NULL) : NULL;
+	if (!claims || !check_claims(claims, type, now_s, check_exp, &c))
+		goto out;
+	*ret = c;
+	st = OTPD_OK;
+out:
+	json_decref(claims);
+	free(grants);
+	jwt_free(t);
+	return st;
+}
+
+const char *auth_jwt_jwks(const struct auth_jwt *j) { return j->jwks; }

@@ -1,20 +1,41 @@
-/* Tokens (API-CONTRACT "Tokens"): JWT via libjwt 1.10, HS256 keyed by
- * SECRET_KEY.  Claims: token_type, user_id, sub, iat, exp, jti. */
+/* Tokens (API-CONTRACT "Tokens"): JWT via libjwt 1.10.
+ * HS256 keyed by SECRET_KEY (default), or ES256 with a P-256 key (tokens
+ * carry `kid`, the RFC 7638 thumbprint; a previous public key keeps
+ * verifying during a rotation).  Claims: token_type, user_id, sub, iat, exp,
+ * jti.  libjwt checks no claims and trusts the token's `alg`: every check is
+ * done here (LIBRARIES.md). */
 #ifndef OTPD_AUTH_JWT_H
 #define OTPD_AUTH_JWT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include "../status.h"
 
-#define AUTH_JTI_LEN 32 /* hex of 16 random bytes */
+#define AUTH_JTI_LEN 32          /* hex of 16 random bytes */
+#define AUTH_TOKEN_MAX 4096      /* longer tokens are refused unread */
+#define AUTH_CLOCK_LEEWAY_S 60   /* for iat / nbf in the future */
 
 struct auth_jwt;
 
 enum auth_token_type { AUTH_TOKEN_ACCESS = 0, AUTH_TOKEN_REFRESH = 1 };
 
-/* key: the HS256 key (copied, wiped on free). */
-enum otpd_status auth_jwt_new(const void *key, size_t key_len, struct auth_jwt **ret);
+struct auth_claims {
+	enum auth_token_type type;
+	int64_t user_id;
+	int64_t iat;
+	int64_t exp;
+	char jti[65];
+};
+
+/* HS256: key copied, wiped on free. */
+enum otpd_status auth_jwt_new_hs256(const void *key, size_t key_len,
+                                    struct auth_jwt **ret);
+/* ES256: a P-256 private key (PEM file) and optionally a previous public key
+ * (PEM file, or NULL/"").  One log line says what is wrong on failure. */
+enum otpd_status auth_jwt_new_es256(const char *private_key_file,
+                                    const char *previous_public_key_file,
+                                    struct auth_jwt **ret);
 void auth_jwt_free(struct auth_jwt *j);
 
 /* A fresh random jti (hex, NUL-terminated). */
@@ -24,5 +45,19 @@ enum otpd_status auth_jti_new(char ret[AUTH_JTI_LEN + 1]);
 enum otpd_status auth_jwt_sign(const struct auth_jwt *j, enum auth_token_type type,
                                int64_t user_id, int64_t iat_s, int64_t exp_s,
                                const char *jti, char **ret);
+
+/* Verify signature, algorithm (must be the configured one), kid (ES256),
+ * and claims: token_type == type, user_id a positive integer equal to sub,
+ * exp > now (unless check_exp is false), iat and nbf not after
+ * now + AUTH_CLOCK_LEEWAY_S, jti present.  OTPD_INVALID_TOKEN on any
+ * failure (no detail: it would only help an attacker). */
+enum otpd_status auth_jwt_verify(const struct auth_jwt *j, const char *token,
+                                 enum auth_token_type type, int64_t now_s,
+                                 bool check_exp, struct auth_claims *ret)
+	__attribute__((warn_unused_result));
+
+/* The JWK Set of the public keys (ES256: current and previous; HS256: no
+ * keys), as compact JSON text owned by j. */
+const char *auth_jwt_jwks(const struct auth_jwt *j);
 
 #endif

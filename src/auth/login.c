@@ -6,18 +6,10 @@
 #include "../otp/code.h"
 #include "../otp/phone.h"
 #include "../otp/policy.h"
+#include "internal.h"
 #include "jwt.h"
 
 #define CODE_KEY_LABEL "otpd/v1/code-hash"
-
-struct auth {
-	const struct config *cfg;
-	struct store *store;
-	struct sms *sms;
-	struct otp_policy policy;
-	uint8_t code_key[OTP_KEY_LEN];
-	struct auth_jwt *jwt;
-};
 
 struct auth_send {
 	struct auth *a;
@@ -50,7 +42,11 @@ enum otpd_status auth_new(const struct config *cfg, struct store *store,
 		free(a);
 		return OTPD_INTERNAL;
 	}
-	st = auth_jwt_new(secret, secret_len, &a->jwt);
+	if (cfg->jwt_alg == CONFIG_JWT_ES256)
+		st = auth_jwt_new_es256(cfg->jwt_private_key_file,
+		                        cfg->jwt_previous_public_key_file, &a->jwt);
+	else
+		st = auth_jwt_new_hs256(secret, secret_len, &a->jwt);
 	if (st != OTPD_OK) {
 		auth_free(a);
 		return st;
@@ -148,25 +144,17 @@ enum otpd_status auth_verify_code(struct auth *a, const char *phone, const char 
                                   int64_t now_ms, struct auth_login *ret)
 {
 	uint8_t hash[OTP_HASH_LEN];
-	struct store_session session = {0};
+	struct store_session session;
 	struct store_verify_result vr;
-	char access_jti[AUTH_JTI_LEN + 1];
-	int64_t now_s = now_ms / 1000;
 	enum otpd_status st;
 
 	memset(ret, 0, sizeof(*ret));
 	memset(&vr, 0, sizeof(vr));
 	if (!otp_code_hash(a->code_key, phone, code, hash))
 		return OTPD_INTERNAL;
-	st = auth_jti_new(session.jti);
-	if (st == OTPD_OK)
-		st = auth_jti_new(session.family);
-	if (st == OTPD_OK)
-		st = auth_jti_new(access_jti);
+	st = auth_session_prepare(a, now_ms, &session);
 	if (st != OTPD_OK)
 		return st;
-	session.expires_ms = (now_s + a->cfg->jwt_refresh_ttl_s) * 1000;
-
 	st = store_otp_verify(a->store, &a->policy, phone, hash, a->cfg->email_domain,
 	                      &session, now_ms, &vr);
 	ret->remaining_attempts = vr.remaining_attempts;
@@ -177,14 +165,8 @@ enum otpd_status auth_verify_code(struct auth *a, const char *phone, const char 
 	ret->is_new_user = vr.is_new_user;
 	ret->access_ttl_s = a->cfg->jwt_access_ttl_s;
 	ret->refresh_ttl_s = a->cfg->jwt_refresh_ttl_s;
-	st = auth_jwt_sign(a->jwt, AUTH_TOKEN_ACCESS, vr.user.id, now_s,
-	                   now_s + ret->access_ttl_s, access_jti, &ret->access_token);
-	if (st == OTPD_OK)
-		st = auth_jwt_sign(a->jwt, AUTH_TOKEN_REFRESH, vr.user.id, now_s,
-		                   now_s + ret->refresh_ttl_s, session.jti, &ret->refresh_token);
-	if (st != OTPD_OK)
-		auth_login_release(ret);
-	return st;
+	return auth_session_mint(a, vr.user.id, &session, &ret->access_token,
+	                         &ret->refresh_token);
 }
 
 void auth_login_release(struct auth_login *l)

@@ -115,19 +115,17 @@ enum otpd_status http_h_otp_verify(struct request *r)
 	log_info("auth.login", "user %lld logged in%s (%s)", (long long)r->login.user.id,
 	         r->login.is_new_user ? " (new user)" : "", masked);
 
-	const struct store_user *u = &r->login.user;
-	r->resp = json_pack("{s:s, s:s, s:b, s:{s:I, s:s, s:s, s:s, s:o, s:o}}",
+	r->resp = json_pack("{s:s, s:s, s:b, s:o}",
 	                    "access_token", r->login.access_token,
 	                    "refresh_token", r->login.refresh_token,
 	                    "is_new_user", r->login.is_new_user,
-	                    "user", "id", (json_int_t)u->id,
-	                    "phone_number", u->phone_number, "email", u->email,
-	                    "username", u->username,
-	                    "first_name", u->has_first_name ? json_string(u->first_name) : json_null(),
-	                    "last_name", u->has_last_name ? json_string(u->last_name) : json_null());
+	                    "user", http_user_json(&r->login.user));
 	if (!r->resp)
 		return OTPD_NOMEM;
 	r->http_status = MHD_HTTP_OK;
-	r->set_cookies = true;
+	r->cookie_access = r->login.access_token;
+	r->cookie_refresh = r->login.refresh_token;
+	r->cookie_access_ttl = r->login.access_ttl_s;
+	r->cookie_refresh_ttl = r->login.refresh_ttl_s;
 	return OTPD_OK;
 }

@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include "../auth/login.h"
+#include "../auth/session.h"
 #include "../config.h"
 #include "../otp/phone.h"
 #include "../util/netaddr.h"
@@ -71,8 +72,15 @@ struct request {
 	json_t *extra;           /* problem members (errors, retry_after, ...) */
 	int retry_after_s;       /* > 0: Retry-After header */
 	const char *detail;      /* problem detail override (static string) */
-	struct auth_login login; /* verify: tokens for cookies */
-	bool set_cookies;
+	struct auth_login login; /* verify: the login and its tokens */
+	struct auth_tokens tokens; /* refresh: the new pair */
+	bool no_body;            /* 204 */
+	/* Auth cookies to set (pointing into login or tokens), or to clear. */
+	const char *cookie_access;
+	const char *cookie_refresh;
+	int64_t cookie_access_ttl;
+	int64_t cookie_refresh_ttl;
+	bool cookies_clear;
 
 	/* Send: the SMS outcome handed over by the worker thread. */
 	atomic_int phase;
@@ -90,12 +98,26 @@ int64_t http_now_ms(void);
 /* Validation helpers: they add to r->extra's "errors" and return false. */
 bool http_field_phone(struct request *r, char ret[OTP_PHONE_LEN + 1]);
 bool http_field_code(struct request *r, char ret[7]);
+/* An optional string field of the decoded body: NULL when absent; false
+ * (and an error added) when present but not a string. */
+bool http_field_optional_string(struct request *r, const char *name, const char **ret);
+/* A cookie-authenticated state-changing request with an Origin header must
+ * come from the request's own host or OTPD_ALLOWED_ORIGINS (API-CONTRACT
+ * "Tokens": CSRF defence on top of SameSite=Lax). */
+bool http_origin_allowed(struct request *r);
+const char *http_cookie(struct request *r, const char *name);
+const char *http_header(struct request *r, const char *name);
+json_t *http_user_json(const struct store_user *u);
 enum otpd_status http_throttle(struct request *r, struct ratelimit *rl);
 
 /* handlers */
 enum otpd_status http_h_otp_send(struct request *r);
 enum otpd_status http_h_otp_finish(struct request *r);
 enum otpd_status http_h_otp_verify(struct request *r);
+enum otpd_status http_h_refresh(struct request *r);
+enum otpd_status http_h_logout(struct request *r);
+enum otpd_status http_h_me(struct request *r);
+enum otpd_status http_h_jwks(struct request *r);
 enum otpd_status http_h_healthz(struct request *r);
 enum otpd_status http_h_readyz(struct request *r);
 

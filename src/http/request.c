@@ -314,3 +314,80 @@ enum otpd_status http_throttle(struct request *r, struct ratelimit *rl)
 	r->extra = json_pack("{s:i}", "retry_after", retry);
 	return OTPD_THROTTLED;
 }
+
+const char *http_header(struct request *r, const char *name)
+{
+	return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
+}
+
+const char *http_cookie(struct request *r, const char *name)
+{
+	const char *v = MHD_lookup_connection_value(r->conn, MHD_COOKIE_KIND, name);
+	return v && *v ? v : NULL;
+}
+
+bool http_field_optional_string(struct request *r, const char *name, const char **ret)
+{
+	json_t *v = r->fields ? json_object_get(r->fields, name) : NULL;
+
+	*ret = NULL;
+	if (!v || json_is_null(v))
+		return true;
+	if (!json_is_string(v)) {
+		add_error(r, name, "Must be a string.");
+		return false;
+	}
+	*ret = json_string_value(v);
+	return true;
+}
+
+/* "https://app.example:8443" -> "app.example:8443" (scheme dropped). */
+static const char *origin_host(const char *origin)
+{
+	const char *p = strstr(origin, "://");
+	return p ? p + 3 : NULL;
+}
+
+static bool origin_listed(const char *list, const char *origin)
+{
+	size_t olen = strlen(origin);
+
+	while (olen > 0 && origin[olen - 1] == '/')
+		olen--;
+	for (const char *p = list; *p;) {
+		size_t n;
+		while (*p == ' ' || *p == ',')
+			p++;
+		n = strcspn(p, ", ");
+		size_t m = n;
+		while (m > 0 && p[m - 1] == '/')
+			m--;
+		if (m > 0 && m == olen && strncasecmp(p, origin, m) == 0)
+			return true;
+		p += n;
+	}
+	return false;
+}
+
+bool http_origin_allowed(struct request *r)
+{
+	const char *origin = http_header(r, "Origin");
+	const char *host = http_header(r, MHD_HTTP_HEADER_HOST);
+	const char *oh;
+
+	if (!origin)
+		return true; /* not a browser cross-site request */
+	if (origin_listed(r->srv->cfg->allowed_origins, origin))
+		return true;
+	oh = origin_host(origin);
+	return oh && host && *oh && strcasecmp(oh, host) == 0;
+}
+
+json_t *http_user_json(const struct store_user *u)
+{
+	return json_pack("{s:I, s:s, s:s, s:s, s:o, s:o}", "id", (json_int_t)u->id,
+	                 "phone_number", u->phone_number, "email", u->email,
+	                 "username", u->username,
+	                 "first_name", u->has_first_name ? json_string(u->first_name) : json_null(),
+	                 "last_name", u->has_last_name ? json_string(u->last_name) : json_null());
+}

@@ -14,6 +14,10 @@
 static const struct route routes[] = {
 	{"/api/v1/usr/otp", "POST", http_h_otp_send},
 	{"/api/v1/usr/otp/verify", "POST", http_h_otp_verify},
+	{"/api/v1/usr/token/refresh", "POST", http_h_refresh},
+	{"/api/v1/usr/logout", "POST", http_h_logout},
+	{"/api/v1/usr/me", "GET", http_h_me},
+	{"/.well-known/jwks.json", "GET", http_h_jwks},
 	{"/healthz", "GET", http_h_healthz},
 	{"/readyz", "GET", http_h_readyz},
 };
@@ -82,7 +86,7 @@ static enum MHD_Result respond(struct request *r, enum otpd_status st, const cha
 	json_t *body;
 	char *text;
 	enum MHD_Result ret;
-	bool problem = st != OTPD_OK || !r->resp;
+	bool problem = st != OTPD_OK || (!r->resp && !r->no_body);
 
 	if (st == OTPD_INTERNAL || st == OTPD_NOMEM)
 		log_error("http.internal_error", "internal error on %s %s", r->method, r->path);
@@ -98,7 +102,11 @@ static enum MHD_Result respond(struct request *r, enum otpd_status st, const cha
 	}
 	text = body ? json_dumps(body, JSON_COMPACT) : NULL;
 	json_decref(body);
-	if (!text) {
+	if (!problem && r->no_body) {
+		free(text);
+		text = NULL;
+		resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+	} else if (!text) {
 		static const char oom[] = "{\"type\":\"urn:otpd:error:internal_error\",\"title\":\"Internal error\",\"status\":500,\"detail\":\"out of memory\",\"code\":\"internal_error\"}";
 		r->http_status = 500;
 		problem = true;
@@ -110,8 +118,9 @@ static enum MHD_Result respond(struct request *r, enum otpd_status st, const cha
 		free(text);
 		return MHD_NO;
 	}
-	MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
-	                        problem ? "application/problem+json" : "application/json");
+	if (problem || !r->no_body)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
+		                        problem ? "application/problem+json" : "application/json");
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
 	MHD_add_response_header(resp, "X-Request-Id", r->id);
 	if (allow && *allow)
@@ -121,11 +130,19 @@ static enum MHD_Result respond(struct request *r, enum otpd_status st, const cha
 		snprintf(ra, sizeof(ra), "%d", r->retry_after_s);
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_RETRY_AFTER, ra);
 	}
-	if (!problem && r->set_cookies) {
+	if (!problem && r->cookie_access) {
 		bool secure = r->srv->cfg->cookie_secure;
-		add_cookie(resp, "access_token", r->login.access_token, r->login.access_ttl_s, secure);
-		add_cookie(resp, "refresh_token", r->login.refresh_token, r->login.refresh_ttl_s, secure);
+		add_cookie(resp, "access_token", r->cookie_access, r->cookie_access_ttl, secure);
+		add_cookie(resp, "refresh_token", r->cookie_refresh, r->cookie_refresh_ttl, secure);
 	}
+	if (!problem && r->cookies_clear) {
+		bool secure = r->srv->cfg->cookie_secure;
+		add_cookie(resp, "access_token", "", 0, secure);
+		add_cookie(resp, "refresh_token", "", 0, secure);
+	}
+	if (st == OTPD_INVALID_TOKEN)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
+		                        "Bearer error=\"invalid_token\"");
 	atomic_store(&r->phase, PHASE_ANSWERED);
 	ret = MHD_queue_response(r->conn, r->http_status, resp);
 	MHD_destroy_response(resp);
@@ -234,6 +251,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	json_decref(r->resp);
 	json_decref(r->extra);
 	auth_login_release(&r->login);
+	auth_tokens_release(&r->tokens);
 	free(r->body);
 	free(r);
 	*con_cls = NULL;

@@ -61,6 +61,17 @@ const char *const store_sqlite_migrations[] = {
 	"CREATE INDEX refresh_tokens_family ON refresh_tokens (family);\n"
 	"CREATE INDEX refresh_tokens_user ON refresh_tokens (user_id);\n",
 
+	/* 2: refresh-token rotation with reuse detection (store_session_rotate).
+	 * access_jti: the access token minted with the refresh token, so that
+	 * the pair can be handed out again inside the grace window (NULL for
+	 * logins recorded by version 1).  rotated_ms and replaced_by: set when
+	 * the record is rotated (state 1): when, and the jti of its successor.
+	 * The expires_ms index serves the bounded purge. */
+	"ALTER TABLE refresh_tokens ADD COLUMN access_jti TEXT;\n"
+	"ALTER TABLE refresh_tokens ADD COLUMN rotated_ms INTEGER;\n"
+	"ALTER TABLE refresh_tokens ADD COLUMN replaced_by TEXT;\n"
+	"CREATE INDEX refresh_tokens_expires ON refresh_tokens (expires_ms);\n",
+
 	/* Append new versions here. */
 };
 

@@ -45,11 +45,18 @@ enum stmt_id {
 	ST_USER_BY_ID,
 	ST_USER_LOGIN,
 	ST_SESSION_INSERT,
+	ST_SESSION_GET,
+	ST_SESSION_ROTATE,
+	ST_FAMILY_REVOKE,
+	ST_SESSION_PURGE,
 	_ST_MAX,
 };
 
 #define USER_COLUMNS \
 	"id, phone_number, username, email, first_name, last_name, is_active, is_staff"
+#define SESSION_COLUMNS \
+	"jti, access_jti, family, created_ms, expires_ms, user_id, state," \
+	" rotated_ms, replaced_by"
 
 /* Every statement otpd runs on SQLite, prepared once (on first use, so that
  * a store can be opened before it is migrated) and reused. */
@@ -115,8 +122,24 @@ static const struct {
 		"UPDATE users SET last_login_ms = ?2 WHERE id = ?1"},
 	[ST_SESSION_INSERT] = {"record session",
 		"INSERT INTO refresh_tokens"
-		" (jti, family, user_id, created_ms, expires_ms, state)"
-		" VALUES (?1, ?2, ?3, ?4, ?5, 0)"},
+		" (jti, family, user_id, access_jti, created_ms, expires_ms, state)"
+		" VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0)"},
+	[ST_SESSION_GET] = {"read session",
+		"SELECT " SESSION_COLUMNS " FROM refresh_tokens WHERE jti = ?1"},
+	[ST_SESSION_ROTATE] = {"rotate session",
+		"UPDATE refresh_tokens SET state = 1, rotated_ms = ?2, replaced_by = ?3"
+		" WHERE jti = ?1 AND state = 0"},
+	/* Every record of the family of jti ?1, whatever its state. */
+	[ST_FAMILY_REVOKE] = {"revoke session family",
+		"UPDATE refresh_tokens SET state = 2"
+		" WHERE family = (SELECT family FROM refresh_tokens WHERE jti = ?1)"
+		" AND state <> 2"},
+	/* Bounded: at most ?2 rows.  The caller binds ?2 >= 1 (a negative
+	 * LIMIT would mean no limit at all). */
+	[ST_SESSION_PURGE] = {"purge sessions",
+		"DELETE FROM refresh_tokens WHERE rowid IN"
+		" (SELECT rowid FROM refresh_tokens WHERE expires_ms < ?1"
+		" ORDER BY expires_ms LIMIT ?2)"},
 };
 
 struct sqlite_store {
@@ -768,6 +791,32 @@ static enum otpd_status user_get_or_create(struct sqlite_store *s,
 	return status;
 }
 
+/* Insert a live refresh-token record: session's jti, access_jti and
+ * times, in `family` (a login's own, or the family a rotation continues). */
+static enum otpd_status session_insert(struct sqlite_store *s,
+                                       const struct store_session *session,
+                                       const char *family, int64_t user_id)
+{
+	sqlite3_stmt *st = NULL;
+	enum otpd_status status = prepare(s, ST_SESSION_INSERT, &st);
+	int rc;
+
+	if (status != OTPD_OK)
+		return status;
+	rc = bind_text(st, 1, session->jti);
+	if (rc == SQLITE_OK)
+		rc = bind_text(st, 2, family);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(st, 3, user_id);
+	if (rc == SQLITE_OK)
+		rc = bind_text(st, 4, session->access_jti);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(st, 5, session->created_ms);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(st, 6, session->expires_ms);
+	return finish(s, ST_SESSION_INSERT, rc);
+}
+
 static enum otpd_status login_record(struct sqlite_store *s, int64_t user_id,
                                      const struct store_session *session,
                                      int64_t now_ms)
@@ -785,20 +834,7 @@ static enum otpd_status login_record(struct sqlite_store *s, int64_t user_id,
 	status = finish(s, ST_USER_LOGIN, rc);
 	if (status != OTPD_OK || !session)
 		return status;
-
-	status = prepare(s, ST_SESSION_INSERT, &st);
-	if (status != OTPD_OK)
-		return status;
-	rc = bind_text(st, 1, session->jti);
-	if (rc == SQLITE_OK)
-		rc = bind_text(st, 2, session->family);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(st, 3, user_id);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(st, 4, now_ms);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(st, 5, session->expires_ms);
-	return finish(s, ST_SESSION_INSERT, rc);
+	return session_insert(s, session, session->family, user_id);
 }
 
 static enum otpd_status verify_tx(struct sqlite_store *s,
@@ -888,23 +924,31 @@ static enum otpd_status sq_otp_verify(struct store *base,
 
 /* ---- users ---- */
 
+static enum otpd_status user_by_id(struct sqlite_store *s, int64_t id,
+                                   bool *ret_found, struct store_user *ret)
+{
+	sqlite3_stmt *st = NULL;
+	enum otpd_status status = prepare(s, ST_USER_BY_ID, &st);
+
+	if (status == OTPD_OK)
+		status = fetch(s, ST_USER_BY_ID, sqlite3_bind_int64(st, 1, id), ret_found);
+	if (status == OTPD_OK && *ret_found) {
+		status = user_row(st, ret);
+		release(st);
+	}
+	return status;
+}
+
 static enum otpd_status sq_user_get(struct store *base, int64_t id,
                                     struct store_user *ret)
 {
 	struct sqlite_store *s = to_sqlite(base);
 	struct store_user u;
-	sqlite3_stmt *st = NULL;
 	enum otpd_status status;
 	bool found = false;
 
 	lock(s);
-	status = prepare(s, ST_USER_BY_ID, &st);
-	if (status == OTPD_OK)
-		status = fetch(s, ST_USER_BY_ID, sqlite3_bind_int64(st, 1, id), &found);
-	if (status == OTPD_OK && found) {
-		status = user_row(st, &u);
-		release(st);
-	}
+	status = user_by_id(s, id, &found, &u);
 	unlock(s);
 	if (status != OTPD_OK)
 		return status;
@@ -912,6 +956,262 @@ static enum otpd_status sq_user_get(struct store *base, int64_t id,
 		return OTPD_NOT_FOUND;
 	*ret = u;
 	return OTPD_OK;
+}
+
+/* ---- sessions: rotate, revoke, purge ---- */
+
+enum session_state { SESSION_LIVE = 0, SESSION_ROTATED = 1, SESSION_REVOKED = 2 };
+
+/* A refresh_tokens row (SESSION_COLUMNS). */
+struct session_row {
+	struct store_session sess;
+	int64_t user_id;
+	int state;
+	bool has_rotated_ms;
+	int64_t rotated_ms;
+	char replaced_by[STORE_JTI_LEN + 1]; /* "" when NULL */
+};
+
+static enum otpd_status session_get(struct sqlite_store *s, const char *jti,
+                                    bool *ret_found, struct session_row *ret)
+{
+	struct session_row r;
+	sqlite3_stmt *st = NULL;
+	enum otpd_status status = prepare(s, ST_SESSION_GET, &st);
+	bool found;
+
+	if (status != OTPD_OK)
+		return status;
+	status = fetch(s, ST_SESSION_GET, bind_text(st, 1, jti), &found);
+	if (status != OTPD_OK)
+		return status;
+	if (!found) {
+		*ret_found = false;
+		return OTPD_OK;
+	}
+	memset(&r, 0, sizeof(r));
+	if (!column_text(st, 0, r.sess.jti, sizeof(r.sess.jti), NULL) ||
+	    !column_text(st, 1, r.sess.access_jti, sizeof(r.sess.access_jti), NULL) ||
+	    !column_text(st, 2, r.sess.family, sizeof(r.sess.family), NULL) ||
+	    !column_text(st, 8, r.replaced_by, sizeof(r.replaced_by), NULL)) {
+		log_error("store.error",
+		          "sqlite: a refresh_tokens record has a jti longer than %d",
+		          STORE_JTI_LEN);
+		release(st);
+		return OTPD_INTERNAL;
+	}
+	r.sess.created_ms = sqlite3_column_int64(st, 3);
+	r.sess.expires_ms = sqlite3_column_int64(st, 4);
+	r.user_id = sqlite3_column_int64(st, 5);
+	r.state = sqlite3_column_int(st, 6);
+	r.has_rotated_ms = sqlite3_column_type(st, 7) != SQLITE_NULL;
+	r.rotated_ms = sqlite3_column_int64(st, 7);
+	release(st);
+	*ret = r;
+	*ret_found = true;
+	return OTPD_OK;
+}
+
+/* Revoke every record of the family of jti (a no-op when jti is unknown);
+ * *ret_revoked says how many records changed state. */
+static enum otpd_status family_revoke(struct sqlite_store *s, const char *jti,
+                                      int *ret_revoked)
+{
+	sqlite3_stmt *st = NULL;
+	enum otpd_status status = prepare(s, ST_FAMILY_REVOKE, &st);
+
+	if (status != OTPD_OK)
+		return status;
+	status = finish(s, ST_FAMILY_REVOKE, bind_text(st, 1, jti));
+	if (status == OTPD_OK)
+		*ret_revoked = sqlite3_changes(s->db);
+	return status;
+}
+
+/* Mark live record `jti` rotated at now_ms, replaced by `next_jti`. */
+static enum otpd_status session_mark_rotated(struct sqlite_store *s,
+                                             const char *jti,
+                                             const char *next_jti,
+                                             int64_t now_ms)
+{
+	sqlite3_stmt *st = NULL;
+	enum otpd_status status = prepare(s, ST_SESSION_ROTATE, &st);
+	int rc;
+
+	if (status != OTPD_OK)
+		return status;
+	rc = bind_text(st, 1, jti);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(st, 2, now_ms);
+	if (rc == SQLITE_OK)
+		rc = bind_text(st, 3, next_jti);
+	status = finish(s, ST_SESSION_ROTATE, rc);
+	if (status == OTPD_OK && sqlite3_changes(s->db) != 1) {
+		/* We hold the write lock and have just read state 0. */
+		log_error("store.error", "sqlite: a live refresh record changed under the write lock");
+		return OTPD_INTERNAL;
+	}
+	return status;
+}
+
+/* The decisions of store_session_rotate (store.h), in the order listed
+ * there.  Returns the driver status; the answer goes to *ret_result.  Any
+ * answer commits: only the OK and replay answers have written anything. */
+static enum otpd_status rotate_tx(struct sqlite_store *s, const char *jti,
+                                  int64_t user_id,
+                                  const struct store_session *next,
+                                  int64_t grace_ms, int64_t now_ms,
+                                  enum otpd_status *ret_result,
+                                  struct store_rotate_result *res)
+{
+	struct session_row cur, succ;
+	enum otpd_status status;
+	bool found = false;
+	int revoked = 0;
+
+	*ret_result = OTPD_INVALID_TOKEN;
+	status = session_get(s, jti, &found, &cur);
+	if (status != OTPD_OK || !found)
+		return status;
+	/* Expired: the token's exp (expires_ms) is reached (RFC 7519 §4.1.4). */
+	if (cur.state == SESSION_REVOKED || now_ms >= cur.sess.expires_ms ||
+	    cur.user_id != user_id)
+		return OTPD_OK;
+	status = user_by_id(s, user_id, &found, &res->user);
+	if (status != OTPD_OK || !found)
+		return status;
+	if (!res->user.is_active) {
+		*ret_result = OTPD_USER_INACTIVE;
+		return OTPD_OK;
+	}
+
+	if (cur.state == SESSION_LIVE) {
+		status = session_mark_rotated(s, cur.sess.jti, next->jti, now_ms);
+		if (status == OTPD_OK) /* the family continues; next->family is ignored */
+			status = session_insert(s, next, cur.sess.family, user_id);
+		if (status != OTPD_OK)
+			return status;
+		res->session = *next;
+		memcpy(res->session.family, cur.sess.family, sizeof(res->session.family));
+		res->replayed = false;
+		*ret_result = OTPD_OK;
+		return OTPD_OK;
+	}
+
+	/* Rotated.  Inside the grace window, the same client retrying (a lost
+	 * response, two tabs) gets the pair already minted, as long as it is
+	 * still live.  grace_ms 0 means no grace at all, even with clock skew
+	 * between nodes. */
+	if (grace_ms > 0 && cur.has_rotated_ms && now_ms - cur.rotated_ms < grace_ms &&
+	    cur.replaced_by[0] != '\0') {
+		status = session_get(s, cur.replaced_by, &found, &succ);
+		if (status != OTPD_OK)
+			return status;
+		if (found && succ.state == SESSION_LIVE && now_ms < succ.sess.expires_ms &&
+		    succ.user_id == user_id &&
+		    strcmp(succ.sess.family, cur.sess.family) == 0) {
+			res->session = succ.sess;
+			res->replayed = true;
+			*ret_result = OTPD_OK;
+			return OTPD_OK;
+		}
+	}
+
+	/* A replay of a rotated-out token (API-CONTRACT "Tokens", RFC 9700
+	 * §4.14): the whole family goes, committed with the refusal. */
+	status = family_revoke(s, cur.sess.jti, &revoked);
+	if (status != OTPD_OK)
+		return status;
+	log_warn("store.token_reuse",
+	         "rotated-out refresh token of user %lld presented again: "
+	         "its family is revoked (%d record(s))",
+	         (long long)user_id, revoked);
+	return OTPD_OK;
+}
+
+static enum otpd_status sq_session_rotate(struct store *base, const char *jti,
+                                          int64_t user_id,
+                                          const struct store_session *next,
+                                          int64_t grace_ms, int64_t now_ms,
+                                          struct store_rotate_result *ret)
+{
+	struct sqlite_store *s = to_sqlite(base);
+	struct store_rotate_result res;
+	enum otpd_status status, result = OTPD_INTERNAL;
+
+	if (!jti)
+		return OTPD_INVALID_TOKEN;
+	if (!next) {
+		log_error("store.error", "session rotate: no successor given");
+		return OTPD_INTERNAL;
+	}
+	memset(&res, 0, sizeof(res));
+	lock(s);
+	status = tx_begin(s);
+	if (status == OTPD_OK)
+		status = tx_end(s, rotate_tx(s, jti, user_id, next, grace_ms, now_ms,
+		                             &result, &res));
+	unlock(s);
+	if (status != OTPD_OK)
+		return status;
+	if (result == OTPD_OK)
+		*ret = res;
+	return result;
+}
+
+static enum otpd_status sq_session_revoke(struct store *base, const char *jti)
+{
+	struct sqlite_store *s = to_sqlite(base);
+	enum otpd_status status;
+	int revoked = 0;
+
+	if (!jti)
+		return OTPD_OK; /* nothing to revoke */
+	lock(s);
+	status = tx_begin(s);
+	if (status == OTPD_OK)
+		status = tx_end(s, family_revoke(s, jti, &revoked));
+	unlock(s);
+	return status;
+}
+
+static enum otpd_status purge_tx(struct sqlite_store *s, int64_t now_ms,
+                                 int limit, int *ret_deleted)
+{
+	sqlite3_stmt *st = NULL;
+	enum otpd_status status = prepare(s, ST_SESSION_PURGE, &st);
+	int rc;
+
+	if (status != OTPD_OK)
+		return status;
+	rc = sqlite3_bind_int64(st, 1, now_ms);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int(st, 2, limit);
+	status = finish(s, ST_SESSION_PURGE, rc);
+	if (status == OTPD_OK)
+		*ret_deleted = sqlite3_changes(s->db);
+	return status;
+}
+
+static enum otpd_status sq_session_purge(struct store *base, int64_t now_ms,
+                                         int limit, int *ret_deleted)
+{
+	struct sqlite_store *s = to_sqlite(base);
+	enum otpd_status status;
+	int deleted = 0;
+
+	if (limit <= 0) { /* at most none */
+		*ret_deleted = 0;
+		return OTPD_OK;
+	}
+	lock(s);
+	status = tx_begin(s);
+	if (status == OTPD_OK)
+		status = tx_end(s, purge_tx(s, now_ms, limit, &deleted));
+	unlock(s);
+	if (status == OTPD_OK)
+		*ret_deleted = deleted;
+	return status;
 }
 
 /* ---- open / close ---- */
@@ -939,6 +1239,9 @@ static const struct store_ops sqlite_ops = {
 	.otp_cancel = sq_otp_cancel,
 	.otp_verify = sq_otp_verify,
 	.user_get = sq_user_get,
+	.session_rotate = sq_session_rotate,
+	.session_revoke = sq_session_revoke,
+	.session_purge = sq_session_purge,
 	.close = sq_close,
 };
 

@@ -99,3 +99,23 @@ enum otpd_status store_user_get(struct store *s, int64_t id,
 {
 	return s->ops->user_get(s, id, ret);
 }
+
+enum otpd_status store_session_rotate(struct store *s, const char *jti,
+                                      int64_t user_id,
+                                      const struct store_session *next,
+                                      int64_t grace_ms, int64_t now_ms,
+                                      struct store_rotate_result *ret)
+{
+	return s->ops->session_rotate(s, jti, user_id, next, grace_ms, now_ms, ret);
+}
+
+enum otpd_status store_session_revoke(struct store *s, const char *jti)
+{
+	return s->ops->session_revoke(s, jti);
+}
+
+enum otpd_status store_session_purge(struct store *s, int64_t now_ms, int limit,
+                                     int *ret_deleted)
+{
+	return s->ops->session_purge(s, now_ms, limit, ret_deleted);
+}

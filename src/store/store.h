@@ -39,11 +39,22 @@ struct store_user {
 	bool is_staff;
 };
 
-/* A new refresh-token record created in the same transaction as a login. */
+/* A refresh-token record, created in the same transaction as a login or a
+ * rotation.  It holds what is needed to mint its token pair again
+ * (the rotation grace window): both jtis and both times. */
 struct store_session {
-	char jti[STORE_JTI_LEN + 1];     /* the refresh token's jti */
-	char family[STORE_JTI_LEN + 1];  /* the login it descends from */
-	int64_t expires_ms;
+	char jti[STORE_JTI_LEN + 1];        /* the refresh token's jti */
+	char access_jti[STORE_JTI_LEN + 1]; /* the access token minted with it */
+	char family[STORE_JTI_LEN + 1];     /* the login it descends from */
+	int64_t created_ms;                 /* iat of both tokens */
+	int64_t expires_ms;                 /* exp of the refresh token */
+};
+
+struct store_rotate_result {
+	struct store_user user;
+	struct store_session session; /* the pair to hand out (new, or the one
+	                                 already minted inside the grace window) */
+	bool replayed;                /* true: inside the grace window */
 };
 
 struct store_issue_result {
@@ -80,6 +91,14 @@ struct store_ops {
 	                               struct store_verify_result *ret);
 	enum otpd_status (*user_get)(struct store *s, int64_t id,
 	                             struct store_user *ret);
+	enum otpd_status (*session_rotate)(struct store *s, const char *jti,
+	                                   int64_t user_id,
+	                                   const struct store_session *next,
+	                                   int64_t grace_ms, int64_t now_ms,
+	                                   struct store_rotate_result *ret);
+	enum otpd_status (*session_revoke)(struct store *s, const char *jti);
+	enum otpd_status (*session_purge)(struct store *s, int64_t now_ms,
+	                                  int limit, int *ret_deleted);
 	void (*close)(struct store *s);
 };
 
@@ -142,5 +161,37 @@ enum otpd_status store_otp_verify(struct store *s, const struct otp_policy *p,
 /* OTPD_OK and the user, or OTPD_NOT_FOUND. */
 enum otpd_status store_user_get(struct store *s, int64_t id,
                                 struct store_user *ret);
+
+/* Refresh-token rotation with reuse detection (API-CONTRACT "Tokens",
+ * RFC 9700 §4.14), one transaction:
+ * - jti unknown, revoked, expired, of another user than user_id, or the user
+ *   is gone: OTPD_INVALID_TOKEN, nothing changes;
+ * - the user is inactive: OTPD_USER_INACTIVE, nothing changes;
+ * - jti live (state 0): mark it rotated (remember when, and its successor),
+ *   insert `next` (jti, access_jti, created_ms, expires_ms; the family is
+ *   copied from the old record, next->family is ignored), OTPD_OK with
+ *   ret->session = the inserted record, ret->user;
+ * - jti already rotated less than grace_ms ago and its successor is still
+ *   live: OTPD_OK with ret->session = that successor (the same pair again,
+ *   ret->replayed = true), nothing changes;
+ * - jti already rotated otherwise (a replay): revoke its whole family (every
+ *   record with that family: state 2), OTPD_INVALID_TOKEN — committed, so
+ *   the revocation holds.
+ * Of several concurrent calls with one live jti and grace_ms 0 exactly one
+ * gets OTPD_OK; never do two live records descend from one jti. */
+enum otpd_status store_session_rotate(struct store *s, const char *jti,
+                                      int64_t user_id,
+                                      const struct store_session *next,
+                                      int64_t grace_ms, int64_t now_ms,
+                                      struct store_rotate_result *ret);
+
+/* Logout: revoke the whole family of refresh token jti.  OTPD_OK also when
+ * jti is unknown or already revoked (idempotent). */
+enum otpd_status store_session_revoke(struct store *s, const char *jti);
+
+/* Delete at most `limit` refresh records that expired before now_ms (any
+ * state); *ret_deleted says how many.  Bounded work per call. */
+enum otpd_status store_session_purge(struct store *s, int64_t now_ms, int limit,
+                                     int *ret_deleted);
 
 #endif

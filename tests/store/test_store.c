@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "store/backend.h" /* the migrations: this suite is the store's own */
 #include "store/store.h"
 
 #define T0 1700000000000LL /* an arbitrary "now", epoch milliseconds */
@@ -154,9 +155,10 @@ static int teardown(void **state)
 	return rc;
 }
 
-/* Run SQL through the sqlite3 shell on the fixture's database; the first
- * line of output goes to out.  Returns the shell's exit status. */
-static int cli(const struct fixture *fx, const char *sql, char *out, size_t outlen)
+/* Run SQL through the sqlite3 shell on database file db; the first line of
+ * output goes to out.  Returns the shell's exit status. */
+static int cli_db(const struct fixture *fx, const char *db, const char *sql,
+                  char *out, size_t outlen)
 {
 	char script[160], cmd[512];
 	FILE *f;
@@ -168,7 +170,7 @@ static int cli(const struct fixture *fx, const char *sql, char *out, size_t outl
 		return -1;
 	fprintf(f, ".timeout 10000\n%s\n", sql);
 	fclose(f);
-	snprintf(cmd, sizeof(cmd), SQLITE_CLI " -batch '%s' < '%s'", fx->path, script);
+	snprintf(cmd, sizeof(cmd), SQLITE_CLI " -batch '%s' < '%s'", db, script);
 	f = popen(cmd, "r");
 	if (!f)
 		return -1;
@@ -183,12 +185,32 @@ static int cli(const struct fixture *fx, const char *sql, char *out, size_t outl
 	return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
 }
 
+/* The same on the fixture's database. */
+static int cli(const struct fixture *fx, const char *sql, char *out, size_t outlen)
+{
+	return cli_db(fx, fx->path, sql, out, outlen);
+}
+
 static long long cli_int(const struct fixture *fx, const char *sql)
 {
 	char out[64];
 
 	assert_int_equal(cli(fx, sql, out, sizeof(out)), 0);
 	return strtoll(out, NULL, 10);
+}
+
+__attribute__((format(printf, 2, 3)))
+static long long cli_intf(const struct fixture *fx, const char *fmt, ...)
+{
+	char sql[1024];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(sql, sizeof(sql), fmt, ap);
+	va_end(ap);
+	assert_true(n > 0 && (size_t)n < sizeof(sql));
+	return cli_int(fx, sql);
 }
 
 static enum otpd_status issue(struct store *s, const struct otp_policy *p,
@@ -694,6 +716,620 @@ static void test_survives_reopen(void **state)
 	assert_true(vr.is_new_user);
 }
 
+/* ---- sessions: rotate, revoke, purge (store.h, API-CONTRACT "Tokens") ---- */
+
+#define DAY_MS 86400000LL
+#define GRACE_MS 10000LL
+
+/* A session as auth/ prepares one: jtis distinct for each n (32 hex). */
+static struct store_session session_of(unsigned n, int64_t created_ms)
+{
+	struct store_session ss;
+
+	memset(&ss, 0, sizeof(ss));
+	snprintf(ss.jti, sizeof(ss.jti), "%016x%016x", 0xaU, n);
+	snprintf(ss.access_jti, sizeof(ss.access_jti), "%016x%016x", 0xbU, n);
+	snprintf(ss.family, sizeof(ss.family), "%016x%016x", 0xfU, n);
+	ss.created_ms = created_ms;
+	ss.expires_ms = created_ms + DAY_MS;
+	return ss;
+}
+
+static struct store_rotate_result untouched_rotate(void)
+{
+	struct store_rotate_result r;
+
+	memset(&r, 0, sizeof(r));
+	r.user.id = UNTOUCHED;
+	r.session.created_ms = UNTOUCHED;
+	return r;
+}
+
+static void assert_session_equal(const struct store_session *got,
+                                 const struct store_session *want)
+{
+	assert_string_equal(got->jti, want->jti);
+	assert_string_equal(got->access_jti, want->access_jti);
+	assert_string_equal(got->family, want->family);
+	assert_int_equal(got->created_ms, want->created_ms);
+	assert_int_equal(got->expires_ms, want->expires_ms);
+}
+
+/* Log in on phone with session ss (a code sent and verified at its
+ * created_ms); returns the user id. */
+static int64_t login(struct fixture *fx, const char *phone,
+                     const struct store_session *ss)
+{
+	struct store_verify_result vr = untouched_verify();
+
+	issue_ok(fx->s, &lenient, phone, 1, ss->created_ms);
+	assert_int_equal(verify(fx->s, &lenient, phone, 1, ss->created_ms, ss, &vr),
+	                 OTPD_OK);
+	return vr.user.id;
+}
+
+/* Rotate cur into next at now_ms: a fresh pair, next in cur's family
+ * (next->family, as auth/ would fill it, is ignored).  Afterwards *next
+ * describes the record as stored: its family becomes cur's. */
+static struct store_rotate_result rotate_ok(struct store *s,
+                                            const struct store_session *cur,
+                                            int64_t user_id,
+                                            struct store_session *next,
+                                            int64_t grace_ms, int64_t now_ms)
+{
+	struct store_rotate_result rr = untouched_rotate();
+	struct store_session want = *next;
+
+	assert_int_equal(store_session_rotate(s, cur->jti, user_id, next, grace_ms,
+	                                      now_ms, &rr),
+	                 OTPD_OK);
+	assert_false(rr.replayed);
+	memcpy(want.family, cur->family, sizeof(want.family));
+	assert_session_equal(&rr.session, &want);
+	assert_int_equal(rr.user.id, user_id);
+	*next = want;
+	return rr;
+}
+
+/* A refused rotation: the answer `want`, ret untouched, and the successor
+ * offered is not recorded. */
+static void expect_refused(struct fixture *fx, const char *jti, int64_t user_id,
+                           int64_t grace_ms, int64_t now_ms,
+                           enum otpd_status want)
+{
+	struct store_session next = session_of(0xdead, now_ms);
+	struct store_rotate_result rr = untouched_rotate();
+
+	assert_int_equal(store_session_rotate(fx->s, jti, user_id, &next, grace_ms,
+	                                      now_ms, &rr),
+	                 want);
+	assert_int_equal(rr.user.id, UNTOUCHED);
+	assert_int_equal(rr.session.created_ms, UNTOUCHED);
+	if (have_cli())
+		assert_int_equal(cli_intf(fx, "SELECT count(*) FROM refresh_tokens"
+		                              " WHERE jti = '%s';", next.jti), 0);
+}
+
+/* Every refresh record, every column: for "nothing changes". */
+static void sessions_snapshot(const struct fixture *fx, char *out, size_t len)
+{
+	assert_int_equal(
+		cli(fx, "SELECT count(*) || ':' || coalesce(group_concat(r, ';'), '')"
+		        " FROM (SELECT jti || ',' || family || ',' || user_id || ','"
+		        " || coalesce(access_jti, '-') || ',' || created_ms || ','"
+		        " || expires_ms || ',' || state || ','"
+		        " || coalesce(rotated_ms, '-') || ',' || coalesce(replaced_by, '-')"
+		        " AS r FROM refresh_tokens ORDER BY jti);",
+		    out, len),
+		0);
+	assert_true(strlen(out) > 0 && strlen(out) < len - 1);
+}
+
+static long long family_count(const struct fixture *fx,
+                              const struct store_session *root, const char *where)
+{
+	return cli_intf(fx, "SELECT count(*) FROM refresh_tokens WHERE family = '%s'%s;",
+	                root->family, where);
+}
+
+static void test_session_fields_recorded(void **state)
+{
+	struct fixture *fx = *state;
+	struct store_verify_result vr = untouched_verify();
+	/* created_ms is the tokens' iat (whole seconds), not the verify's now. */
+	struct store_session ss = session_of(1, T0 - 500);
+
+	if (!have_cli())
+		skip();
+	issue_ok(fx->s, &defaults, PHONE, 1, T0);
+	assert_int_equal(verify(fx->s, &defaults, PHONE, 1, T0, &ss, &vr), OTPD_OK);
+	assert_int_equal(cli_intf(fx, "SELECT count(*) FROM refresh_tokens WHERE"
+	                              " jti = '%s' AND access_jti = '%s' AND family = '%s'"
+	                              " AND user_id = %lld AND created_ms = %lld"
+	                              " AND expires_ms = %lld AND state = 0"
+	                              " AND rotated_ms IS NULL AND replaced_by IS NULL;",
+	                          ss.jti, ss.access_jti, ss.family, (long long)vr.user.id,
+	                          (long long)ss.created_ms, (long long)ss.expires_ms),
+	                 1);
+}
+
+static void test_rotate(void **state)
+{
+	struct fixture *fx = *state;
+	struct store_session s0 = session_of(1, T0);
+	struct store_session n1 = session_of(2, T0 + 1000); /* its own family: ignored */
+	struct store_session n2 = session_of(3, T0 + 2000);
+	struct store_rotate_result rr;
+	int64_t uid = login(fx, PHONE, &s0);
+
+	rr = rotate_ok(fx->s, &s0, uid, &n1, GRACE_MS, T0 + 1000);
+	assert_string_equal(rr.session.family, s0.family);
+	assert_string_equal(rr.user.phone_number, PHONE);
+	assert_true(rr.user.is_active);
+	if (have_cli()) {
+		assert_int_equal(cli_intf(fx, "SELECT count(*) FROM refresh_tokens WHERE"
+		                              " jti = '%s' AND state = 1 AND rotated_ms = %lld"
+		                              " AND replaced_by = '%s';",
+		                          s0.jti, (long long)(T0 + 1000), n1.jti),
+		                 1);
+		assert_int_equal(cli_intf(fx, "SELECT count(*) FROM refresh_tokens WHERE"
+		                              " jti = '%s' AND access_jti = '%s'"
+		                              " AND family = '%s' AND user_id = %lld"
+		                              " AND created_ms = %lld AND expires_ms = %lld"
+		                              " AND state = 0 AND rotated_ms IS NULL"
+		                              " AND replaced_by IS NULL;",
+		                          n1.jti, n1.access_jti, s0.family, (long long)uid,
+		                          (long long)n1.created_ms, (long long)n1.expires_ms),
+		                 1);
+		/* The family auth/ put into next was not used. */
+		struct store_session own = session_of(2, 0);
+		assert_int_equal(family_count(fx, &own, ""), 0);
+		assert_int_equal(cli_int(fx, "SELECT count(*) FROM refresh_tokens;"), 2);
+	}
+
+	/* The successor rotates in its turn; the family goes on. */
+	rr = rotate_ok(fx->s, &n1, uid, &n2, GRACE_MS, T0 + 2000);
+	assert_string_equal(rr.session.family, s0.family);
+	if (have_cli()) {
+		assert_int_equal(family_count(fx, &s0, ""), 3);
+		assert_int_equal(family_count(fx, &s0, " AND state = 0"), 1);
+	}
+	assert_false(log_contains(fx, "store.error"));
+}
+
+static void test_rotate_replay_after_grace(void **state)
+{
+	struct fixture *fx = *state;
+	struct store_session s0 = session_of(1, T0), n1 = session_of(2, T0 + 1000);
+	struct store_session t0 = session_of(10, T0), t1 = session_of(11, T0 + 13000);
+	struct store_session u0 = session_of(20, T0), u1 = session_of(21, T0 + 5000);
+	int64_t uid = login(fx, PHONE, &s0);
+
+	assert_int_equal(login(fx, PHONE, &t0), uid); /* another device */
+	assert_int_equal(login(fx, PHONE, &u0), uid);
+	rotate_ok(fx->s, &s0, uid, &n1, GRACE_MS, T0 + 1000);
+
+	/* Rotated exactly grace_ms ago: no longer "less than", a replay. */
+	expect_refused(fx, s0.jti, uid, GRACE_MS, T0 + 1000 + GRACE_MS,
+	               OTPD_INVALID_TOKEN);
+	assert_true(log_contains(fx, "store.token_reuse"));
+	if (have_cli()) {
+		assert_int_equal(family_count(fx, &s0, ""), 2);
+		assert_int_equal(family_count(fx, &s0, " AND state <> 2"), 0);
+	}
+	/* The thief's (or the victim's) successor is revoked with it. */
+	expect_refused(fx, n1.jti, uid, GRACE_MS, T0 + 12000, OTPD_INVALID_TOKEN);
+	/* Only that family: the other logins of the user go on. */
+	rotate_ok(fx->s, &t0, uid, &t1, GRACE_MS, T0 + 13000);
+
+	/* grace_ms 0: any second use is a replay, even in the same millisecond. */
+	rotate_ok(fx->s, &u0, uid, &u1, 0, T0 + 5000);
+	expect_refused(fx, u0.jti, uid, 0, T0 + 5000, OTPD_INVALID_TOKEN);
+	expect_refused(fx, u1.jti, uid, 0, T0 + 5001, OTPD_INVALID_TOKEN);
+	if (have_cli())
+		assert_int_equal(family_count(fx, &u0, " AND state <> 2"), 0);
+}
+
+static void test_rotate_replay_in_grace(void **state)
+{
+	struct fixture *fx = *state;
+	struct store_session s0 = session_of(1, T0), n1 = session_of(2, T0 + 1000);
+	struct store_session n9 = session_of(9, T0 + 2000), n2 = session_of(3, T0 + 3000);
+	struct store_rotate_result rr;
+	char before[8192], after[8192];
+	int64_t uid = login(fx, PHONE, &s0);
+
+	rotate_ok(fx->s, &s0, uid, &n1, GRACE_MS, T0 + 1000);
+	if (have_cli())
+		sessions_snapshot(fx, before, sizeof(before));
+
+	/* The same client again (a lost response): the same pair, nothing new. */
+	struct store_session want = n1;
+	memcpy(want.family, s0.family, sizeof(want.family));
+	const int64_t at[] = {T0 + 1000, T0 + 2000, T0 + 1000 + GRACE_MS - 1};
+	for (size_t i = 0; i < sizeof(at) / sizeof(at[0]); i++) {
+		rr = untouched_rotate();
+		assert_int_equal(store_session_rotate(fx->s, s0.jti, uid, &n9, GRACE_MS,
+		                                      at[i], &rr),
+		                 OTPD_OK);
+		assert_true(rr.replayed);
+		assert_session_equal(&rr.session, &want);
+		assert_int_equal(rr.user.id, uid);
+		assert_string_equal(rr.user.phone_number, PHONE);
+	}
+	if (have_cli()) {
+		sessions_snapshot(fx, after, sizeof(after));
+		assert_string_equal(after, before);
+	}
+	assert_false(log_contains(fx, "store.token_reuse"));
+
+	/* And the successor is still the live one. */
+	rotate_ok(fx->s, &n1, uid, &n2, GRACE_MS, T0 + 3000);
+}
+
+static void test_rotate_replay_in_grace_successor_gone(void **state)
+{
+	struct fixture *fx = *state;
+	struct store_session s0 = session_of(1, T0), n1 = session_of(2, T0 + 1000);
+	struct store_session n2 = session_of(3, T0 + 2000);
+	struct store_session t0 = session_of(10, T0), t1 = session_of(11, T0 + 1000);
+	int64_t uid = login(fx, PHONE, &s0);
+
+	/* Inside s0's grace window, but its successor was rotated already: the
+	 * pair handed out is gone, so this is a replay. */
+	rotate_ok(fx->s, &s0, uid, &n1, GRACE_MS, T0 + 1000);
+	rotate_ok(fx->s, &n1, uid, &n2, GRACE_MS, T0 + 2000);
+	expect_refused(fx, s0.jti, uid, GRACE_MS, T0 + 3000, OTPD_INVALID_TOKEN);
+	expect_refused(fx, n2.jti, uid, GRACE_MS, T0 + 3001, OTPD_INVALID_TOKEN);
+	if (have_cli())
+		assert_int_equal(family_count(fx, &s0, " AND state <> 2"), 0);
+
+	/* Likewise when the successor has expired in the meantime. */
+	assert_int_equal(login(fx, PHONE, &t0), uid);
+	t1.expires_ms = T0 + 1500;
+	rotate_ok(fx->s, &t0, uid, &t1, GRACE_MS, T0 + 1000);
+	expect_refused(fx, t0.jti, uid, GRACE_MS, T0 + 1500, OTPD_INVALID_TOKEN);
+	if (have_cli())
+		assert_int_equal(family_count(fx, &t0, " AND state <> 2"), 0);
+}
+
+static void test_rotate_unknown_jti(void **state)
+{
+	struct fixture *fx = *state;
+	struct store_session s0 = session_of(1, T0), n1 = session_of(2, T0 + 1000);
+	char before[8192], after[8192], longjti[300];
+	int64_t uid = login(fx, PHONE, &s0);
+
+	if (have_cli())
+		sessions_snapshot(fx, before, sizeof(before));
+	expect_refused(fx, session_of(77, T0).jti, uid, GRACE_MS, T0 + 1, OTPD_INVALID_TOKEN);
+	expect_refused(fx, s0.access_jti, uid, GRACE_MS, T0 + 1, OTPD_INVALID_TOKEN);
+	expect_refused(fx, "", uid, GRACE_MS, T0 + 1, OTPD_INVALID_TOKEN);
+	expect_refused(fx, "' OR 1=1 --", uid, GRACE_MS, T0 + 1, OTPD_INVALID_TOKEN);
+	memset(longjti, 'a', sizeof(longjti) - 1);
+	longjti[sizeof(longjti) - 1] = '\0';
+	expect_refused(fx, longjti, uid, GRACE_MS, T0 + 1, OTPD_INVALID_TOKEN);
+	expect_refused(fx, NULL, uid, GRACE_MS, T0 + 1, OTPD_INVALID_TOKEN);
+	if (have_cli()) {
+		sessions_snapshot(fx, after, sizeof(after));
+		assert_string_equal(after, before);
+	}
+	assert_false(log_contains(fx, "store.error"));
+	assert_false(log_contains(fx, "store.token_reuse"));
+	rotate_ok(fx->s, &s0, uid, &n1, GRACE_MS, T0 + 1000);
+}
+
+static void test_rotate_expired(void **state)
+{
+	struct fixture *fx = *state;
+	struct store_session s0 = session_of(1, T0);
+	struct store_session n1 = session_of(2, T0 + DAY_MS - 1);
+	struct store_session n2 = session_of(3, T0 + DAY_MS + 1000);
+	char before[8192], after[8192];
+	int64_t uid = login(fx, PHONE, &s0);
+
+	if (have_cli())
+		sessions_snapshot(fx, before, sizeof(before));
+	/* exp reached: refused (RFC 7519 §4.1.4), nothing changes. */
+	expect_refused(fx, s0.jti, uid, GRACE_MS, s0.expires_ms, OTPD_INVALID_TOKEN);
+	expect_refused(fx, s0.jti, uid, GRACE_MS, s0.expires_ms + DAY_MS,
+	               OTPD_INVALID_TOKEN);
+	if (have_cli()) {
+		sessions_snapshot(fx, after, sizeof(after));
+		assert_string_equal(after, before);
+	}
+	/* One millisecond before, it rotates. */
+	rotate_ok(fx->s, &s0, uid, &n1, GRACE_MS, s0.expires_ms - 1);
+	/* A rotated-out token past its own exp is just expired: no replay
+	 * judgement, its family goes on. */
+	expect_refused(fx, s0.jti, uid, GRACE_MS, s0.expires_ms, OTPD_INVALID_TOKEN);
+	assert_false(log_contains(fx, "store.token_reuse"));
+	rotate_ok(fx->s, &n1, uid, &n2, GRACE_MS, T0 + DAY_MS + 1000);
+}
+
+static void test_rotate_wrong_user(void **state)
+{
+	struct fixture *fx = *state;
+	struct store_session s0 = session_of(1, T0), n1 = session_of(2, T0 + 1000);
+	struct store_session t0 = session_of(10, T0);
+	char before[8192], after[8192];
+	int64_t a = login(fx, PHONE, &s0), b = login(fx, PHONE2, &t0);
+
+	assert_true(a != b);
+	if (have_cli())
+		sessions_snapshot(fx, before, sizeof(before));
+	expect_refused(fx, s0.jti, b, GRACE_MS, T0 + 1000, OTPD_INVALID_TOKEN);
+	expect_refused(fx, s0.jti, 424242, GRACE_MS, T0 + 1000, OTPD_INVALID_TOKEN);
+	expect_refused(fx, t0.jti, a, GRACE_MS, T0 + 1000, OTPD_INVALID_TOKEN);
+	if (have_cli()) {
+		sessions_snapshot(fx, after, sizeof(after));
+		assert_string_equal(after, before);
+	}
+	rotate_ok(fx->s, &s0, a, &n1, GRACE_MS, T0 + 1000);
+	/* A rotated-out token under another user id is no replay of it. */
+	expect_refused(fx, s0.jti, b, GRACE_MS, T0 + 60000, OTPD_INVALID_TOKEN);
+	assert_false(log_contains(fx, "store.token_reuse"));
+	if (have_cli())
+		assert_int_equal(family_count(fx, &s0, " AND state = 0"), 1);
+}
+
+static void test_rotate_inactive_user(void **state)
+{
+	struct fixture *fx = *state;
+	struct store_session s0 = session_of(1, T0), n1 = session_of(2, T0 + 1000);
+	struct store_session n2 = session_of(3, T0 + 70000);
+	char before[8192], after[8192];
+	int64_t uid;
+
+	if (!have_cli())
+		skip();
+	uid = login(fx, PHONE, &s0);
+	rotate_ok(fx->s, &s0, uid, &n1, GRACE_MS, T0 + 1000);
+	assert_int_equal(cli(fx, "UPDATE users SET is_active = 0;", NULL, 0), 0);
+	sessions_snapshot(fx, before, sizeof(before));
+
+	expect_refused(fx, n1.jti, uid, GRACE_MS, T0 + 2000, OTPD_USER_INACTIVE);
+	/* Inside s0's grace window, and outside it (a replay otherwise). */
+	expect_refused(fx, s0.jti, uid, GRACE_MS, T0 + 2000, OTPD_USER_INACTIVE);
+	expect_refused(fx, s0.jti, uid, GRACE_MS, T0 + 60000, OTPD_USER_INACTIVE);
+	sessions_snapshot(fx, after, sizeof(after));
+	assert_string_equal(after, before);
+	assert_false(log_contains(fx, "store.token_reuse"));
+
+	/* Reactivated: the session is still there. */
+	assert_int_equal(cli(fx, "UPDATE users SET is_active = 1;", NULL, 0), 0);
+	rotate_ok(fx->s, &n1, uid, &n2, GRACE_MS, T0 + 70000);
+}
+
+static void test_rotate_user_gone(void **state)
+{
+	struct fixture *fx = *state;
+	struct store_session s0 = session_of(1, T0), t0 = session_of(10, T0);
+	char before[8192], after[8192], sql[128];
+	int64_t a, b;
+
+	if (!have_cli())
+		skip();
+	a = login(fx, PHONE, &s0);
+	b = login(fx, PHONE2, &t0);
+	/* Deleted behind the store's back (foreign keys off): the records stay,
+	 * and refer to no one. */
+	snprintf(sql, sizeof(sql), "PRAGMA foreign_keys = OFF; DELETE FROM users WHERE id = %lld;",
+	         (long long)a);
+	assert_int_equal(cli(fx, sql, NULL, 0), 0);
+	sessions_snapshot(fx, before, sizeof(before));
+	expect_refused(fx, s0.jti, a, GRACE_MS, T0 + 1000, OTPD_INVALID_TOKEN);
+	sessions_snapshot(fx, after, sizeof(after));
+	assert_string_equal(after, before);
+
+	/* Deleted properly: its records go with it (ON DELETE CASCADE). */
+	snprintf(sql, sizeof(sql), "PRAGMA foreign_keys = ON; DELETE FROM users WHERE id = %lld;",
+	         (long long)b);
+	assert_int_equal(cli(fx, sql, NULL, 0), 0);
+	assert_int_equal(family_count(fx, &t0, ""), 0);
+	expect_refused(fx, t0.jti, b, GRACE_MS, T0 + 1000, OTPD_INVALID_TOKEN);
+}
+
+static void test_revoke(void **state)
+{
+	struct fixture *fx = *state;
+	struct store_session s0 = session_of(1, T0), n1 = session_of(2, T0 + 1000);
+	struct store_session n2 = session_of(3, T0 + 2000);
+	struct store_session t0 = session_of(10, T0), t1 = session_of(11, T0 + 5000);
+	struct store_session u0 = session_of(20, T0), u1 = session_of(21, T0 + 1000);
+	int64_t uid = login(fx, PHONE, &s0);
+
+	assert_int_equal(login(fx, PHONE, &t0), uid);
+	assert_int_equal(login(fx, PHONE, &u0), uid);
+	rotate_ok(fx->s, &s0, uid, &n1, GRACE_MS, T0 + 1000);
+	rotate_ok(fx->s, &n1, uid, &n2, GRACE_MS, T0 + 2000);
+
+	/* Logout with any token of the family (here its rotated-out root)
+	 * revokes all of it: the live descendant stops working. */
+	assert_int_equal(store_session_revoke(fx->s, s0.jti), OTPD_OK);
+	expect_refused(fx, n2.jti, uid, GRACE_MS, T0 + 3000, OTPD_INVALID_TOKEN);
+	expect_refused(fx, n1.jti, uid, GRACE_MS, T0 + 3000, OTPD_INVALID_TOKEN);
+	if (have_cli()) {
+		assert_int_equal(family_count(fx, &s0, ""), 3);
+		assert_int_equal(family_count(fx, &s0, " AND state <> 2"), 0);
+	}
+	/* Idempotent: again, with another member, unknown, empty, none. */
+	assert_int_equal(store_session_revoke(fx->s, s0.jti), OTPD_OK);
+	assert_int_equal(store_session_revoke(fx->s, n2.jti), OTPD_OK);
+	assert_int_equal(store_session_revoke(fx->s, session_of(99, T0).jti), OTPD_OK);
+	assert_int_equal(store_session_revoke(fx->s, ""), OTPD_OK);
+	assert_int_equal(store_session_revoke(fx->s, NULL), OTPD_OK);
+	if (have_cli())
+		assert_int_equal(family_count(fx, &s0, " AND state <> 2"), 0);
+
+	/* Logout with the live leaf revokes its rotated-out ancestor too: not
+	 * even the grace window brings the pair back. */
+	rotate_ok(fx->s, &u0, uid, &u1, GRACE_MS, T0 + 1000);
+	assert_int_equal(store_session_revoke(fx->s, u1.jti), OTPD_OK);
+	expect_refused(fx, u0.jti, uid, GRACE_MS, T0 + 1001, OTPD_INVALID_TOKEN);
+	expect_refused(fx, u1.jti, uid, GRACE_MS, T0 + 1002, OTPD_INVALID_TOKEN);
+
+	/* The other login of the same user is not touched. */
+	rotate_ok(fx->s, &t0, uid, &t1, GRACE_MS, T0 + 5000);
+	/* Revoked tokens are refused quietly: that is no reuse to report. */
+	assert_false(log_contains(fx, "store.token_reuse"));
+	assert_false(log_contains(fx, "store.error"));
+}
+
+static void expect_purged(struct fixture *fx, int64_t now_ms, int limit, int want)
+{
+	int deleted = UNTOUCHED;
+
+	assert_int_equal(store_session_purge(fx->s, now_ms, limit, &deleted), OTPD_OK);
+	assert_int_equal(deleted, want);
+}
+
+static void test_purge(void **state)
+{
+	struct fixture *fx = *state;
+	struct store_session a = session_of(1, T0), b = session_of(2, T0);
+	struct store_session b1 = session_of(3, T0 + 500), c = session_of(4, T0);
+	struct store_session d = session_of(5, T0), e = session_of(6, T0 + 600);
+	struct store_session e1 = session_of(7, T0 + DAY_MS);
+	int64_t uid;
+
+	/* Six records, of every state: a live, b rotated (b1 live), c revoked,
+	 * d rotated and e live far in the future. */
+	a.expires_ms = T0 + 1000;
+	b.expires_ms = T0 + 2000;
+	b1.expires_ms = T0 + 3000;
+	c.expires_ms = T0 + 4000;
+	uid = login(fx, PHONE, &a);
+	login(fx, PHONE, &b);
+	login(fx, PHONE, &c);
+	login(fx, PHONE, &d);
+	rotate_ok(fx->s, &b, uid, &b1, GRACE_MS, T0 + 500);
+	rotate_ok(fx->s, &d, uid, &e, GRACE_MS, T0 + 600);
+	assert_int_equal(store_session_revoke(fx->s, c.jti), OTPD_OK);
+	if (have_cli())
+		assert_int_equal(cli_int(fx, "SELECT count(*) FROM refresh_tokens;"), 6);
+
+	/* A limit below 1 deletes nothing. */
+	expect_purged(fx, T0 + 10000, 0, 0);
+	expect_purged(fx, T0 + 10000, -1, 0);
+	/* Expired before now: expires_ms == now is not. */
+	expect_purged(fx, T0 + 1000, 100, 0);
+	expect_purged(fx, T0 + 2001, 100, 2);
+	/* At most `limit` per call, until none is left. */
+	expect_purged(fx, T0 + 10000, 1, 1);
+	expect_purged(fx, T0 + 10000, 1, 1);
+	expect_purged(fx, T0 + 10000, 1, 0);
+	if (have_cli()) {
+		assert_int_equal(cli_int(fx, "SELECT count(*) FROM refresh_tokens;"), 2);
+		assert_int_equal(cli_intf(fx, "SELECT count(*) FROM refresh_tokens"
+		                              " WHERE jti IN ('%s', '%s');", d.jti, e.jti),
+		                 2);
+	}
+	/* The unexpired family is intact. */
+	rotate_ok(fx->s, &e, uid, &e1, GRACE_MS, T0 + DAY_MS);
+}
+
+static void test_sessions_survive_reopen(void **state)
+{
+	struct fixture *fx = *state;
+	struct store_session s0 = session_of(1, T0), n1 = session_of(2, T0 + 1000);
+	struct store_session n2 = session_of(3, T0 + 3000);
+	struct store_rotate_result rr = untouched_rotate();
+	int applied = UNTOUCHED;
+	int64_t uid = login(fx, PHONE, &s0);
+
+	rotate_ok(fx->s, &s0, uid, &n1, GRACE_MS, T0 + 1000);
+	store_close(fx->s);
+	fx->s = NULL;
+	assert_int_equal(store_open(fx->url, 1000, &fx->s), OTPD_OK);
+	assert_int_equal(store_migrate(fx->s, &applied), OTPD_OK);
+	assert_int_equal(applied, 0);
+
+	/* The grace window and the successor survived. */
+	assert_int_equal(store_session_rotate(fx->s, s0.jti, uid, &n2, GRACE_MS,
+	                                      T0 + 2000, &rr),
+	                 OTPD_OK);
+	assert_true(rr.replayed);
+	assert_string_equal(rr.session.jti, n1.jti);
+	assert_string_equal(rr.session.access_jti, n1.access_jti);
+	rotate_ok(fx->s, &n1, uid, &n2, GRACE_MS, T0 + 3000);
+	expect_refused(fx, n1.jti, uid, GRACE_MS, T0 + 3000 + GRACE_MS, OTPD_INVALID_TOKEN);
+	expect_refused(fx, n2.jti, uid, GRACE_MS, T0 + 3000 + GRACE_MS, OTPD_INVALID_TOKEN);
+}
+
+/* A database left by an otpd that knew only version 1 (with a login in
+ * it) is brought to the current schema, and its sessions keep working. */
+static void test_migration_from_v1(void **state)
+{
+	struct fixture *fx = *state;
+	struct store_session s0 = session_of(1, T0), n1 = session_of(2, T0 + 1000);
+	struct store *s = NULL;
+	struct store_rotate_result rr = untouched_rotate();
+	char v1[160], url[200], *sql;
+	char fresh[1024], upgraded[1024];
+	int applied = UNTOUCHED;
+	size_t len;
+
+	/* Version 2 is the one that added rotation; a fresh database gets all. */
+	assert_true(store_sqlite_migrations_count >= 2);
+	assert_int_equal(fx->applied, (int)store_sqlite_migrations_count);
+	if (!have_cli())
+		skip();
+
+	snprintf(v1, sizeof(v1), "%s/v1.db", fx->dir);
+	len = strlen(store_sqlite_migrations[0]) + 2048;
+	sql = malloc(len);
+	assert_non_null(sql);
+	snprintf(sql, len,
+	         "BEGIN;\n"
+	         "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY,"
+	         " applied_at TEXT NOT NULL) STRICT;\n"
+	         "%s"
+	         "INSERT INTO schema_migrations VALUES (1, '2024-01-01T00:00:00.000Z');\n"
+	         "INSERT INTO users (phone_number, username, email, created_at_ms)"
+	         " VALUES ('" PHONE "', '989123456789', '989123456789@" DOMAIN "', %lld);\n"
+	         "INSERT INTO refresh_tokens (jti, family, user_id, created_ms, expires_ms)"
+	         " VALUES ('%s', '%s', 1, %lld, %lld);\n"
+	         "COMMIT;\n",
+	         store_sqlite_migrations[0], (long long)T0, s0.jti, s0.family,
+	         (long long)T0, (long long)s0.expires_ms);
+	assert_int_equal(cli_db(fx, v1, sql, NULL, 0), 0);
+	free(sql);
+
+	snprintf(url, sizeof(url), "sqlite:%s", v1);
+	assert_int_equal(store_open(url, 1000, &s), OTPD_OK);
+	assert_int_equal(store_migrate(s, &applied), OTPD_OK);
+	assert_int_equal(applied, (int)store_sqlite_migrations_count - 1);
+	applied = UNTOUCHED;
+	assert_int_equal(store_migrate(s, &applied), OTPD_OK);
+	assert_int_equal(applied, 0);
+
+	/* The login recorded by version 1 (no access_jti) rotates, and the
+	 * grace window hands out its successor with both jtis. */
+	rr = rotate_ok(s, &s0, 1, &n1, GRACE_MS, T0 + 1000);
+	rr = untouched_rotate();
+	assert_int_equal(store_session_rotate(s, s0.jti, 1, &n1, GRACE_MS, T0 + 2000, &rr),
+	                 OTPD_OK);
+	assert_true(rr.replayed);
+	assert_string_equal(rr.session.access_jti, n1.access_jti);
+	store_close(s);
+
+	/* Same columns and indexes as a database created fresh. */
+	static const char *const schema =
+		"SELECT (SELECT group_concat(c, ',') FROM (SELECT name || ':' || type"
+		" || ':' || \"notnull\" || ':' || coalesce(dflt_value, '') || ':' || pk AS c"
+		" FROM pragma_table_info('refresh_tokens') ORDER BY name)) || '|' ||"
+		" (SELECT group_concat(name, ',') FROM (SELECT name FROM sqlite_schema"
+		" WHERE type = 'index' AND tbl_name = 'refresh_tokens' ORDER BY name));";
+	assert_int_equal(cli_db(fx, v1, schema, upgraded, sizeof(upgraded)), 0);
+	assert_int_equal(cli(fx, schema, fresh, sizeof(fresh)), 0);
+	assert_string_equal(upgraded, fresh);
+	assert_non_null(strstr(fresh, "access_jti:TEXT"));
+	assert_non_null(strstr(fresh, "rotated_ms:INTEGER"));
+	assert_non_null(strstr(fresh, "replaced_by:TEXT"));
+	assert_non_null(strstr(fresh, "refresh_tokens_expires"));
+}
+
 /* ---- a database another process holds locked ---- */
 
 static int64_t mono_ms(void)
@@ -772,6 +1408,9 @@ struct race {
 	pthread_barrier_t start;
 	const struct otp_policy *policy;
 	const char *phone;
+	const char *jti;      /* rotate_one: the refresh token all present */
+	int64_t user_id;
+	int64_t grace_ms;
 };
 
 struct racer {
@@ -780,6 +1419,7 @@ struct racer {
 	enum otpd_status status;
 	struct store_issue_result ir;
 	struct store_verify_result vr;
+	struct store_rotate_result rr;
 	int rounds;
 };
 
@@ -876,6 +1516,21 @@ static void *login_loop(void *arg)
 	return NULL;
 }
 
+/* Every thread refreshes the same token at the same instant, each with a
+ * successor of its own. */
+static void *rotate_one(void *arg)
+{
+	struct racer *me = arg;
+	struct store_session next = session_of(100 + (unsigned)me->index, T0 + 1000);
+
+	me->rr = untouched_rotate();
+	pthread_barrier_wait(&me->race->start);
+	me->status = store_session_rotate(racer_store(me), me->race->jti,
+	                                  me->race->user_id, &next,
+	                                  me->race->grace_ms, T0 + 1000, &me->rr);
+	return NULL;
+}
+
 static int count_status(const struct racer *rs, int n, enum otpd_status st)
 {
 	int c = 0;
@@ -963,6 +1618,58 @@ static void race_first_login(struct fixture *fx, int nstores)
 		assert_int_equal(cli_int(fx, "SELECT count(*) FROM users;"), 1);
 }
 
+static void race_rotate(struct fixture *fx, int nstores, int64_t grace_ms)
+{
+	enum { N = 10 };
+	struct store_session s0 = session_of(1, T0);
+	struct race r;
+	struct racer rs[N];
+	int64_t uid = login(fx, PHONE, &s0);
+	int winner = -1;
+
+	memset(rs, 0, sizeof(rs));
+	race_init(fx, &r, nstores, N, &defaults);
+	r.jti = s0.jti;
+	r.user_id = uid;
+	r.grace_ms = grace_ms;
+	race_run(&r, rs, N, rotate_one);
+
+	for (int i = 0; i < N; i++) {
+		if (rs[i].status == OTPD_OK && !rs[i].rr.replayed) {
+			assert_int_equal(winner, -1); /* one fresh pair only */
+			winner = i;
+		}
+	}
+	assert_true(winner >= 0);
+	assert_string_equal(rs[winner].rr.session.jti, session_of(100 + (unsigned)winner, 0).jti);
+	assert_string_equal(rs[winner].rr.session.family, s0.family);
+	if (grace_ms == 0) {
+		/* Exactly one refresh wins; every other one is a replay. */
+		assert_int_equal(count_status(rs, N, OTPD_OK), 1);
+		assert_int_equal(count_status(rs, N, OTPD_INVALID_TOKEN), N - 1);
+		for (int i = 0; i < N; i++)
+			if (i != winner)
+				assert_int_equal(rs[i].rr.user.id, UNTOUCHED);
+	} else {
+		/* Inside the grace window all get the same pair. */
+		assert_int_equal(count_status(rs, N, OTPD_OK), N);
+		for (int i = 0; i < N; i++) {
+			assert_true(rs[i].rr.replayed == (i != winner));
+			assert_session_equal(&rs[i].rr.session, &rs[winner].rr.session);
+			assert_int_equal(rs[i].rr.user.id, uid);
+		}
+	}
+	if (!have_cli())
+		return;
+	/* Never two live records from one token: one successor was recorded;
+	 * with grace 0 the replays revoked it with the family. */
+	assert_int_equal(family_count(fx, &s0, ""), 2);
+	long long live = family_count(fx, &s0, " AND state = 0");
+	assert_in_range(live, 0, 1);
+	assert_int_equal(live, grace_ms == 0 ? 0 : 1);
+	assert_int_equal(cli_int(fx, "SELECT count(*) FROM refresh_tokens;"), 2);
+}
+
 static void test_race_single_use(void **state) { race_single_use(*state, 1); }
 static void test_race_single_use_2(void **state) { race_single_use(*state, 2); }
 static void test_race_attempts(void **state) { race_attempts(*state, 1); }
@@ -971,6 +1678,10 @@ static void test_race_send_limit(void **state) { race_send_limit(*state, 1); }
 static void test_race_send_limit_2(void **state) { race_send_limit(*state, 2); }
 static void test_race_first_login(void **state) { race_first_login(*state, 1); }
 static void test_race_first_login_2(void **state) { race_first_login(*state, 2); }
+static void test_race_rotate(void **state) { race_rotate(*state, 1, 0); }
+static void test_race_rotate_2(void **state) { race_rotate(*state, 2, 0); }
+static void test_race_rotate_grace(void **state) { race_rotate(*state, 1, GRACE_MS); }
+static void test_race_rotate_grace_2(void **state) { race_rotate(*state, 2, GRACE_MS); }
 
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
@@ -994,6 +1705,20 @@ int main(void)
 		T(test_session_recorded_atomically),
 		T(test_inactive_user),
 		T(test_survives_reopen),
+		T(test_session_fields_recorded),
+		T(test_rotate),
+		T(test_rotate_replay_after_grace),
+		T(test_rotate_replay_in_grace),
+		T(test_rotate_replay_in_grace_successor_gone),
+		T(test_rotate_unknown_jti),
+		T(test_rotate_expired),
+		T(test_rotate_wrong_user),
+		T(test_rotate_inactive_user),
+		T(test_rotate_user_gone),
+		T(test_revoke),
+		T(test_purge),
+		T(test_sessions_survive_reopen),
+		T(test_migration_from_v1),
 		T(test_locked_is_unavailable),
 		T(test_race_single_use),
 		T(test_race_single_use_2),
@@ -1003,6 +1728,10 @@ int main(void)
 		T(test_race_send_limit_2),
 		T(test_race_first_login),
 		T(test_race_first_login_2),
+		T(test_race_rotate),
+		T(test_race_rotate_2),
+		T(test_race_rotate_grace),
+		T(test_race_rotate_grace_2),
 	};
 
 	return cmocka_run_group_tests_name("store (sqlite)", tests, NULL, NULL);

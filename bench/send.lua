@@ -1,0 +1,51 @@
+-- bench/send.lua — wrk script: POST /api/v1/usr/otp with a new phone number
+-- per request.  Used for the otpd send scenarios and, unchanged, for the
+-- nginx-static ceiling, so that wrk does the same work in both.
+--
+--   wrk ... -s bench/send.lua URL -- [START] [PREFIX] [PATH]
+--
+-- Request k of thread t (of n) uses number PREFIX .. 7 digits of
+-- (START + t + n*k) mod 10^7: distinct across threads, and across runs when
+-- each run starts where the previous one could have ended (bench/run.sh
+-- advances START by a generous bound).  PREFIX defaults to +98912 (bench/
+-- prefill.c uses +98910 for codes and +98911 for users).
+-- done() prints one line: BENCH {json} (see bench/report.py).
+
+local threads = {}
+
+function setup(thread)
+   table.insert(threads, thread)
+   thread:set("tid", #threads - 1)
+   for _, t in ipairs(threads) do t:set("nthreads", #threads) end
+end
+
+k = 0
+local start, prefix, path
+local headers = { ["Content-Type"] = "application/json" }
+
+function init(args)
+   start = tonumber(args[1] or "0")
+   prefix = args[2] or "+98912"
+   path = args[3] or "/api/v1/usr/otp"
+end
+
+function request()
+   local i = (start + tid + nthreads * k) % 10000000
+   k = k + 1
+   local body = string.format('{"phone_number":"%s%07d"}', prefix, i)
+   return wrk.format("POST", path, headers, body)
+end
+
+function done(summary, latency, requests)
+   local e = summary.errors
+   local issued = 0
+   for _, t in ipairs(threads) do issued = issued + (t:get("k") or 0) end
+   io.write(string.format(
+      'BENCH {"script":"send","requests":%d,"issued":%d,"duration_us":%d,"bytes":%d,' ..
+      '"rps":%.1f,"lat_mean_us":%.1f,"p50_us":%d,"p90_us":%d,"p99_us":%d,"max_us":%d,' ..
+      '"err_connect":%d,"err_read":%d,"err_write":%d,"err_status":%d,"err_timeout":%d}\n',
+      summary.requests, issued, summary.duration, summary.bytes,
+      summary.requests / (summary.duration / 1e6), latency.mean,
+      latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max,
+      e.connect, e.read, e.write, e.status, e.timeout))
+end

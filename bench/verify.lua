@@ -1,0 +1,63 @@
+-- bench/verify.lua — wrk script: POST /api/v1/usr/otp/verify, each request
+-- a right code that bench/prefill wrote before otpd started, each used once.
+--
+--   wrk ... -s bench/verify.lua URL -- START COUNT [PREFIX]
+--
+-- Request k of thread t (of n) verifies pool entry i = START + t + n*k:
+--   phone  PREFIX .. 7 digits of i      (PREFIX defaults to +98910)
+--   code   i mod 10^6, 6 digits         (= bench/prefill.c)
+-- Entries [START, START+COUNT) belong to this run.  Past them the script
+-- wraps around (those codes are used up: 400 invalid_code, counted in
+-- err_status) and says how many it wrapped in "wrapped": a run that wraps
+-- needs a bigger BENCH_VERIFY_POOL.
+-- done() prints one line: BENCH {json} (see bench/report.py).
+
+local threads = {}
+
+function setup(thread)
+   table.insert(threads, thread)
+   thread:set("tid", #threads - 1)
+   for _, t in ipairs(threads) do t:set("nthreads", #threads) end
+end
+
+k = 0
+wrapped = 0
+local start, count, prefix
+local path = "/api/v1/usr/otp/verify"
+local headers = { ["Content-Type"] = "application/json" }
+
+function init(args)
+   start = tonumber(args[1] or "0")
+   count = tonumber(args[2] or "1000000")
+   prefix = args[3] or "+98910"
+end
+
+function request()
+   local off = tid + nthreads * k
+   k = k + 1
+   if off >= count then
+      wrapped = wrapped + 1
+      off = off % count
+   end
+   local i = (start + off) % 10000000
+   local body = string.format('{"phone_number":"%s%07d","code":"%06d"}',
+                              prefix, i, i % 1000000)
+   return wrk.format("POST", path, headers, body)
+end
+
+function done(summary, latency, requests)
+   local e = summary.errors
+   local w, issued = 0, 0
+   for _, t in ipairs(threads) do
+      w = w + (t:get("wrapped") or 0)
+      issued = issued + (t:get("k") or 0)
+   end
+   io.write(string.format(
+      'BENCH {"script":"verify","requests":%d,"issued":%d,"wrapped":%d,"duration_us":%d,"bytes":%d,' ..
+      '"rps":%.1f,"lat_mean_us":%.1f,"p50_us":%d,"p90_us":%d,"p99_us":%d,"max_us":%d,' ..
+      '"err_connect":%d,"err_read":%d,"err_write":%d,"err_status":%d,"err_timeout":%d}\n',
+      summary.requests, issued, w, summary.duration, summary.bytes,
+      summary.requests / (summary.duration / 1e6), latency.mean,
+      latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max,
+      e.connect, e.read, e.write, e.status, e.timeout))
+end

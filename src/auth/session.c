@@ -1,0 +1,218 @@
+#include "session.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include "../log.h"
+#include "internal.h"
+
+#define PURGE_BATCH 1000
+#define PURGE_MAX_BATCHES 100
+
+enum otpd_status auth_session_prepare(const struct auth *a, int64_t now_ms,
+                                      struct store_session *ret)
+{
+	struct store_session s = {0};
+	int64_t now_s = now_ms / 1000;
+	enum otpd_status st;
+
+	st = auth_jti_new(s.jti);
+	if (st == OTPD_OK)
+		st = auth_jti_new(s.access_jti);
+	if (st == OTPD_OK)
+		st = auth_jti_new(s.family);
+	if (st != OTPD_OK)
+		return st;
+	s.created_ms = now_s * 1000;
+	s.expires_ms = (now_s + a->cfg->jwt_refresh_ttl_s) * 1000;
+	*ret = s;
+	return OTPD_OK;
+}
+
+enum otpd_status auth_session_mint(const struct auth *a, int64_t user_id,
+                                   const struct store_session *s,
+                                   char **ret_access, char **ret_refresh)
+{
+	int64_t iat = s->created_ms / 1000;
+	char *access = NULL, *refresh = NULL;
+	enum otpd_status st;
+
+	st = auth_jwt_sign(a->jwt, AUTH_TOKEN_ACCESS, user_id, iat,
+	                   iat + a->cfg->jwt_access_ttl_s, s->access_jti, &access);
+	if (st == OTPD_OK)
+		st = auth_jwt_sign(a->jwt, AUTH_TOKEN_REFRESH, user_id, iat,
+		                   s->expires_ms / 1000, s->jti, &refresh);
+	if (st != OTPD_OK) {
+		free(access);
+		return st;
+	}
+	*ret_access = access;
+	*ret_refresh = refresh;
+	return OTPD_OK;
+}
+
+enum otpd_status auth_refresh(struct auth *a, const char *refresh_token, int64_t now_ms,
+                              struct auth_tokens *ret)
+{
+	struct auth_claims c;
+	struct store_session next;
+	struct store_rotate_result rr;
+	enum otpd_status st;
+
+	memset(ret, 0, sizeof(*ret));
+	st = auth_jwt_verify(a->jwt, refresh_token, AUTH_TOKEN_REFRESH, now_ms / 1000, true, &c);
+	if (st != OTPD_OK)
+		return st;
+	st = auth_session_prepare(a, now_ms, &next);
+	if (st != OTPD_OK)
+		return st;
+	memset(&rr, 0, sizeof(rr));
+	st = store_session_rotate(a->store, c.jti, c.user_id, &next,
+	                          a->cfg->jwt_refresh_grace_s * 1000, now_ms, &rr);
+	if (st == OTPD_INVALID_TOKEN)
+		log_warn("auth.refresh_refused", "refresh token of user %lld refused (unknown, "
+		         "expired, revoked or replayed: a replay revokes the family)",
+		         (long long)c.user_id);
+	if (st != OTPD_OK)
+		return st;
+	st = auth_session_mint(a, rr.user.id, &rr.session, &ret->access_token,
+	                       &ret->refresh_token);
+	if (st != OTPD_OK)
+		return st;
+	ret->access_ttl_s = a->cfg->jwt_access_ttl_s;
+	ret->refresh_ttl_s = (rr.session.expires_ms - now_ms) / 1000;
+	if (ret->refresh_ttl_s < 0)
+		ret->refresh_ttl_s = 0;
+	log_info("auth.refresh", "user %lld refreshed%s", (long long)rr.user.id,
+	         rr.replayed ? " (inside the grace window: same pair again)" : "");
+	return OTPD_OK;
+}
+
+void auth_tokens_release(struct auth_tokens *t)
+{
+	free(t->access_token);
+	free(t->refresh_token);
+	t->access_token = NULL;
+	t->refresh_token = NULL;
+}
+
+void auth_logout(struct auth *a, const char *refresh_token)
+{
+	struct auth_claims c;
+	struct timespec now;
+
+	clock_gettime(CLOCK_REALTIME, &now);
+	if (!refresh_token ||
+	    auth_jwt_verify(a->jwt, refresh_token, AUTH_TOKEN_REFRESH, now.tv_sec, false, &c) != OTPD_OK)
+		return;
+	if (store_session_revoke(a->store, c.jti) == OTPD_OK)
+		log_info("auth.logout", "user %lld logged out (family revoked)", (long long)c.user_id);
+}
+
+enum otpd_status auth_me(struct auth *a, const char *access_token, int64_t now_ms,
+                         struct store_user *ret)
+{
+	struct auth_claims c;
+	struct store_user u;
+	enum otpd_status st;
+
+	st = auth_jwt_verify(a->jwt, access_token, AUTH_TOKEN_ACCESS, now_ms / 1000, true, &c);
+	if (st != OTPD_OK)
+		return st;
+	st = store_user_get(a->store, c.user_id, &u);
+	if (st == OTPD_NOT_FOUND)
+		return OTPD_INVALID_TOKEN;
+	if (st != OTPD_OK)
+		return st;
+	if (!u.is_active)
+		return OTPD_USER_INACTIVE;
+	*ret = u;
+	return OTPD_OK;
+}
+
+const char *auth_jwks(const struct auth *a) { return auth_jwt_jwks(a->jwt); }
+
+struct auth_janitor {
+	struct auth *a;
+	int interval_s;
+	pthread_t thread;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool stop;
+};
+
+static void purge_once(struct auth *a)
+{
+	struct timespec now;
+	int deleted = 0, total = 0;
+
+	clock_gettime(CLOCK_REALTIME, &now);
+	int64_t now_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+	for (int i = 0; i < PURGE_MAX_BATCHES; i++) {
+		if (store_session_purge(a->store, now_ms, PURGE_BATCH, &deleted) != OTPD_OK)
+			break;
+		total += deleted;
+		if (deleted < PURGE_BATCH)
+			break;
+	}
+	if (total)
+		log_info("auth.purge", "%d expired refresh record(s) deleted", total);
+}
+
+static void *janitor_main(void *arg)
+{
+	struct auth_janitor *j = arg;
+
+	pthread_mutex_lock(&j->lock);
+	while (!j->stop) {
+		struct timespec until;
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += j->interval_s;
+		while (!j->stop && pthread_cond_timedwait(&j->cond, &j->lock, &until) != ETIMEDOUT)
+			;
+		if (j->stop)
+			break;
+		pthread_mutex_unlock(&j->lock);
+		purge_once(j->a);
+		pthread_mutex_lock(&j->lock);
+	}
+	pthread_mutex_unlock(&j->lock);
+	return NULL;
+}
+
+enum otpd_status auth_janitor_start(struct auth *a, int interval_s, struct auth_janitor **ret)
+{
+	struct auth_janitor *j = calloc(1, sizeof(*j));
+
+	if (!j)
+		return OTPD_NOMEM;
+	j->a = a;
+	j->interval_s = interval_s > 0 ? interval_s : 1;
+	pthread_mutex_init(&j->lock, NULL);
+	pthread_cond_init(&j->cond, NULL);
+	purge_once(a);
+	if (pthread_create(&j->thread, NULL, janitor_main, j) != 0) {
+		pthread_mutex_destroy(&j->lock);
+		pthread_cond_destroy(&j->cond);
+		free(j);
+		return OTPD_INTERNAL;
+	}
+	*ret = j;
+	return OTPD_OK;
+}
+
+void auth_janitor_stop(struct auth_janitor *j)
+{
+	if (!j)
+		return;
+	pthread_mutex_lock(&j->lock);
+	j->stop = true;
+	pthread_cond_signal(&j->cond);
+	pthread_mutex_unlock(&j->lock);
+	pthread_join(j->thread, NULL);
+	pthread_mutex_destroy(&j->lock);
+	pthread_cond_destroy(&j->cond);
+	free(j);
+}

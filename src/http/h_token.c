@@ -1,0 +1,110 @@
+/* POST /api/v1/usr/token/refresh, POST /api/v1/usr/logout,
+ * GET /api/v1/usr/me, GET /.well-known/jwks.json (API-CONTRACT "Tokens"). */
+#include <string.h>
+#include <strings.h>
+#include "internal.h"
+
+/* The refresh token from the body when it names one, else from the cookie.
+ * A body is optional here (cookie-only clients send none). */
+static enum otpd_status refresh_token_of(struct request *r, const char **ret,
+                                         bool *ret_from_cookie)
+{
+	const char *tok = NULL;
+	enum otpd_status st;
+
+	if (r->body_len > 0) {
+		st = http_request_decode(r);
+		if (st != OTPD_OK)
+			return st;
+		if (!http_field_optional_string(r, "refresh_token", &tok))
+			return OTPD_VALIDATION_ERROR;
+	}
+	*ret_from_cookie = !tok;
+	if (!tok)
+		tok = http_cookie(r, "refresh_token");
+	*ret = tok;
+	return OTPD_OK;
+}
+
+enum otpd_status http_h_refresh(struct request *r)
+{
+	const char *tok;
+	bool from_cookie;
+	enum otpd_status st;
+
+	st = refresh_token_of(r, &tok, &from_cookie);
+	if (st != OTPD_OK)
+		return st;
+	if (!tok)
+		return OTPD_INVALID_TOKEN;
+	if (from_cookie && !http_origin_allowed(r))
+		return OTPD_FORBIDDEN;
+	st = auth_refresh(r->srv->auth, tok, http_now_ms(), &r->tokens);
+	if (st != OTPD_OK)
+		return st;
+	r->resp = json_pack("{s:s, s:s}", "access_token", r->tokens.access_token,
+	                    "refresh_token", r->tokens.refresh_token);
+	if (!r->resp)
+		return OTPD_NOMEM;
+	r->http_status = MHD_HTTP_OK;
+	r->cookie_access = r->tokens.access_token;
+	r->cookie_refresh = r->tokens.refresh_token;
+	r->cookie_access_ttl = r->tokens.access_ttl_s;
+	r->cookie_refresh_ttl = r->tokens.refresh_ttl_s;
+	return OTPD_OK;
+}
+
+enum otpd_status http_h_logout(struct request *r)
+{
+	const char *tok;
+	bool from_cookie;
+	enum otpd_status st;
+
+	st = refresh_token_of(r, &tok, &from_cookie);
+	if (st != OTPD_OK)
+		return st;
+	if (tok && from_cookie && !http_origin_allowed(r))
+		return OTPD_FORBIDDEN;
+	auth_logout(r->srv->auth, tok); /* bad or missing tokens: nothing to revoke */
+	r->http_status = MHD_HTTP_NO_CONTENT;
+	r->no_body = true;
+	r->cookies_clear = true;
+	return OTPD_OK;
+}
+
+enum otpd_status http_h_me(struct request *r)
+{
+	const char *authz = http_header(r, MHD_HTTP_HEADER_AUTHORIZATION);
+	const char *tok = NULL;
+	struct store_user u;
+	enum otpd_status st;
+
+	if (authz) {
+		if (strncasecmp(authz, "Bearer ", 7) != 0)
+			return OTPD_INVALID_TOKEN;
+		tok = authz + 7;
+		while (*tok == ' ')
+			tok++;
+	} else {
+		tok = http_cookie(r, "access_token");
+	}
+	if (!tok || !*tok)
+		return OTPD_INVALID_TOKEN;
+	st = auth_me(r->srv->auth, tok, http_now_ms(), &u);
+	if (st != OTPD_OK)
+		return st;
+	r->resp = http_user_json(&u);
+	if (!r->resp)
+		return OTPD_NOMEM;
+	r->http_status = MHD_HTTP_OK;
+	return OTPD_OK;
+}
+
+enum otpd_status http_h_jwks(struct request *r)
+{
+	r->resp = json_loads(auth_jwks(r->srv->auth), 0, NULL);
+	if (!r->resp)
+		return OTPD_NOMEM;
+	r->http_status = MHD_HTTP_OK;
+	return OTPD_OK;
+}
