@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
+#include "auth/jwt.h"
 #include "auth/login.h"
 #include "auth/session.h"
 #include "config.h"
@@ -54,10 +55,21 @@ static void usage_migrate(FILE *out)
 static int load_config(struct config *cfg)
 {
 	char err[512];
+	struct auth_jwt *probe = NULL;
 
 	if (!config_load(cfg, err, sizeof(err))) {
 		fprintf(stderr, "otpd: %s\n", err);
 		return -1;
+	}
+	/* Key files are configuration too: refuse them before touching the
+	 * database, with the same one-line message. */
+	if (cfg->jwt_alg == CONFIG_JWT_ES256) {
+		if (auth_jwt_new_es256(cfg->jwt_private_key_file, cfg->jwt_previous_public_key_file,
+		                       err, sizeof(err), &probe) != OTPD_OK) {
+			fprintf(stderr, "otpd: %s\n", err);
+			return -1;
+		}
+		auth_jwt_free(probe);
 	}
 	log_set_level((enum log_level)cfg->log_level);
 	return 0;

@@ -12,7 +12,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "../log.h"
 
 #define KID_MAX 64
 
@@ -173,7 +172,7 @@ static unsigned char *read_file(const char *path, size_t *ret_len)
 
 enum otpd_status auth_jwt_new_es256(const char *private_key_file,
                                     const char *previous_public_key_file,
-                                    struct auth_jwt **ret)
+                                    char *err, size_t errlen, struct auth_jwt **ret)
 {
 	struct auth_jwt *j = calloc(1, sizeof(*j));
 	EVP_PKEY *pkey = NULL;
@@ -187,14 +186,14 @@ enum otpd_status auth_jwt_new_es256(const char *private_key_file,
 	j->sign_key = read_file(private_key_file, &len);
 	j->sign_key_len = len;
 	if (!j->sign_key) {
-		log_error("config.jwt_key", "JWT_PRIVATE_KEY_FILE: cannot read '%s'", private_key_file);
+		snprintf(err, errlen, "JWT_PRIVATE_KEY_FILE: cannot read '%s'", private_key_file);
 		goto out;
 	}
 	bio = BIO_new_mem_buf(j->sign_key, (int)len);
 	pkey = bio ? PEM_read_bio_PrivateKey(bio, NULL, NULL, NULL) : NULL;
 	if (!pkey || !es_key_init(pkey, &j->current)) {
-		log_error("config.jwt_key", "JWT_PRIVATE_KEY_FILE: '%s' is not a P-256 private key in PEM",
-		          private_key_file);
+		snprintf(err, errlen, "JWT_PRIVATE_KEY_FILE: expected a P-256 private key in PEM, got '%s'",
+		         private_key_file);
 		goto out;
 	}
 	if (previous_public_key_file && *previous_public_key_file) {
@@ -209,12 +208,13 @@ enum otpd_status auth_jwt_new_es256(const char *private_key_file,
 		BIO_free(pb);
 		free(pem);
 		if (!ok) {
-			log_error("config.jwt_key", "JWT_PREVIOUS_PUBLIC_KEY_FILE: '%s' is not a P-256 public key in PEM",
-			          previous_public_key_file);
+			snprintf(err, errlen, "JWT_PREVIOUS_PUBLIC_KEY_FILE: expected a P-256 public key in PEM, got '%s'",
+			         previous_public_key_file);
 			goto out;
 		}
 	}
 	if (!build_jwks(j)) {
+		snprintf(err, errlen, "out of memory");
 		st = OTPD_NOMEM;
 		goto out;
 	}

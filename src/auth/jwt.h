@@ -32,10 +32,11 @@ struct auth_claims {
 enum otpd_status auth_jwt_new_hs256(const void *key, size_t key_len,
                                     struct auth_jwt **ret);
 /* ES256: a P-256 private key (PEM file) and optionally a previous public key
- * (PEM file, or NULL/"").  One log line says what is wrong on failure. */
+ * (PEM file, or NULL or ""). On failure err holds one line naming the
+ * variable ("JWT_PRIVATE_KEY_FILE: expected ..."). */
 enum otpd_status auth_jwt_new_es256(const char *private_key_file,
                                     const char *previous_public_key_file,
-                                    struct auth_jwt **ret);
+                                    char *err, size_t errlen, struct auth_jwt **ret);
 void auth_jwt_free(struct auth_jwt *j);
 
 /* A fresh random jti (hex, NUL-terminated). */

@@ -24,6 +24,7 @@ enum otpd_status auth_new(const struct config *cfg, struct store *store,
                           struct sms *sms, const void *secret, size_t secret_len,
                           struct auth **ret)
 {
+	char err[512];
 	struct auth *a = calloc(1, sizeof(*a));
 	enum otpd_status st;
 
@@ -44,10 +45,13 @@ enum otpd_status auth_new(const struct config *cfg, struct store *store,
 	}
 	if (cfg->jwt_alg == CONFIG_JWT_ES256)
 		st = auth_jwt_new_es256(cfg->jwt_private_key_file,
-		                        cfg->jwt_previous_public_key_file, &a->jwt);
+		                        cfg->jwt_previous_public_key_file, err, sizeof(err),
+		                        &a->jwt);
 	else
 		st = auth_jwt_new_hs256(secret, secret_len, &a->jwt);
 	if (st != OTPD_OK) {
+		if (cfg->jwt_alg == CONFIG_JWT_ES256)
+			log_error("config.jwt_key", "%s", err);
 		auth_free(a);
 		return st;
 	}

@@ -82,7 +82,9 @@ enum otpd_status auth_refresh(struct auth *a, const char *refresh_token, int64_t
 	if (st != OTPD_OK)
 		return st;
 	ret->access_ttl_s = a->cfg->jwt_access_ttl_s;
-	ret->refresh_ttl_s = (rr.session.expires_ms - now_ms) / 1000;
+	/* Max-Age = what is left of the refresh token's life, in whole seconds
+	 * on the same clock as its exp claim. */
+	ret->refresh_ttl_s = rr.session.expires_ms / 1000 - now_ms / 1000;
 	if (ret->refresh_ttl_s < 0)
 		ret->refresh_ttl_s = 0;
 	log_info("auth.refresh", "user %lld refreshed%s", (long long)rr.user.id,
