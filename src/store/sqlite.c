@@ -1,20 +1,34 @@
-/* The SQLite backend of store.h.
+/* The SQLite backend of store.h: group commit.
  *
- * One connection, used under a mutex by every thread of this process; other
- * processes (or other store handles) on the same file are serialised by
- * SQLite's own locks.  Every write operation is one `BEGIN IMMEDIATE ...
- * COMMIT` transaction: the write lock is taken before anything is read, so
- * the read-decide-write of each rule (single use, attempt counts, send
- * limits, one user per number) cannot interleave with another writer.
- * Reads that are one statement (ping, user_get) run in that statement's own
- * read transaction and never wait for a writer (WAL).
+ * One writer thread per store owns the write connection.  A write operation
+ * (secret, issue, cancel, verify, rotate, revoke, purge, migrate) packs its
+ * arguments into a job on the caller's stack, queues it and waits.  The
+ * writer takes every job queued at that moment (at most BATCH_MAX), runs
+ * them in ONE `BEGIN IMMEDIATE ... COMMIT` transaction, each job in a
+ * savepoint of its own, and answers them only after the COMMIT has
+ * returned.  There is no artificial delay: a batch is whatever queued while
+ * the previous one was being synced.  Because jobs run one after another
+ * inside a transaction that holds the write lock, the read-decide-write of
+ * each rule (single use, attempt counts, send limits, one user per number)
+ * still never interleaves with another writer, in this process or another.
  *
- * synchronous=FULL in WAL mode syncs the WAL at every commit, so a write is
- * durable before OTPD_OK is returned.  Driver errors are translated and
- * logged once, here (see fail()). */
+ * - A job whose own statements fail is rolled back to its savepoint: it
+ *   answers that status, the other jobs of the batch are unaffected.
+ * - When BEGIN or COMMIT fails (locked past busy_timeout, disk full, I/O
+ *   error), or an error rolls the whole transaction back, nothing of the
+ *   batch is durable: every job answers the failure (logged once).
+ * - synchronous=FULL in WAL mode syncs the WAL at every commit, so OTPD_OK
+ *   means durable, with one sync per batch instead of one per request.
+ *
+ * Reads that are one statement (ping, user_get) use a second, read-only
+ * connection under its own mutex: they never wait for a batch (WAL).  An
+ * in-memory database cannot be shared by two connections; there the reads
+ * are jobs too.  Driver errors are translated and logged once, here (see
+ * fail()). */
 #include "backend.h"
 
 #include <pthread.h>
+#include <semaphore.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +39,9 @@ enum stmt_id {
 	ST_BEGIN,
 	ST_COMMIT,
 	ST_ROLLBACK,
+	ST_SAVEPOINT,
+	ST_ROLLBACK_TO,
+	ST_RELEASE,
 	ST_PING,
 	ST_MIGRATIONS_TABLE,
 	ST_MIGRATION_HAS,
@@ -67,6 +84,9 @@ static const struct {
 	[ST_BEGIN] = {"begin", "BEGIN IMMEDIATE"},
 	[ST_COMMIT] = {"commit", "COMMIT"},
 	[ST_ROLLBACK] = {"rollback", "ROLLBACK"},
+	[ST_SAVEPOINT] = {"savepoint", "SAVEPOINT job"},
+	[ST_ROLLBACK_TO] = {"rollback to savepoint", "ROLLBACK TO job"},
+	[ST_RELEASE] = {"release savepoint", "RELEASE job"},
 	[ST_PING] = {"ping", "SELECT count(*) FROM sqlite_schema"},
 	[ST_MIGRATIONS_TABLE] = {"create schema_migrations",
 		"CREATE TABLE IF NOT EXISTS schema_migrations ("
@@ -142,11 +162,104 @@ static const struct {
 		" ORDER BY expires_ms LIMIT ?2)"},
 };
 
+/* One connection and its prepared statements, used by one thread at a
+ * time: the writer thread (the write connection), or whoever holds
+ * read_lock (the read connection). */
+struct conn {
+	sqlite3 *db;
+	sqlite3_stmt *stmt[_ST_MAX];
+};
+
+#define BATCH_MAX 512 /* jobs per transaction at most */
+
+enum job_op {
+	JOB_MIGRATE, /* a batch of its own: one transaction per migration */
+	JOB_SECRET,
+	JOB_ISSUE,
+	JOB_CANCEL,
+	JOB_VERIFY,
+	JOB_ROTATE,
+	JOB_REVOKE,
+	JOB_PURGE,
+	JOB_PING,     /* reads: jobs only when there is no read connection */
+	JOB_USER_GET,
+};
+
+/* One operation for the writer: its arguments (borrowed: the caller
+ * waits), its results, and the semaphore its caller waits on.  Lives on the
+ * caller's stack. */
+struct job {
+	struct job *next;
+	enum job_op op;
+	enum otpd_status status; /* the driver's; OTPD_OK: committed */
+	enum otpd_status result; /* the operation's answer when status is OK */
+	sem_t done;              /* posted once status, result and u are final */
+	union {
+		struct {
+			int applied;
+			int64_t version;
+		} migrate;
+		struct {
+			const char *name;
+			const uint8_t *fresh;
+			size_t len;
+			uint8_t *value;
+		} secret;
+		struct {
+			const struct otp_policy *p;
+			const char *phone;
+			const uint8_t *hash;
+			int64_t now_ms;
+			struct store_issue_result res;
+		} issue;
+		struct {
+			const char *phone;
+			int64_t otp_id;
+		} cancel;
+		struct {
+			const struct otp_policy *p;
+			const char *phone;
+			const uint8_t *hash;
+			const char *email_domain;
+			const struct store_session *session;
+			int64_t now_ms;
+			struct store_verify_result res;
+		} verify;
+		struct {
+			const char *jti;
+			int64_t user_id;
+			const struct store_session *next;
+			int64_t grace_ms;
+			int64_t now_ms;
+			struct store_rotate_result res;
+		} rotate;
+		struct {
+			const char *jti;
+			int revoked;
+		} revoke;
+		struct {
+			int64_t now_ms;
+			int limit;
+			int deleted;
+		} purge;
+		struct {
+			int64_t id;
+			bool found;
+			struct store_user user;
+		} user;
+	} u;
+};
+
 struct sqlite_store {
 	struct store base; /* first: a struct store * points here */
-	sqlite3 *db;
-	pthread_mutex_t lock; /* guards db and stmt: one user at a time */
-	sqlite3_stmt *stmt[_ST_MAX];
+	struct conn w;     /* the write connection: the writer thread only */
+	struct conn r;     /* read-only; r.db is NULL for :memory: */
+	pthread_mutex_t read_lock;  /* guards r */
+	pthread_mutex_t queue_lock; /* guards head, tail, stopping */
+	pthread_cond_t work;        /* to the writer: jobs queued, or stop */
+	struct job *head, *tail;    /* FIFO */
+	bool stopping;
+	pthread_t writer;
 };
 
 static struct sqlite_store *to_sqlite(struct store *base)
@@ -177,28 +290,28 @@ static enum otpd_status status_of(int rc)
 /* The one place a driver error is logged and translated.  Call it right
  * after the failing call, while sqlite3_errmsg() still describes it.  SQLite
  * messages name tables and constraints, never bound values. */
-static enum otpd_status fail(struct sqlite_store *s, int rc, const char *what)
+static enum otpd_status fail(struct conn *c, int rc, const char *what)
 {
 	enum otpd_status status = status_of(rc);
 
 	log_error("store.error", "sqlite: %s: %s", what,
-	          s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
+	          c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc));
 	return status == OTPD_OK ? OTPD_INTERNAL : status;
 }
 
-static enum otpd_status prepare(struct sqlite_store *s, enum stmt_id id,
+static enum otpd_status prepare(struct conn *c, enum stmt_id id,
                                 sqlite3_stmt **ret)
 {
-	if (!s->stmt[id]) {
-		int rc = sqlite3_prepare_v3(s->db, stmts[id].sql, -1,
+	if (!c->stmt[id]) {
+		int rc = sqlite3_prepare_v3(c->db, stmts[id].sql, -1,
 		                            SQLITE_PREPARE_PERSISTENT,
-		                            &s->stmt[id], NULL);
+		                            &c->stmt[id], NULL);
 		if (rc != SQLITE_OK) {
-			s->stmt[id] = NULL;
-			return fail(s, rc, stmts[id].name);
+			c->stmt[id] = NULL;
+			return fail(c, rc, stmts[id].name);
 		}
 	}
-	*ret = s->stmt[id];
+	*ret = c->stmt[id];
 	return OTPD_OK;
 }
 
@@ -211,9 +324,9 @@ static void release(sqlite3_stmt *st)
 
 /* Step a bound statement that returns no rows, then release it.  rc is the
  * result of the bind calls (SQLITE_OK when they all succeeded). */
-static enum otpd_status finish(struct sqlite_store *s, enum stmt_id id, int rc)
+static enum otpd_status finish(struct conn *c, enum stmt_id id, int rc)
 {
-	sqlite3_stmt *st = s->stmt[id];
+	sqlite3_stmt *st = c->stmt[id];
 	enum otpd_status status = OTPD_OK;
 
 	if (rc == SQLITE_OK) {
@@ -222,7 +335,7 @@ static enum otpd_status finish(struct sqlite_store *s, enum stmt_id id, int rc)
 			rc = SQLITE_OK;
 	}
 	if (rc != SQLITE_OK)
-		status = fail(s, rc, stmts[id].name);
+		status = fail(c, rc, stmts[id].name);
 	release(st);
 	return status;
 }
@@ -230,10 +343,10 @@ static enum otpd_status finish(struct sqlite_store *s, enum stmt_id id, int rc)
 /* Step a bound statement expected to return at most one row.  On
  * SQLITE_ROW the statement is left on its row for the caller to read and
  * release; otherwise it is released here.  *ret_found tells which. */
-static enum otpd_status fetch(struct sqlite_store *s, enum stmt_id id, int rc,
+static enum otpd_status fetch(struct conn *c, enum stmt_id id, int rc,
                               bool *ret_found)
 {
-	sqlite3_stmt *st = s->stmt[id];
+	sqlite3_stmt *st = c->stmt[id];
 
 	if (rc == SQLITE_OK) {
 		rc = sqlite3_step(st);
@@ -247,63 +360,53 @@ static enum otpd_status fetch(struct sqlite_store *s, enum stmt_id id, int rc,
 			return OTPD_OK;
 		}
 	}
-	enum otpd_status status = fail(s, rc, stmts[id].name);
+	enum otpd_status status = fail(c, rc, stmts[id].name);
 	release(st);
 	return status;
 }
 
-static enum otpd_status run_plain(struct sqlite_store *s, enum stmt_id id)
+static enum otpd_status run_plain(struct conn *c, enum stmt_id id)
 {
 	sqlite3_stmt *st = NULL;
-	enum otpd_status status = prepare(s, id, &st);
+	enum otpd_status status = prepare(c, id, &st);
 
 	if (status != OTPD_OK)
 		return status;
-	return finish(s, id, SQLITE_OK);
+	return finish(c, id, SQLITE_OK);
 }
 
 /* ---- transactions ---- */
 
-static void tx_rollback(struct sqlite_store *s)
+static void tx_rollback(struct conn *c)
 {
 	/* Some errors (IOERR, FULL, NOMEM, BUSY on commit) may already have
 	 * rolled the transaction back. */
-	if (sqlite3_get_autocommit(s->db))
+	if (sqlite3_get_autocommit(c->db))
 		return;
-	if (run_plain(s, ST_ROLLBACK) != OTPD_OK)
-		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+	if (run_plain(c, ST_ROLLBACK) != OTPD_OK)
+		sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
 }
 
-static enum otpd_status tx_begin(struct sqlite_store *s)
+static enum otpd_status tx_begin(struct conn *c)
 {
 	/* Never build on a transaction an earlier failure left open. */
-	tx_rollback(s);
-	return run_plain(s, ST_BEGIN);
+	tx_rollback(c);
+	return run_plain(c, ST_BEGIN);
 }
 
-static enum otpd_status tx_commit(struct sqlite_store *s)
+static enum otpd_status tx_commit(struct conn *c)
 {
-	return run_plain(s, ST_COMMIT);
+	return run_plain(c, ST_COMMIT);
 }
 
 /* Commit when status is OTPD_OK, else roll back; returns the final status. */
-static enum otpd_status tx_end(struct sqlite_store *s, enum otpd_status status)
+static enum otpd_status tx_end(struct conn *c, enum otpd_status status)
 {
 	if (status == OTPD_OK)
-		status = tx_commit(s);
+		status = tx_commit(c);
 	if (status != OTPD_OK)
-		tx_rollback(s);
+		tx_rollback(c);
 	return status;
-}
-
-static void lock(struct sqlite_store *s)
-{
-	pthread_mutex_lock(&s->lock);
-}
-
-static void unlock(struct sqlite_store *s)
-{
-	pthread_mutex_unlock(&s->lock);
 }
 
 static int bind_text(sqlite3_stmt *st, int i, const char *text)
@@ -311,10 +414,38 @@ static int bind_text(sqlite3_stmt *st, int i, const char *text)
 	return sqlite3_bind_text(st, i, text, -1, SQLITE_STATIC);
 }
 
+/* ---- the queue: callers hand jobs to the writer ---- */
+
+/* Queue j for the writer and wait until its batch is answered: committed,
+ * or failed.  The store interface stays synchronous: the calling thread
+ * waits while the batch in progress commits, then while its own does. */
+static void submit(struct sqlite_store *s, struct job *j)
+{
+	j->next = NULL;
+	j->status = OTPD_INTERNAL;
+	j->result = OTPD_INTERNAL;
+	if (sem_init(&j->done, 0, 0) != 0) {
+		log_error("store.error", "cannot create a semaphore");
+		return;
+	}
+	pthread_mutex_lock(&s->queue_lock);
+	if (s->tail)
+		s->tail->next = j;
+	else
+		s->head = j;
+	s->tail = j;
+	pthread_cond_signal(&s->work);
+	pthread_mutex_unlock(&s->queue_lock);
+	/* Only this job's own answer wakes this thread. */
+	while (sem_wait(&j->done) != 0)
+		; /* EINTR */
+	sem_destroy(&j->done);
+}
+
 /* ---- migrations ---- */
 
 /* Apply version `version` unless it is recorded already; one transaction. */
-static enum otpd_status migrate_one(struct sqlite_store *s, int version,
+static enum otpd_status migrate_one(struct conn *c, int version,
                                     const char *sql, bool *ret_applied)
 {
 	sqlite3_stmt *st = NULL;
@@ -322,49 +453,49 @@ static enum otpd_status migrate_one(struct sqlite_store *s, int version,
 	bool found = false;
 	int rc;
 
-	status = tx_begin(s);
+	status = tx_begin(c);
 	if (status != OTPD_OK)
 		return status;
-	status = run_plain(s, ST_MIGRATIONS_TABLE);
+	status = run_plain(c, ST_MIGRATIONS_TABLE);
 	if (status != OTPD_OK)
 		goto out;
-	status = prepare(s, ST_MIGRATION_HAS, &st);
+	status = prepare(c, ST_MIGRATION_HAS, &st);
 	if (status != OTPD_OK)
 		goto out;
-	status = fetch(s, ST_MIGRATION_HAS, sqlite3_bind_int(st, 1, version), &found);
+	status = fetch(c, ST_MIGRATION_HAS, sqlite3_bind_int(st, 1, version), &found);
 	if (status != OTPD_OK)
 		goto out;
 	if (found) {
 		release(st);
 		goto out;
 	}
-	rc = sqlite3_exec(s->db, sql, NULL, NULL, NULL);
+	rc = sqlite3_exec(c->db, sql, NULL, NULL, NULL);
 	if (rc != SQLITE_OK) {
 		char what[64];
 		snprintf(what, sizeof(what), "migration %d", version);
-		status = fail(s, rc, what);
+		status = fail(c, rc, what);
 		goto out;
 	}
-	status = prepare(s, ST_MIGRATION_ADD, &st);
+	status = prepare(c, ST_MIGRATION_ADD, &st);
 	if (status != OTPD_OK)
 		goto out;
-	status = finish(s, ST_MIGRATION_ADD, sqlite3_bind_int(st, 1, version));
+	status = finish(c, ST_MIGRATION_ADD, sqlite3_bind_int(st, 1, version));
 out:
-	status = tx_end(s, status);
+	status = tx_end(c, status);
 	if (status == OTPD_OK)
 		*ret_applied = !found;
 	return status;
 }
 
-static enum otpd_status schema_version(struct sqlite_store *s, int64_t *ret)
+static enum otpd_status schema_version(struct conn *c, int64_t *ret)
 {
 	sqlite3_stmt *st = NULL;
 	bool found;
-	enum otpd_status status = prepare(s, ST_MIGRATION_MAX, &st);
+	enum otpd_status status = prepare(c, ST_MIGRATION_MAX, &st);
 
 	if (status != OTPD_OK)
 		return status;
-	status = fetch(s, ST_MIGRATION_MAX, SQLITE_OK, &found);
+	status = fetch(c, ST_MIGRATION_MAX, SQLITE_OK, &found);
 	if (status != OTPD_OK || !found)
 		return status;
 	*ret = sqlite3_column_int64(st, 0);
@@ -372,56 +503,75 @@ static enum otpd_status schema_version(struct sqlite_store *s, int64_t *ret)
 	return OTPD_OK;
 }
 
+/* Every pending migration, each in its own transaction (the writer runs
+ * this alone, outside any batch). */
+static enum otpd_status migrate_all(struct conn *c, int *ret_applied,
+                                    int64_t *ret_version)
+{
+	enum otpd_status status = OTPD_OK;
+	int applied = 0;
+
+	for (size_t i = 0; i < store_sqlite_migrations_count; i++) {
+		bool did = false;
+		status = migrate_one(c, (int)i + 1, store_sqlite_migrations[i], &did);
+		if (status != OTPD_OK)
+			return status;
+		applied += did;
+	}
+	*ret_applied = applied;
+	return schema_version(c, ret_version);
+}
+
 static enum otpd_status sq_migrate(struct store *base, int *ret_applied)
 {
 	struct sqlite_store *s = to_sqlite(base);
-	enum otpd_status status = OTPD_OK;
-	int64_t version = 0;
-	int applied = 0;
+	struct job j = {.op = JOB_MIGRATE};
 
-	lock(s);
-	for (size_t i = 0; i < store_sqlite_migrations_count; i++) {
-		bool did = false;
-		status = migrate_one(s, (int)i + 1, store_sqlite_migrations[i], &did);
-		if (status != OTPD_OK)
-			break;
-		applied += did;
-	}
-	if (status == OTPD_OK)
-		status = schema_version(s, &version);
-	unlock(s);
-	if (status != OTPD_OK)
-		return status;
-	if (version > (int64_t)store_sqlite_migrations_count)
+	submit(s, &j);
+	if (j.status != OTPD_OK)
+		return j.status;
+	if (j.u.migrate.version > (int64_t)store_sqlite_migrations_count)
 		log_warn("store.migrate",
 		         "database schema version %lld is newer than this otpd's %zu",
-		         (long long)version, store_sqlite_migrations_count);
-	*ret_applied = applied;
+		         (long long)j.u.migrate.version, store_sqlite_migrations_count);
+	*ret_applied = j.u.migrate.applied;
 	return OTPD_OK;
 }
 
 /* ---- ping ---- */
 
+static enum otpd_status ping_tx(struct conn *c)
+{
+	sqlite3_stmt *st = NULL;
+	bool found;
+	enum otpd_status status = prepare(c, ST_PING, &st);
+
+	if (status == OTPD_OK)
+		status = fetch(c, ST_PING, SQLITE_OK, &found);
+	if (status == OTPD_OK && found)
+		release(st);
+	return status;
+}
+
 static enum otpd_status sq_ping(struct store *base)
 {
 	struct sqlite_store *s = to_sqlite(base);
-	sqlite3_stmt *st = NULL;
-	bool found;
 	enum otpd_status status;
 
-	lock(s);
-	status = prepare(s, ST_PING, &st);
-	if (status == OTPD_OK)
-		status = fetch(s, ST_PING, SQLITE_OK, &found);
-	if (status == OTPD_OK && found)
-		release(st);
-	unlock(s);
+	if (!s->r.db) {
+		struct job j = {.op = JOB_PING};
+		submit(s, &j);
+		return j.status;
+	}
+	pthread_mutex_lock(&s->read_lock);
+	status = ping_tx(&s->r);
+	pthread_mutex_unlock(&s->read_lock);
 	return status;
 }
 
 /* ---- secrets ---- */
 
-static enum otpd_status secret_tx(struct sqlite_store *s, const char *name,
+static enum otpd_status secret_tx(struct conn *c, const char *name,
                                   const uint8_t *fresh, size_t len,
                                   uint8_t *ret)
 {
@@ -430,20 +580,20 @@ static enum otpd_status secret_tx(struct sqlite_store *s, const char *name,
 	bool found;
 	int rc;
 
-	status = prepare(s, ST_META_INSERT, &st);
+	status = prepare(c, ST_META_INSERT, &st);
 	if (status != OTPD_OK)
 		return status;
 	rc = bind_text(st, 1, name);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_bind_blob(st, 2, fresh, (int)len, SQLITE_STATIC);
-	status = finish(s, ST_META_INSERT, rc);
+	status = finish(c, ST_META_INSERT, rc);
 	if (status != OTPD_OK)
 		return status;
 
-	status = prepare(s, ST_META_GET, &st);
+	status = prepare(c, ST_META_GET, &st);
 	if (status != OTPD_OK)
 		return status;
-	status = fetch(s, ST_META_GET, bind_text(st, 1, name), &found);
+	status = fetch(c, ST_META_GET, bind_text(st, 1, name), &found);
 	if (status != OTPD_OK)
 		return status;
 	if (!found) {
@@ -472,7 +622,7 @@ static enum otpd_status sq_secret_get_or_create(struct store *base,
                                                 size_t ret_len)
 {
 	struct sqlite_store *s = to_sqlite(base);
-	enum otpd_status status;
+	struct job j = {.op = JOB_SECRET};
 	uint8_t *value;
 
 	if (len == 0 || len > 65536 || ret_len != len) {
@@ -483,21 +633,21 @@ static enum otpd_status sq_secret_get_or_create(struct store *base,
 	value = malloc(len); /* ret stays untouched until the commit */
 	if (!value)
 		return OTPD_NOMEM;
-	lock(s);
-	status = tx_begin(s);
-	if (status == OTPD_OK)
-		status = tx_end(s, secret_tx(s, name, fresh, len, value));
-	unlock(s);
-	if (status == OTPD_OK)
+	j.u.secret.name = name;
+	j.u.secret.fresh = fresh;
+	j.u.secret.len = len;
+	j.u.secret.value = value;
+	submit(s, &j);
+	if (j.status == OTPD_OK)
 		memcpy(ret, value, len);
 	otp_wipe(value, len);
 	free(value);
-	return status;
+	return j.status;
 }
 
 /* ---- send a code ---- */
 
-static enum otpd_status send_window(struct sqlite_store *s, const char *phone,
+static enum otpd_status send_window(struct conn *c, const char *phone,
                                     int64_t since_ms, int *ret_count,
                                     int64_t *ret_oldest_ms)
 {
@@ -506,13 +656,13 @@ static enum otpd_status send_window(struct sqlite_store *s, const char *phone,
 	bool found;
 	int rc;
 
-	status = prepare(s, ST_SEND_WINDOW, &st);
+	status = prepare(c, ST_SEND_WINDOW, &st);
 	if (status != OTPD_OK)
 		return status;
 	rc = bind_text(st, 1, phone);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_bind_int64(st, 2, since_ms);
-	status = fetch(s, ST_SEND_WINDOW, rc, &found);
+	status = fetch(c, ST_SEND_WINDOW, rc, &found);
 	if (status != OTPD_OK)
 		return status;
 	if (!found) { /* an aggregate always has a row */
@@ -526,7 +676,7 @@ static enum otpd_status send_window(struct sqlite_store *s, const char *phone,
 	return OTPD_OK;
 }
 
-static enum otpd_status issue_tx(struct sqlite_store *s,
+static enum otpd_status issue_tx(struct conn *c,
                                  const struct otp_policy *p, const char *phone,
                                  const uint8_t hash[OTP_HASH_LEN],
                                  int64_t now_ms, enum otpd_status *ret_result,
@@ -538,7 +688,7 @@ static enum otpd_status issue_tx(struct sqlite_store *s,
 	int64_t oldest_ms = now_ms, otp_id;
 	int count = 0, retry_after_s = 0, rc;
 
-	status = send_window(s, phone, since_ms, &count, &oldest_ms);
+	status = send_window(c, phone, since_ms, &count, &oldest_ms);
 	if (status != OTPD_OK)
 		return status;
 	if (!otp_policy_send_allowed(p, count, count > 0 ? oldest_ms : now_ms,
@@ -549,20 +699,20 @@ static enum otpd_status issue_tx(struct sqlite_store *s,
 		return OTPD_OK;
 	}
 
-	status = prepare(s, ST_SEND_INSERT, &st);
+	status = prepare(c, ST_SEND_INSERT, &st);
 	if (status != OTPD_OK)
 		return status;
 	rc = bind_text(st, 1, phone);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_bind_int64(st, 2, now_ms);
-	status = finish(s, ST_SEND_INSERT, rc);
+	status = finish(c, ST_SEND_INSERT, rc);
 	if (status != OTPD_OK)
 		return status;
-	otp_id = sqlite3_last_insert_rowid(s->db); /* under the lock */
+	otp_id = sqlite3_last_insert_rowid(c->db); /* under the lock */
 
 	/* One current code per phone: the new row replaces any earlier code,
 	 * which stops working (API-CONTRACT §3). */
-	status = prepare(s, ST_CODE_UPSERT, &st);
+	status = prepare(c, ST_CODE_UPSERT, &st);
 	if (status != OTPD_OK)
 		return status;
 	rc = bind_text(st, 1, phone);
@@ -574,18 +724,18 @@ static enum otpd_status issue_tx(struct sqlite_store *s,
 		rc = sqlite3_bind_int64(st, 4, now_ms);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_bind_int64(st, 5, now_ms + p->expiry_ms);
-	status = finish(s, ST_CODE_UPSERT, rc);
+	status = finish(c, ST_CODE_UPSERT, rc);
 	if (status != OTPD_OK)
 		return status;
 
 	/* Sends that have left the window no longer count: drop them. */
-	status = prepare(s, ST_SEND_PRUNE, &st);
+	status = prepare(c, ST_SEND_PRUNE, &st);
 	if (status != OTPD_OK)
 		return status;
 	rc = bind_text(st, 1, phone);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_bind_int64(st, 2, since_ms);
-	status = finish(s, ST_SEND_PRUNE, rc);
+	status = finish(c, ST_SEND_PRUNE, rc);
 	if (status != OTPD_OK)
 		return status;
 
@@ -602,27 +752,26 @@ static enum otpd_status sq_otp_issue(struct store *base,
                                      struct store_issue_result *ret)
 {
 	struct sqlite_store *s = to_sqlite(base);
-	struct store_issue_result res = {0};
-	enum otpd_status status, result = OTPD_INTERNAL;
+	struct job j = {.op = JOB_ISSUE};
 
-	lock(s);
-	status = tx_begin(s);
-	if (status == OTPD_OK)
-		status = tx_end(s, issue_tx(s, p, phone, hash, now_ms, &result, &res));
-	unlock(s);
-	if (status != OTPD_OK)
-		return status;
-	*ret = res; /* OTPD_OK: otp_id; OTPD_OTP_RATE_LIMITED: retry_after_s */
-	return result;
+	j.u.issue.p = p;
+	j.u.issue.phone = phone;
+	j.u.issue.hash = hash;
+	j.u.issue.now_ms = now_ms;
+	submit(s, &j);
+	if (j.status != OTPD_OK)
+		return j.status;
+	*ret = j.u.issue.res; /* OTPD_OK: otp_id; OTPD_OTP_RATE_LIMITED: retry_after_s */
+	return j.result;
 }
 
 /* ---- cancel a code ---- */
 
-static enum otpd_status cancel_tx(struct sqlite_store *s, const char *phone,
+static enum otpd_status cancel_tx(struct conn *c, const char *phone,
                                   int64_t otp_id)
 {
 	sqlite3_stmt *st = NULL;
-	enum otpd_status status = prepare(s, ST_CODE_CANCEL, &st);
+	enum otpd_status status = prepare(c, ST_CODE_CANCEL, &st);
 	int rc;
 
 	if (status != OTPD_OK)
@@ -630,36 +779,34 @@ static enum otpd_status cancel_tx(struct sqlite_store *s, const char *phone,
 	rc = bind_text(st, 1, phone);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_bind_int64(st, 2, otp_id);
-	return finish(s, ST_CODE_CANCEL, rc);
+	return finish(c, ST_CODE_CANCEL, rc);
 }
 
 static enum otpd_status sq_otp_cancel(struct store *base, const char *phone,
                                       int64_t otp_id)
 {
 	struct sqlite_store *s = to_sqlite(base);
-	enum otpd_status status;
+	struct job j = {.op = JOB_CANCEL};
 
-	lock(s);
-	status = tx_begin(s);
-	if (status == OTPD_OK)
-		status = tx_end(s, cancel_tx(s, phone, otp_id));
-	unlock(s);
-	return status;
+	j.u.cancel.phone = phone;
+	j.u.cancel.otp_id = otp_id;
+	submit(s, &j);
+	return j.status;
 }
 
 /* ---- verify a code and log in ---- */
 
-static enum otpd_status code_get(struct sqlite_store *s, const char *phone,
+static enum otpd_status code_get(struct conn *c, const char *phone,
                                  bool *ret_found, struct otp_record *ret_rec,
                                  uint8_t ret_hash[OTP_HASH_LEN])
 {
 	sqlite3_stmt *st = NULL;
-	enum otpd_status status = prepare(s, ST_CODE_GET, &st);
+	enum otpd_status status = prepare(c, ST_CODE_GET, &st);
 	bool found;
 
 	if (status != OTPD_OK)
 		return status;
-	status = fetch(s, ST_CODE_GET, bind_text(st, 1, phone), &found);
+	status = fetch(c, ST_CODE_GET, bind_text(st, 1, phone), &found);
 	if (status != OTPD_OK)
 		return status;
 	if (!found) {
@@ -683,15 +830,15 @@ static enum otpd_status code_get(struct sqlite_store *s, const char *phone,
 	return OTPD_OK;
 }
 
-static enum otpd_status code_update(struct sqlite_store *s, enum stmt_id id,
+static enum otpd_status code_update(struct conn *c, enum stmt_id id,
                                     const char *phone)
 {
 	sqlite3_stmt *st = NULL;
-	enum otpd_status status = prepare(s, id, &st);
+	enum otpd_status status = prepare(c, id, &st);
 
 	if (status != OTPD_OK)
 		return status;
-	return finish(s, id, bind_text(st, 1, phone));
+	return finish(c, id, bind_text(st, 1, phone));
 }
 
 /* Copy text column `col` into dst (cap bytes with the NUL).  NULL becomes
@@ -740,7 +887,7 @@ static enum otpd_status user_row(sqlite3_stmt *st, struct store_user *ret)
 
 /* One user per number, even when raced: the insert does nothing when the
  * number exists (the write lock is held, and UNIQUE backs it anyway). */
-static enum otpd_status user_get_or_create(struct sqlite_store *s,
+static enum otpd_status user_get_or_create(struct conn *c,
                                            const char *phone,
                                            const char *email_domain,
                                            int64_t now_ms, bool *ret_is_new,
@@ -761,7 +908,7 @@ static enum otpd_status user_get_or_create(struct sqlite_store *s,
 		return OTPD_INTERNAL;
 	}
 
-	status = prepare(s, ST_USER_INSERT, &st);
+	status = prepare(c, ST_USER_INSERT, &st);
 	if (status != OTPD_OK)
 		return status;
 	rc = bind_text(st, 1, phone);
@@ -771,15 +918,15 @@ static enum otpd_status user_get_or_create(struct sqlite_store *s,
 		rc = bind_text(st, 3, email);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_bind_int64(st, 4, now_ms);
-	status = finish(s, ST_USER_INSERT, rc);
+	status = finish(c, ST_USER_INSERT, rc);
 	if (status != OTPD_OK)
 		return status;
-	*ret_is_new = sqlite3_changes(s->db) == 1;
+	*ret_is_new = sqlite3_changes(c->db) == 1;
 
-	status = prepare(s, ST_USER_BY_PHONE, &st);
+	status = prepare(c, ST_USER_BY_PHONE, &st);
 	if (status != OTPD_OK)
 		return status;
-	status = fetch(s, ST_USER_BY_PHONE, bind_text(st, 1, phone), &found);
+	status = fetch(c, ST_USER_BY_PHONE, bind_text(st, 1, phone), &found);
 	if (status != OTPD_OK)
 		return status;
 	if (!found) {
@@ -793,12 +940,12 @@ static enum otpd_status user_get_or_create(struct sqlite_store *s,
 
 /* Insert a live refresh-token record: session's jti, access_jti and
  * times, in `family` (a login's own, or the family a rotation continues). */
-static enum otpd_status session_insert(struct sqlite_store *s,
+static enum otpd_status session_insert(struct conn *c,
                                        const struct store_session *session,
                                        const char *family, int64_t user_id)
 {
 	sqlite3_stmt *st = NULL;
-	enum otpd_status status = prepare(s, ST_SESSION_INSERT, &st);
+	enum otpd_status status = prepare(c, ST_SESSION_INSERT, &st);
 	int rc;
 
 	if (status != OTPD_OK)
@@ -814,10 +961,10 @@ static enum otpd_status session_insert(struct sqlite_store *s,
 		rc = sqlite3_bind_int64(st, 5, session->created_ms);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_bind_int64(st, 6, session->expires_ms);
-	return finish(s, ST_SESSION_INSERT, rc);
+	return finish(c, ST_SESSION_INSERT, rc);
 }
 
-static enum otpd_status login_record(struct sqlite_store *s, int64_t user_id,
+static enum otpd_status login_record(struct conn *c, int64_t user_id,
                                      const struct store_session *session,
                                      int64_t now_ms)
 {
@@ -825,19 +972,19 @@ static enum otpd_status login_record(struct sqlite_store *s, int64_t user_id,
 	enum otpd_status status;
 	int rc;
 
-	status = prepare(s, ST_USER_LOGIN, &st);
+	status = prepare(c, ST_USER_LOGIN, &st);
 	if (status != OTPD_OK)
 		return status;
 	rc = sqlite3_bind_int64(st, 1, user_id);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_bind_int64(st, 2, now_ms);
-	status = finish(s, ST_USER_LOGIN, rc);
+	status = finish(c, ST_USER_LOGIN, rc);
 	if (status != OTPD_OK || !session)
 		return status;
-	return session_insert(s, session, session->family, user_id);
+	return session_insert(c, session, session->family, user_id);
 }
 
-static enum otpd_status verify_tx(struct sqlite_store *s,
+static enum otpd_status verify_tx(struct conn *c,
                                   const struct otp_policy *p,
                                   const char *phone,
                                   const uint8_t hash[OTP_HASH_LEN],
@@ -853,7 +1000,7 @@ static enum otpd_status verify_tx(struct sqlite_store *s,
 	bool found = false, match = false;
 
 	memset(&rec, 0, sizeof(rec));
-	status = code_get(s, phone, &found, &rec, stored);
+	status = code_get(c, phone, &found, &rec, stored);
 	if (status != OTPD_OK)
 		return status;
 	if (found)
@@ -862,12 +1009,12 @@ static enum otpd_status verify_tx(struct sqlite_store *s,
 
 	v = otp_policy_judge(p, found ? &rec : NULL, match, now_ms);
 	if (v.count_attempt) {
-		status = code_update(s, ST_CODE_ATTEMPT, phone);
+		status = code_update(c, ST_CODE_ATTEMPT, phone);
 		if (status != OTPD_OK)
 			return status;
 	}
 	if (v.consume) {
-		status = code_update(s, ST_CODE_USE, phone);
+		status = code_update(c, ST_CODE_USE, phone);
 		if (status != OTPD_OK)
 			return status;
 	}
@@ -877,7 +1024,7 @@ static enum otpd_status verify_tx(struct sqlite_store *s,
 		return OTPD_OK; /* commit the counted attempt */
 	}
 
-	status = user_get_or_create(s, phone, email_domain, now_ms,
+	status = user_get_or_create(c, phone, email_domain, now_ms,
 	                            &res->is_new_user, &res->user);
 	if (status != OTPD_OK)
 		return status;
@@ -887,7 +1034,7 @@ static enum otpd_status verify_tx(struct sqlite_store *s,
 		*ret_result = OTPD_USER_INACTIVE;
 		return OTPD_OK;
 	}
-	status = login_record(s, res->user.id, session, now_ms);
+	status = login_record(c, res->user.id, session, now_ms);
 	if (status != OTPD_OK)
 		return status;
 	*ret_result = OTPD_OK;
@@ -904,34 +1051,33 @@ static enum otpd_status sq_otp_verify(struct store *base,
                                       struct store_verify_result *ret)
 {
 	struct sqlite_store *s = to_sqlite(base);
-	struct store_verify_result res;
-	enum otpd_status status, result = OTPD_INTERNAL;
+	struct job j = {.op = JOB_VERIFY};
 
-	memset(&res, 0, sizeof(res));
-	lock(s);
-	status = tx_begin(s);
-	if (status == OTPD_OK)
-		status = tx_end(s, verify_tx(s, p, phone, hash, email_domain,
-		                             session, now_ms, &result, &res));
-	unlock(s);
-	if (status != OTPD_OK)
-		return status;
-	if (result == OTPD_OK || result == OTPD_INVALID_CODE ||
-	    result == OTPD_USER_INACTIVE)
-		*ret = res;
-	return result;
+	j.u.verify.p = p;
+	j.u.verify.phone = phone;
+	j.u.verify.hash = hash;
+	j.u.verify.email_domain = email_domain;
+	j.u.verify.session = session;
+	j.u.verify.now_ms = now_ms;
+	submit(s, &j);
+	if (j.status != OTPD_OK)
+		return j.status;
+	if (j.result == OTPD_OK || j.result == OTPD_INVALID_CODE ||
+	    j.result == OTPD_USER_INACTIVE)
+		*ret = j.u.verify.res;
+	return j.result;
 }
 
 /* ---- users ---- */
 
-static enum otpd_status user_by_id(struct sqlite_store *s, int64_t id,
+static enum otpd_status user_by_id(struct conn *c, int64_t id,
                                    bool *ret_found, struct store_user *ret)
 {
 	sqlite3_stmt *st = NULL;
-	enum otpd_status status = prepare(s, ST_USER_BY_ID, &st);
+	enum otpd_status status = prepare(c, ST_USER_BY_ID, &st);
 
 	if (status == OTPD_OK)
-		status = fetch(s, ST_USER_BY_ID, sqlite3_bind_int64(st, 1, id), ret_found);
+		status = fetch(c, ST_USER_BY_ID, sqlite3_bind_int64(st, 1, id), ret_found);
 	if (status == OTPD_OK && *ret_found) {
 		status = user_row(st, ret);
 		release(st);
@@ -943,18 +1089,21 @@ static enum otpd_status sq_user_get(struct store *base, int64_t id,
                                     struct store_user *ret)
 {
 	struct sqlite_store *s = to_sqlite(base);
-	struct store_user u;
-	enum otpd_status status;
-	bool found = false;
+	struct job j = {.op = JOB_USER_GET};
 
-	lock(s);
-	status = user_by_id(s, id, &found, &u);
-	unlock(s);
-	if (status != OTPD_OK)
-		return status;
-	if (!found)
+	j.u.user.id = id;
+	if (s->r.db) {
+		pthread_mutex_lock(&s->read_lock);
+		j.status = user_by_id(&s->r, id, &j.u.user.found, &j.u.user.user);
+		pthread_mutex_unlock(&s->read_lock);
+	} else {
+		submit(s, &j);
+	}
+	if (j.status != OTPD_OK)
+		return j.status;
+	if (!j.u.user.found)
 		return OTPD_NOT_FOUND;
-	*ret = u;
+	*ret = j.u.user.user;
 	return OTPD_OK;
 }
 
@@ -972,17 +1121,17 @@ struct session_row {
 	char replaced_by[STORE_JTI_LEN + 1]; /* "" when NULL */
 };
 
-static enum otpd_status session_get(struct sqlite_store *s, const char *jti,
+static enum otpd_status session_get(struct conn *c, const char *jti,
                                     bool *ret_found, struct session_row *ret)
 {
 	struct session_row r;
 	sqlite3_stmt *st = NULL;
-	enum otpd_status status = prepare(s, ST_SESSION_GET, &st);
+	enum otpd_status status = prepare(c, ST_SESSION_GET, &st);
 	bool found;
 
 	if (status != OTPD_OK)
 		return status;
-	status = fetch(s, ST_SESSION_GET, bind_text(st, 1, jti), &found);
+	status = fetch(c, ST_SESSION_GET, bind_text(st, 1, jti), &found);
 	if (status != OTPD_OK)
 		return status;
 	if (!found) {
@@ -1014,28 +1163,28 @@ static enum otpd_status session_get(struct sqlite_store *s, const char *jti,
 
 /* Revoke every record of the family of jti (a no-op when jti is unknown);
  * *ret_revoked says how many records changed state. */
-static enum otpd_status family_revoke(struct sqlite_store *s, const char *jti,
+static enum otpd_status family_revoke(struct conn *c, const char *jti,
                                       int *ret_revoked)
 {
 	sqlite3_stmt *st = NULL;
-	enum otpd_status status = prepare(s, ST_FAMILY_REVOKE, &st);
+	enum otpd_status status = prepare(c, ST_FAMILY_REVOKE, &st);
 
 	if (status != OTPD_OK)
 		return status;
-	status = finish(s, ST_FAMILY_REVOKE, bind_text(st, 1, jti));
+	status = finish(c, ST_FAMILY_REVOKE, bind_text(st, 1, jti));
 	if (status == OTPD_OK)
-		*ret_revoked = sqlite3_changes(s->db);
+		*ret_revoked = sqlite3_changes(c->db);
 	return status;
 }
 
 /* Mark live record `jti` rotated at now_ms, replaced by `next_jti`. */
-static enum otpd_status session_mark_rotated(struct sqlite_store *s,
+static enum otpd_status session_mark_rotated(struct conn *c,
                                              const char *jti,
                                              const char *next_jti,
                                              int64_t now_ms)
 {
 	sqlite3_stmt *st = NULL;
-	enum otpd_status status = prepare(s, ST_SESSION_ROTATE, &st);
+	enum otpd_status status = prepare(c, ST_SESSION_ROTATE, &st);
 	int rc;
 
 	if (status != OTPD_OK)
@@ -1045,8 +1194,8 @@ static enum otpd_status session_mark_rotated(struct sqlite_store *s,
 		rc = sqlite3_bind_int64(st, 2, now_ms);
 	if (rc == SQLITE_OK)
 		rc = bind_text(st, 3, next_jti);
-	status = finish(s, ST_SESSION_ROTATE, rc);
-	if (status == OTPD_OK && sqlite3_changes(s->db) != 1) {
+	status = finish(c, ST_SESSION_ROTATE, rc);
+	if (status == OTPD_OK && sqlite3_changes(c->db) != 1) {
 		/* We hold the write lock and have just read state 0. */
 		log_error("store.error", "sqlite: a live refresh record changed under the write lock");
 		return OTPD_INTERNAL;
@@ -1057,7 +1206,7 @@ static enum otpd_status session_mark_rotated(struct sqlite_store *s,
 /* The decisions of store_session_rotate (store.h), in the order listed
  * there.  Returns the driver status; the answer goes to *ret_result.  Any
  * answer commits: only the OK and replay answers have written anything. */
-static enum otpd_status rotate_tx(struct sqlite_store *s, const char *jti,
+static enum otpd_status rotate_tx(struct conn *c, const char *jti,
                                   int64_t user_id,
                                   const struct store_session *next,
                                   int64_t grace_ms, int64_t now_ms,
@@ -1070,14 +1219,14 @@ static enum otpd_status rotate_tx(struct sqlite_store *s, const char *jti,
 	int revoked = 0;
 
 	*ret_result = OTPD_INVALID_TOKEN;
-	status = session_get(s, jti, &found, &cur);
+	status = session_get(c, jti, &found, &cur);
 	if (status != OTPD_OK || !found)
 		return status;
 	/* Expired: the token's exp (expires_ms) is reached (RFC 7519 §4.1.4). */
 	if (cur.state == SESSION_REVOKED || now_ms >= cur.sess.expires_ms ||
 	    cur.user_id != user_id)
 		return OTPD_OK;
-	status = user_by_id(s, user_id, &found, &res->user);
+	status = user_by_id(c, user_id, &found, &res->user);
 	if (status != OTPD_OK || !found)
 		return status;
 	if (!res->user.is_active) {
@@ -1086,9 +1235,9 @@ static enum otpd_status rotate_tx(struct sqlite_store *s, const char *jti,
 	}
 
 	if (cur.state == SESSION_LIVE) {
-		status = session_mark_rotated(s, cur.sess.jti, next->jti, now_ms);
+		status = session_mark_rotated(c, cur.sess.jti, next->jti, now_ms);
 		if (status == OTPD_OK) /* the family continues; next->family is ignored */
-			status = session_insert(s, next, cur.sess.family, user_id);
+			status = session_insert(c, next, cur.sess.family, user_id);
 		if (status != OTPD_OK)
 			return status;
 		res->session = *next;
@@ -1104,7 +1253,7 @@ static enum otpd_status rotate_tx(struct sqlite_store *s, const char *jti,
 	 * between nodes. */
 	if (grace_ms > 0 && cur.has_rotated_ms && now_ms - cur.rotated_ms < grace_ms &&
 	    cur.replaced_by[0] != '\0') {
-		status = session_get(s, cur.replaced_by, &found, &succ);
+		status = session_get(c, cur.replaced_by, &found, &succ);
 		if (status != OTPD_OK)
 			return status;
 		if (found && succ.state == SESSION_LIVE && now_ms < succ.sess.expires_ms &&
@@ -1119,12 +1268,12 @@ static enum otpd_status rotate_tx(struct sqlite_store *s, const char *jti,
 
 	/* A replay of a rotated-out token (API-CONTRACT "Tokens", RFC 9700
 	 * §4.14): the whole family goes, committed with the refusal. */
-	status = family_revoke(s, cur.sess.jti, &revoked);
+	status = family_revoke(c, cur.sess.jti, &revoked);
 	if (status != OTPD_OK)
 		return status;
 	log_warn("store.token_reuse",
 	         "rotated-out refresh token of user %lld presented again: "
-	         "its family is revoked (%d record(s))",
+	         "its family is revoked (%d record(c))",
 	         (long long)user_id, revoked);
 	return OTPD_OK;
 }
@@ -1136,8 +1285,7 @@ static enum otpd_status sq_session_rotate(struct store *base, const char *jti,
                                           struct store_rotate_result *ret)
 {
 	struct sqlite_store *s = to_sqlite(base);
-	struct store_rotate_result res;
-	enum otpd_status status, result = OTPD_INTERNAL;
+	struct job j = {.op = JOB_ROTATE};
 
 	if (!jti)
 		return OTPD_INVALID_TOKEN;
@@ -1145,41 +1293,36 @@ static enum otpd_status sq_session_rotate(struct store *base, const char *jti,
 		log_error("store.error", "session rotate: no successor given");
 		return OTPD_INTERNAL;
 	}
-	memset(&res, 0, sizeof(res));
-	lock(s);
-	status = tx_begin(s);
-	if (status == OTPD_OK)
-		status = tx_end(s, rotate_tx(s, jti, user_id, next, grace_ms, now_ms,
-		                             &result, &res));
-	unlock(s);
-	if (status != OTPD_OK)
-		return status;
-	if (result == OTPD_OK)
-		*ret = res;
-	return result;
+	j.u.rotate.jti = jti;
+	j.u.rotate.user_id = user_id;
+	j.u.rotate.next = next;
+	j.u.rotate.grace_ms = grace_ms;
+	j.u.rotate.now_ms = now_ms;
+	submit(s, &j);
+	if (j.status != OTPD_OK)
+		return j.status;
+	if (j.result == OTPD_OK)
+		*ret = j.u.rotate.res;
+	return j.result;
 }
 
 static enum otpd_status sq_session_revoke(struct store *base, const char *jti)
 {
 	struct sqlite_store *s = to_sqlite(base);
-	enum otpd_status status;
-	int revoked = 0;
+	struct job j = {.op = JOB_REVOKE};
 
 	if (!jti)
 		return OTPD_OK; /* nothing to revoke */
-	lock(s);
-	status = tx_begin(s);
-	if (status == OTPD_OK)
-		status = tx_end(s, family_revoke(s, jti, &revoked));
-	unlock(s);
-	return status;
+	j.u.revoke.jti = jti;
+	submit(s, &j);
+	return j.status;
 }
 
-static enum otpd_status purge_tx(struct sqlite_store *s, int64_t now_ms,
+static enum otpd_status purge_tx(struct conn *c, int64_t now_ms,
                                  int limit, int *ret_deleted)
 {
 	sqlite3_stmt *st = NULL;
-	enum otpd_status status = prepare(s, ST_SESSION_PURGE, &st);
+	enum otpd_status status = prepare(c, ST_SESSION_PURGE, &st);
 	int rc;
 
 	if (status != OTPD_OK)
@@ -1187,9 +1330,9 @@ static enum otpd_status purge_tx(struct sqlite_store *s, int64_t now_ms,
 	rc = sqlite3_bind_int64(st, 1, now_ms);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_bind_int(st, 2, limit);
-	status = finish(s, ST_SESSION_PURGE, rc);
+	status = finish(c, ST_SESSION_PURGE, rc);
 	if (status == OTPD_OK)
-		*ret_deleted = sqlite3_changes(s->db);
+		*ret_deleted = sqlite3_changes(c->db);
 	return status;
 }
 
@@ -1197,36 +1340,218 @@ static enum otpd_status sq_session_purge(struct store *base, int64_t now_ms,
                                          int limit, int *ret_deleted)
 {
 	struct sqlite_store *s = to_sqlite(base);
-	enum otpd_status status;
-	int deleted = 0;
+	struct job j = {.op = JOB_PURGE};
 
 	if (limit <= 0) { /* at most none */
 		*ret_deleted = 0;
 		return OTPD_OK;
 	}
-	lock(s);
-	status = tx_begin(s);
+	j.u.purge.now_ms = now_ms;
+	j.u.purge.limit = limit;
+	submit(s, &j);
+	if (j.status == OTPD_OK)
+		*ret_deleted = j.u.purge.deleted;
+	return j.status;
+}
+
+/* ---- the writer: one transaction and one sync per batch ---- */
+
+/* The body of job j, on the write connection, inside the batch's
+ * transaction.  Returns the driver status; the answer goes to j->result. */
+static enum otpd_status job_run(struct conn *c, struct job *j)
+{
+	switch (j->op) {
+	case JOB_SECRET:
+		return secret_tx(c, j->u.secret.name, j->u.secret.fresh,
+		                 j->u.secret.len, j->u.secret.value);
+	case JOB_ISSUE:
+		return issue_tx(c, j->u.issue.p, j->u.issue.phone, j->u.issue.hash,
+		                j->u.issue.now_ms, &j->result, &j->u.issue.res);
+	case JOB_CANCEL:
+		return cancel_tx(c, j->u.cancel.phone, j->u.cancel.otp_id);
+	case JOB_VERIFY:
+		return verify_tx(c, j->u.verify.p, j->u.verify.phone, j->u.verify.hash,
+		                 j->u.verify.email_domain, j->u.verify.session,
+		                 j->u.verify.now_ms, &j->result, &j->u.verify.res);
+	case JOB_ROTATE:
+		return rotate_tx(c, j->u.rotate.jti, j->u.rotate.user_id,
+		                 j->u.rotate.next, j->u.rotate.grace_ms,
+		                 j->u.rotate.now_ms, &j->result, &j->u.rotate.res);
+	case JOB_REVOKE:
+		return family_revoke(c, j->u.revoke.jti, &j->u.revoke.revoked);
+	case JOB_PURGE:
+		return purge_tx(c, j->u.purge.now_ms, j->u.purge.limit,
+		                &j->u.purge.deleted);
+	case JOB_PING:
+		return ping_tx(c);
+	case JOB_USER_GET:
+		return user_by_id(c, j->u.user.id, &j->u.user.found, &j->u.user.user);
+	case JOB_MIGRATE: /* never inside a batch */
+		break;
+	}
+	log_error("store.error", "sqlite: job %d cannot run in a batch", (int)j->op);
+	return OTPD_INTERNAL;
+}
+
+/* Run j in a savepoint of its own: when its statements fail, they alone
+ * are undone and j->status says why.  Returns the batch's status: not
+ * OTPD_OK when the transaction itself is lost. */
+static enum otpd_status run_one(struct conn *c, struct job *j)
+{
+	enum otpd_status status = run_plain(c, ST_SAVEPOINT);
+
+	if (status != OTPD_OK)
+		return status;
+	j->status = job_run(c, j);
+	if (j->status == OTPD_OK)
+		return run_plain(c, ST_RELEASE);
+	/* IOERR, FULL, NOMEM, BUSY may have rolled back the whole
+	 * transaction, and the jobs before this one with it. */
+	if (sqlite3_get_autocommit(c->db))
+		return j->status;
+	status = run_plain(c, ST_ROLLBACK_TO);
 	if (status == OTPD_OK)
-		status = tx_end(s, purge_tx(s, now_ms, limit, &deleted));
-	unlock(s);
-	if (status == OTPD_OK)
-		*ret_deleted = deleted;
+		status = run_plain(c, ST_RELEASE);
 	return status;
+}
+
+static void run_batch(struct sqlite_store *s, struct job *batch)
+{
+	struct conn *c = &s->w;
+	enum otpd_status status;
+
+	if (batch->op == JOB_MIGRATE) {
+		batch->status = migrate_all(c, &batch->u.migrate.applied,
+		                            &batch->u.migrate.version);
+		return;
+	}
+	for (struct job *j = batch; j; j = j->next)
+		j->status = OTPD_OK;
+	status = tx_begin(c);
+	for (struct job *j = batch; j && status == OTPD_OK; j = j->next)
+		status = run_one(c, j);
+	if (status == OTPD_OK)
+		status = tx_commit(c);
+	if (status == OTPD_OK)
+		return;
+	/* Nothing of this batch is durable: every job that has not failed on
+	 * its own answers the failure (fail() has logged it, once). */
+	tx_rollback(c);
+	for (struct job *j = batch; j; j = j->next)
+		if (j->status == OTPD_OK)
+			j->status = status;
+}
+
+/* Under queue_lock: unlink the next batch, every job queued now up to
+ * BATCH_MAX (a migration runs alone). */
+static struct job *take_batch(struct sqlite_store *s)
+{
+	struct job *first = s->head, *last = first;
+	int n = 1;
+
+	if (first->op != JOB_MIGRATE)
+		while (last->next && last->next->op != JOB_MIGRATE && n < BATCH_MAX) {
+			last = last->next;
+			n++;
+		}
+	s->head = last->next;
+	if (!s->head)
+		s->tail = NULL;
+	last->next = NULL;
+	return first;
+}
+
+static void *writer_main(void *arg)
+{
+	struct sqlite_store *s = arg;
+
+	pthread_mutex_lock(&s->queue_lock);
+	for (;;) {
+		while (!s->head && !s->stopping)
+			pthread_cond_wait(&s->work, &s->queue_lock);
+		if (!s->head)
+			break; /* stopping, and every job is answered */
+		struct job *batch = take_batch(s);
+		/* Callers queue the next batch while this one syncs. */
+		pthread_mutex_unlock(&s->queue_lock);
+		run_batch(s, batch);
+		for (struct job *j = batch, *next; j; j = next) {
+			next = j->next; /* j belongs to its caller once posted */
+			sem_post(&j->done);
+		}
+		pthread_mutex_lock(&s->queue_lock);
+	}
+	pthread_mutex_unlock(&s->queue_lock);
+	return NULL;
 }
 
 /* ---- open / close ---- */
 
-static void sq_close(struct store *base)
+static enum otpd_status conn_open(struct conn *c, const char *path, int flags,
+                                  int busy_timeout_ms)
 {
-	struct sqlite_store *s = to_sqlite(base);
+	/* One thread at a time uses a connection (see struct conn). */
+	int rc = sqlite3_open_v2(path, &c->db, flags | SQLITE_OPEN_NOMUTEX, NULL);
+
+	if (rc != SQLITE_OK) {
+		log_error("store.open", "cannot open database '%s': %s", path,
+		          c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc));
+		return status_of(rc);
+	}
+	sqlite3_extended_result_codes(c->db, 1);
+	/* A lock held by another process: wait this long, then the batch
+	 * (or the read) answers OTPD_UNAVAILABLE. */
+	sqlite3_busy_timeout(c->db, busy_timeout_ms);
+	return OTPD_OK;
+}
+
+static void conn_close(struct conn *c)
+{
 	int rc;
 
 	for (int i = 0; i < _ST_MAX; i++)
-		sqlite3_finalize(s->stmt[i]);
-	rc = sqlite3_close(s->db);
+		sqlite3_finalize(c->stmt[i]);
+	rc = sqlite3_close(c->db); /* accepts NULL */
 	if (rc != SQLITE_OK)
 		log_error("store.error", "sqlite: close: %s", sqlite3_errstr(rc));
-	pthread_mutex_destroy(&s->lock);
+	memset(c, 0, sizeof(*c));
+}
+
+static bool sync_init(struct sqlite_store *s)
+{
+	if (pthread_mutex_init(&s->read_lock, NULL) != 0)
+		return false;
+	if (pthread_mutex_init(&s->queue_lock, NULL) != 0)
+		goto no_queue_lock;
+	if (pthread_cond_init(&s->work, NULL) == 0)
+		return true;
+	pthread_mutex_destroy(&s->queue_lock);
+no_queue_lock:
+	pthread_mutex_destroy(&s->read_lock);
+	return false;
+}
+
+static void sync_release(struct sqlite_store *s)
+{
+	pthread_cond_destroy(&s->work);
+	pthread_mutex_destroy(&s->queue_lock);
+	pthread_mutex_destroy(&s->read_lock);
+}
+
+static void sq_close(struct store *base)
+{
+	struct sqlite_store *s = to_sqlite(base);
+
+	/* The writer answers every job queued so far, then ends. */
+	pthread_mutex_lock(&s->queue_lock);
+	s->stopping = true;
+	pthread_cond_signal(&s->work);
+	pthread_mutex_unlock(&s->queue_lock);
+	pthread_join(s->writer, NULL);
+	/* The reader first: the last connection to close checkpoints the WAL. */
+	conn_close(&s->r);
+	conn_close(&s->w);
+	sync_release(s);
 	free(s);
 }
 
@@ -1246,13 +1571,13 @@ static const struct store_ops sqlite_ops = {
 };
 
 /* journal_mode=WAL answers with the mode in effect. */
-static enum otpd_status set_wal(struct sqlite_store *s, const char *path)
+static enum otpd_status set_wal(struct conn *c, const char *path)
 {
 	sqlite3_stmt *st = NULL;
 	enum otpd_status status = OTPD_OK;
 	int rc;
 
-	rc = sqlite3_prepare_v2(s->db, "PRAGMA journal_mode=WAL", -1, &st, NULL);
+	rc = sqlite3_prepare_v2(c->db, "PRAGMA journal_mode=WAL", -1, &st, NULL);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW) {
@@ -1266,7 +1591,7 @@ static enum otpd_status set_wal(struct sqlite_store *s, const char *path)
 	} else {
 		char what[300];
 		snprintf(what, sizeof(what), "cannot use database '%s'", path);
-		status = fail(s, rc, what);
+		status = fail(c, rc, what);
 	}
 	sqlite3_finalize(st);
 	return status;
@@ -1277,6 +1602,7 @@ enum otpd_status store_sqlite_open(const char *path, int busy_timeout_ms,
 {
 	struct sqlite_store *s;
 	enum otpd_status status;
+	const char *file;
 	int rc;
 
 	s = calloc(1, sizeof(*s));
@@ -1285,45 +1611,53 @@ enum otpd_status store_sqlite_open(const char *path, int busy_timeout_ms,
 		return OTPD_NOMEM;
 	}
 	s->base.ops = &sqlite_ops;
-	if (pthread_mutex_init(&s->lock, NULL) != 0) {
+	if (!sync_init(s)) {
 		log_error("store.open", "cannot create a mutex");
 		free(s);
 		return OTPD_INTERNAL;
 	}
 
-	/* Our mutex serialises every use of the connection. */
-	rc = sqlite3_open_v2(path, &s->db,
-	                     SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
-	                             SQLITE_OPEN_NOMUTEX,
-	                     NULL);
-	if (rc != SQLITE_OK) {
-		log_error("store.open", "cannot open database '%s': %s", path,
-		          s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
-		status = status_of(rc);
-		goto out;
-	}
-	sqlite3_extended_result_codes(s->db, 1);
-	sqlite3_busy_timeout(s->db, busy_timeout_ms);
-
-	/* The first statement that reads the file: a file that is not a
-	 * database, or cannot be read, fails here. */
-	status = set_wal(s, path);
+	status = conn_open(&s->w, path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
+	                   busy_timeout_ms);
 	if (status != OTPD_OK)
 		goto out;
-	rc = sqlite3_exec(s->db,
+	/* The first statement that reads the file: a file that is not a
+	 * database, or cannot be read, fails here. */
+	status = set_wal(&s->w, path);
+	if (status != OTPD_OK)
+		goto out;
+	rc = sqlite3_exec(s->w.db,
 	                  "PRAGMA synchronous=FULL;"
 	                  "PRAGMA foreign_keys=ON;",
 	                  NULL, NULL, NULL);
 	if (rc != SQLITE_OK) {
-		status = fail(s, rc, "connection settings");
+		status = fail(&s->w, rc, "connection settings");
+		goto out;
+	}
+
+	/* The readers' connection, on the file the writer opened ("" for an
+	 * in-memory database, which only its own connection sees). */
+	file = sqlite3_db_filename(s->w.db, "main");
+	if (file && file[0]) {
+		status = conn_open(&s->r, file, SQLITE_OPEN_READONLY, busy_timeout_ms);
+		if (status != OTPD_OK)
+			goto out;
+	}
+
+	rc = pthread_create(&s->writer, NULL, writer_main, s);
+	if (rc != 0) {
+		log_error("store.open", "cannot start the database writer thread: %s",
+		          strerror(rc));
+		status = OTPD_INTERNAL;
 		goto out;
 	}
 	log_debug("store.open", "opened SQLite database '%s'", path);
 	*ret = &s->base;
 	return OTPD_OK;
 out:
-	sqlite3_close(s->db); /* accepts NULL */
-	pthread_mutex_destroy(&s->lock);
+	conn_close(&s->r);
+	conn_close(&s->w);
+	sync_release(s);
 	free(s);
 	return status;
 }

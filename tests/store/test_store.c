@@ -16,6 +16,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1340,25 +1341,17 @@ static int64_t mono_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void test_locked_is_unavailable(void **state)
+/* Another process (the sqlite3 shell) takes the write lock of the
+ * fixture's database and keeps it until release_write_lock(). */
+static FILE *hold_write_lock(const struct fixture *fx)
 {
-	struct fixture *fx = *state;
-	struct store *s = NULL;
-	struct store_issue_result ir = {.otp_id = UNTOUCHED};
-	struct store_verify_result vr = untouched_verify();
-	struct store_user u;
 	char cmd[512], marker[160];
-	uint8_t a[32], got[32];
 	FILE *shell;
 	int64_t t;
 
-	if (!have_cli())
-		skip();
-	issue_ok(fx->s, &defaults, PHONE, 1, T0);
-	assert_int_equal(store_open(fx->url, 100, &s), OTPD_OK);
-
 	/* The shell takes the write lock, then says so by creating a file. */
 	snprintf(marker, sizeof(marker), "%s/locked", fx->dir);
+	unlink(marker);
 	snprintf(cmd, sizeof(cmd), SQLITE_CLI " -batch '%s' > /dev/null", fx->path);
 	shell = popen(cmd, "w");
 	assert_non_null(shell);
@@ -1368,6 +1361,31 @@ static void test_locked_is_unavailable(void **state)
 	fflush(shell);
 	for (t = mono_ms(); access(marker, F_OK) != 0; usleep(10000))
 		assert_true(mono_ms() - t < 10000);
+	return shell;
+}
+
+static void release_write_lock(FILE *shell)
+{
+	fprintf(shell, "ROLLBACK;\n.quit\n");
+	assert_int_equal(pclose(shell), 0);
+}
+
+static void test_locked_is_unavailable(void **state)
+{
+	struct fixture *fx = *state;
+	struct store *s = NULL;
+	struct store_issue_result ir = {.otp_id = UNTOUCHED};
+	struct store_verify_result vr = untouched_verify();
+	struct store_user u;
+	uint8_t a[32], got[32];
+	FILE *shell;
+	int64_t t;
+
+	if (!have_cli())
+		skip();
+	issue_ok(fx->s, &defaults, PHONE, 1, T0);
+	assert_int_equal(store_open(fx->url, 100, &s), OTPD_OK);
+	shell = hold_write_lock(fx);
 
 	/* Every write waits busy_timeout (100 ms), then answers unavailable. */
 	t = mono_ms();
@@ -1389,8 +1407,7 @@ static void test_locked_is_unavailable(void **state)
 	assert_true(log_contains(fx, "store.error"));
 	assert_true(log_contains(fx, "database is locked"));
 
-	fprintf(shell, "ROLLBACK;\n.quit\n");
-	assert_int_equal(pclose(shell), 0);
+	release_write_lock(shell);
 
 	/* Released: the same handle works again, and the code survived. */
 	assert_int_equal(issue(s, &defaults, PHONE2, 3, T0 + 2, &ir), OTPD_OK);
@@ -1683,6 +1700,313 @@ static void test_race_rotate_2(void **state) { race_rotate(*state, 2, 0); }
 static void test_race_rotate_grace(void **state) { race_rotate(*state, 1, GRACE_MS); }
 static void test_race_rotate_grace_2(void **state) { race_rotate(*state, 2, GRACE_MS); }
 
+/* ---- group commit: many callers, one writer (store/sqlite.c) ----
+ *
+ * Concurrent writes are committed in batches, one transaction each, every
+ * job in a savepoint of its own.  These check what a caller must not be able
+ * to tell: every call answers as if it had run alone, a job that fails
+ * undoes only itself, a failed batch answers every job with the failure and
+ * records none, and reads never wait for a batch. */
+
+#define GC_THREADS 32
+#define GC_ROUNDS 8
+
+/* Distinct numbers for the group-commit tests: +98912 + 7 digits. */
+static void gc_phone(int thread, int round, char ret[OTP_PHONE_LEN + 1])
+{
+	snprintf(ret, OTP_PHONE_LEN + 1, "+98912%07d", thread * 1000 + round);
+}
+
+struct gc_worker {
+	struct store *s;
+	pthread_barrier_t *start;
+	int index;
+	int64_t user_ids[GC_ROUNDS];
+	/* cmocka asserts only on the main thread: a worker notes its first
+	 * failure here. */
+	int failed_line;
+	int failed_round;
+	enum otpd_status got;
+};
+
+#define GC_CHECK(w, round, status, cond)                                     \
+	do {                                                                 \
+		if (!(cond) && !(w)->failed_line) {                           \
+			(w)->failed_line = __LINE__;                          \
+			(w)->failed_round = (round);                          \
+			(w)->got = (status);                                  \
+		}                                                            \
+	} while (0)
+
+/* Per round: send a code, one wrong guess, the right code (a login; every
+ * other thread records a session), the right code again. */
+static void *gc_login_rounds(void *arg)
+{
+	struct gc_worker *w = arg;
+	char phone[OTP_PHONE_LEN + 1];
+
+	pthread_barrier_wait(w->start);
+	for (int r = 0; r < GC_ROUNDS && !w->failed_line; r++) {
+		struct store_issue_result ir = {.otp_id = UNTOUCHED};
+		struct store_verify_result vr = untouched_verify();
+		struct store_session ss = session_of((unsigned)(w->index * 1000 + r), T0);
+		int seed = w->index * 1000 + r;
+		enum otpd_status st;
+
+		gc_phone(w->index, r, phone);
+		st = issue(w->s, &lenient, phone, seed, T0, &ir);
+		GC_CHECK(w, r, st, st == OTPD_OK && ir.otp_id > 0);
+		st = verify(w->s, &lenient, phone, seed + 500, T0 + 1, NULL, &vr);
+		GC_CHECK(w, r, st, st == OTPD_INVALID_CODE && vr.remaining_attempts == 2);
+		vr = untouched_verify();
+		st = verify(w->s, &lenient, phone, seed, T0 + 2, w->index % 2 ? &ss : NULL,
+		            &vr);
+		GC_CHECK(w, r, st, st == OTPD_OK && vr.is_new_user && vr.user.id > 0 &&
+		                       strcmp(vr.user.phone_number, phone) == 0);
+		w->user_ids[r] = vr.user.id;
+		vr = untouched_verify();
+		st = verify(w->s, &lenient, phone, seed, T0 + 3, NULL, &vr);
+		GC_CHECK(w, r, st, st == OTPD_OTP_EXPIRED && vr.user.id == UNTOUCHED);
+	}
+	return NULL;
+}
+
+static void gc_run(struct gc_worker *ws, int n, void *(*fn)(void *))
+{
+	pthread_t t[GC_THREADS];
+
+	for (int i = 0; i < n; i++)
+		assert_int_equal(pthread_create(&t[i], NULL, fn, &ws[i]), 0);
+	for (int i = 0; i < n; i++)
+		pthread_join(t[i], NULL);
+	for (int i = 0; i < n; i++)
+		if (ws[i].failed_line)
+			fail_msg("thread %d, round %d: unexpected answer %d (check at line %d)", i,
+			         ws[i].failed_round, (int)ws[i].got, ws[i].failed_line);
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+
+	return (x > y) - (x < y);
+}
+
+static void test_group_commit_many_threads(void **state)
+{
+	struct fixture *fx = *state;
+	struct gc_worker ws[GC_THREADS];
+	pthread_barrier_t start;
+	int64_t ids[GC_THREADS * GC_ROUNDS];
+	char phone[OTP_PHONE_LEN + 1];
+	int applied = UNTOUCHED;
+
+	memset(ws, 0, sizeof(ws));
+	assert_int_equal(pthread_barrier_init(&start, NULL, GC_THREADS), 0);
+	for (int i = 0; i < GC_THREADS; i++) {
+		ws[i].s = fx->s;
+		ws[i].start = &start;
+		ws[i].index = i;
+	}
+	gc_run(ws, GC_THREADS, gc_login_rounds);
+	pthread_barrier_destroy(&start);
+
+	/* One user per number, none shared. */
+	for (int i = 0; i < GC_THREADS; i++)
+		memcpy(ids + i * GC_ROUNDS, ws[i].user_ids, sizeof(ws[i].user_ids));
+	qsort(ids, GC_THREADS * GC_ROUNDS, sizeof(ids[0]), cmp_i64);
+	for (int i = 1; i < GC_THREADS * GC_ROUNDS; i++)
+		assert_true(ids[i] > ids[i - 1]);
+	if (have_cli()) {
+		assert_int_equal(cli_int(fx, "SELECT count(*) FROM users;"),
+		                 GC_THREADS * GC_ROUNDS);
+		/* Every code used once, after exactly one wrong guess. */
+		assert_int_equal(cli_int(fx, "SELECT count(*) FROM otp_codes"
+		                             " WHERE state = 1 AND attempts = 1;"),
+		                 GC_THREADS * GC_ROUNDS);
+		assert_int_equal(cli_int(fx, "SELECT count(*) FROM otp_codes;"),
+		                 GC_THREADS * GC_ROUNDS);
+		assert_int_equal(cli_int(fx, "SELECT count(*) FROM otp_sends;"),
+		                 GC_THREADS * GC_ROUNDS);
+		assert_int_equal(cli_int(fx, "SELECT count(*) FROM refresh_tokens;"),
+		                 GC_THREADS / 2 * GC_ROUNDS);
+	}
+
+	/* Durable: another handle on the file sees all of it. */
+	store_close(fx->s);
+	fx->s = NULL;
+	assert_int_equal(store_open(fx->url, 1000, &fx->s), OTPD_OK);
+	assert_int_equal(store_migrate(fx->s, &applied), OTPD_OK);
+	assert_int_equal(applied, 0);
+	for (int i = 0; i < GC_THREADS; i++) {
+		for (int r = 0; r < GC_ROUNDS; r++) {
+			struct store_user u;
+
+			gc_phone(i, r, phone);
+			expect_plain(fx->s, phone, i * 1000 + r, T0 + 4, OTPD_OTP_EXPIRED);
+			assert_int_equal(store_user_get(fx->s, ws[i].user_ids[r], &u), OTPD_OK);
+			assert_string_equal(u.phone_number, phone);
+		}
+	}
+}
+
+/* ---- a job that fails its own statements, among others ---- */
+
+#define GC_JOBS 12
+
+struct gc_verify {
+	struct store *s;
+	const char *phone;
+	int seed;
+	const struct store_session *session;
+	enum otpd_status status;
+	struct store_verify_result vr;
+	atomic_int *finished;
+};
+
+static void *gc_verify_one(void *arg)
+{
+	struct gc_verify *v = arg;
+
+	v->vr = untouched_verify();
+	v->status = verify(v->s, &lenient, v->phone, v->seed, T0 + 10, v->session, &v->vr);
+	if (v->finished)
+		atomic_fetch_add(v->finished, 1);
+	return NULL;
+}
+
+static void test_group_commit_job_fails_alone(void **state)
+{
+	struct fixture *fx = *state;
+	struct store_session taken = session_of(1, T0), fresh[GC_JOBS];
+	struct gc_verify vs[GC_JOBS];
+	char phones[GC_JOBS][OTP_PHONE_LEN + 1];
+	pthread_t t[GC_JOBS];
+	FILE *shell = NULL;
+
+	/* A login records session `taken`: a later login offering the same
+	 * jti fails its own insert (UNIQUE), after it has marked its code
+	 * used and created its user — both must be undone, for it alone. */
+	login(fx, PHONE, &taken);
+	memset(vs, 0, sizeof(vs));
+	for (int i = 0; i < GC_JOBS; i++) {
+		gc_phone(100, i, phones[i]);
+		issue_ok(fx->s, &lenient, phones[i], 10 + i, T0);
+		fresh[i] = session_of(100 + (unsigned)i, T0 + 10);
+		vs[i].s = fx->s;
+		vs[i].phone = phones[i];
+		vs[i].seed = 10 + i;
+		vs[i].session = i % 3 == 1 ? &taken : &fresh[i];
+	}
+
+	/* Hold the write lock so that the first job's batch waits in BEGIN
+	 * while the others queue behind it: they then run as one batch. */
+	if (have_cli())
+		shell = hold_write_lock(fx);
+	assert_int_equal(pthread_create(&t[0], NULL, gc_verify_one, &vs[0]), 0);
+	usleep(50000);
+	for (int i = 1; i < GC_JOBS; i++)
+		assert_int_equal(pthread_create(&t[i], NULL, gc_verify_one, &vs[i]), 0);
+	if (shell) {
+		usleep(200000);
+		release_write_lock(shell);
+	}
+	for (int i = 0; i < GC_JOBS; i++)
+		pthread_join(t[i], NULL);
+
+	for (int i = 0; i < GC_JOBS; i++) {
+		struct store_verify_result vr = untouched_verify();
+
+		if (vs[i].session == &taken) {
+			assert_int_equal(vs[i].status, OTPD_INTERNAL);
+			assert_int_equal(vs[i].vr.user.id, UNTOUCHED);
+			/* Undone: the code still works, and the user is new. */
+			assert_int_equal(verify(fx->s, &lenient, phones[i], 10 + i, T0 + 20,
+			                        &fresh[i], &vr),
+			                 OTPD_OK);
+			assert_true(vr.is_new_user);
+		} else {
+			assert_int_equal(vs[i].status, OTPD_OK);
+			assert_true(vs[i].vr.is_new_user);
+			assert_string_equal(vs[i].vr.user.phone_number, phones[i]);
+			expect_plain(fx->s, phones[i], 10 + i, T0 + 20, OTPD_OTP_EXPIRED);
+		}
+	}
+	assert_true(log_contains(fx, "UNIQUE constraint failed"));
+	assert_false(log_contains(fx, "database is locked"));
+	if (have_cli()) {
+		assert_int_equal(cli_int(fx, "SELECT count(*) FROM refresh_tokens;"),
+		                 1 + GC_JOBS);
+		assert_int_equal(cli_int(fx, "SELECT count(*) FROM users;"), 1 + GC_JOBS);
+	}
+}
+
+/* A batch that cannot commit (another process holds the lock past
+ * busy_timeout) answers every job unavailable and records nothing; reads
+ * meanwhile answer at once; afterwards the writer goes on. */
+static void test_group_commit_batch_fails_whole(void **state)
+{
+	struct fixture *fx = *state;
+	struct store_session s0 = session_of(1, T0);
+	struct gc_verify vs[GC_JOBS];
+	char phones[GC_JOBS][OTP_PHONE_LEN + 1];
+	pthread_t t[GC_JOBS];
+	struct store *s = NULL;
+	struct store_user u;
+	atomic_int finished = 0;
+	FILE *shell;
+	int64_t uid;
+
+	if (!have_cli())
+		skip();
+	uid = login(fx, PHONE, &s0);
+	memset(vs, 0, sizeof(vs));
+	for (int i = 0; i < GC_JOBS; i++) {
+		gc_phone(200, i, phones[i]);
+		issue_ok(fx->s, &lenient, phones[i], 10 + i, T0);
+		vs[i].phone = phones[i];
+		vs[i].seed = 10 + i;
+		vs[i].finished = &finished;
+	}
+	assert_int_equal(store_open(fx->url, 1500, &s), OTPD_OK);
+	for (int i = 0; i < GC_JOBS; i++)
+		vs[i].s = s;
+
+	shell = hold_write_lock(fx);
+	for (int i = 0; i < GC_JOBS; i++)
+		assert_int_equal(pthread_create(&t[i], NULL, gc_verify_one, &vs[i]), 0);
+	usleep(100000);
+	/* The writer waits for the lock (1.5 s); readers do not wait for it. */
+	assert_int_equal(store_ping(s), OTPD_OK);
+	assert_int_equal(store_user_get(s, uid, &u), OTPD_OK);
+	assert_string_equal(u.phone_number, PHONE);
+	assert_int_equal(atomic_load(&finished), 0);
+	for (int i = 0; i < GC_JOBS; i++)
+		pthread_join(t[i], NULL);
+	release_write_lock(shell);
+
+	for (int i = 0; i < GC_JOBS; i++) {
+		assert_int_equal(vs[i].status, OTPD_UNAVAILABLE);
+		assert_int_equal(vs[i].vr.user.id, UNTOUCHED);
+	}
+	/* Nothing recorded: no user, every code unused, no attempt counted. */
+	assert_int_equal(cli_int(fx, "SELECT count(*) FROM users;"), 1);
+	assert_int_equal(cli_int(fx, "SELECT count(*) FROM otp_codes"
+	                             " WHERE phone LIKE '+98912%' AND state = 0"
+	                             " AND attempts = 0;"),
+	                 GC_JOBS);
+	/* The same handle works again: the same logins go through now. */
+	finished = 0;
+	for (int i = 0; i < GC_JOBS; i++)
+		assert_int_equal(pthread_create(&t[i], NULL, gc_verify_one, &vs[i]), 0);
+	for (int i = 0; i < GC_JOBS; i++) {
+		pthread_join(t[i], NULL);
+		assert_int_equal(vs[i].status, OTPD_OK);
+		assert_true(vs[i].vr.is_new_user);
+	}
+	store_close(s);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -1732,6 +2056,9 @@ int main(void)
 		T(test_race_rotate_2),
 		T(test_race_rotate_grace),
 		T(test_race_rotate_grace_2),
+		T(test_group_commit_many_threads),
+		T(test_group_commit_job_fails_alone),
+		T(test_group_commit_batch_fails_whole),
 	};
 
 	return cmocka_run_group_tests_name("store (sqlite)", tests, NULL, NULL);
