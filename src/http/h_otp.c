@@ -123,9 +123,7 @@ enum otpd_status http_h_otp_verify(struct request *r)
 	if (!r->resp)
 		return OTPD_NOMEM;
 	r->http_status = MHD_HTTP_OK;
-	r->cookie_access = r->login.access_token;
-	r->cookie_refresh = r->login.refresh_token;
-	r->cookie_access_ttl = r->login.access_ttl_s;
-	r->cookie_refresh_ttl = r->login.refresh_ttl_s;
+	http_set_auth_cookies(r, r->login.access_token, r->login.refresh_token,
+	                      r->login.access_ttl_s, r->login.refresh_ttl_s);
 	return OTPD_OK;
 }

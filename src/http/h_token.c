@@ -47,10 +47,8 @@ enum otpd_status http_h_refresh(struct request *r)
 	if (!r->resp)
 		return OTPD_NOMEM;
 	r->http_status = MHD_HTTP_OK;
-	r->cookie_access = r->tokens.access_token;
-	r->cookie_refresh = r->tokens.refresh_token;
-	r->cookie_access_ttl = r->tokens.access_ttl_s;
-	r->cookie_refresh_ttl = r->tokens.refresh_ttl_s;
+	http_set_auth_cookies(r, r->tokens.access_token, r->tokens.refresh_token,
+	                      r->tokens.access_ttl_s, r->tokens.refresh_ttl_s);
 	return OTPD_OK;
 }
 

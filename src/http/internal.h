@@ -108,6 +108,9 @@ bool http_origin_allowed(struct request *r);
 const char *http_cookie(struct request *r, const char *name);
 const char *http_header(struct request *r, const char *name);
 json_t *http_user_json(const struct store_user *u);
+/* Answer with both auth cookies (the strings stay owned by the request). */
+void http_set_auth_cookies(struct request *r, const char *access, const char *refresh,
+                           int64_t access_ttl_s, int64_t refresh_ttl_s);
 enum otpd_status http_throttle(struct request *r, struct ratelimit *rl);
 
 /* handlers */

@@ -391,3 +391,12 @@ json_t *http_user_json(const struct store_user *u)
 	                 "first_name", u->has_first_name ? json_string(u->first_name) : json_null(),
 	                 "last_name", u->has_last_name ? json_string(u->last_name) : json_null());
 }
+
+void http_set_auth_cookies(struct request *r, const char *access, const char *refresh,
+                           int64_t access_ttl_s, int64_t refresh_ttl_s)
+{
+	r->cookie_access = access;
+	r->cookie_refresh = refresh;
+	r->cookie_access_ttl = access_ttl_s;
+	r->cookie_refresh_ttl = refresh_ttl_s;
+}
