@@ -10,7 +10,7 @@
 
 static enum log_level log_level = LOG_LEVEL_INFO;
 static int log_fd = 2;
-static _Thread_local char log_rid[64];
+static _Thread_local char log_rid[LOG_REQUEST_ID_MAX];
 
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
 
@@ -26,6 +26,8 @@ void log_set_request_id(const char *request_id)
 	}
 	snprintf(log_rid, sizeof(log_rid), "%s", request_id);
 }
+
+const char *log_get_request_id(void) { return log_rid; }
 
 static void write_all(const char *p, size_t n)
 {

@@ -20,8 +20,13 @@ void log_set_level(enum log_level level);
 /* Redirect to another fd (tests); default 2. */
 void log_set_fd(int fd);
 
+#define LOG_REQUEST_ID_MAX 64
+
 /* The request id of the calling thread (NULL clears it); copied. */
 void log_set_request_id(const char *request_id);
+/* The calling thread's request id ("" when none): work handed to another
+ * thread (SMS worker, store writer) carries it along. */
+const char *log_get_request_id(void);
 
 void log_msg(enum log_level level, const char *event, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));

@@ -34,6 +34,7 @@ struct job {
 	char code[CODE_MAX + 1];          /* secret: wiped in job_free */
 	sms_done_fn done;
 	void *arg;
+	char request_id[LOG_REQUEST_ID_MAX]; /* the caller's, for the worker's log lines */
 	CURL *easy;                       /* kavenegar, while in flight */
 	struct sms_kavenegar_call *call;
 };
@@ -119,7 +120,9 @@ static void job_finish(struct sms *s, struct job *j, enum otpd_status status,
 {
 	struct sms_result r = {status, provider_status};
 
+	log_set_request_id(j->request_id);
 	j->done(j->arg, &r);
+	log_set_request_id(NULL);
 	easy_release(s, j->easy);
 	j->easy = NULL;
 	job_free(j);
@@ -183,6 +186,7 @@ fail:
 
 static void start(struct sms *s, struct job *j)
 {
+	log_set_request_id(j->request_id);
 	if (s->backend == SMS_KAVENEGAR)
 		start_kavenegar(s, j);
 	else
@@ -209,6 +213,7 @@ static void reap(struct sms *s)
 		rc = m->data.result;
 		curl_easy_getinfo(h, CURLINFO_PRIVATE, &priv);
 		j = (struct job *)(void *)priv;
+		log_set_request_id(j->request_id);
 		r = sms_kavenegar_call_finish(j->call, h, (int)rc);
 		curl_multi_remove_handle(s->multi, h);
 		active_remove(s, j);
@@ -357,6 +362,7 @@ enum otpd_status sms_send(struct sms *s, const char *phone, const char *code,
 	memcpy(j->code, code, strlen(code) + 1);
 	j->done = done;
 	j->arg = arg;
+	snprintf(j->request_id, sizeof(j->request_id), "%s", log_get_request_id());
 
 	pthread_mutex_lock(&s->lock);
 	if (s->stopping) {

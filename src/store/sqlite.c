@@ -193,6 +193,7 @@ struct job {
 	enum job_op op;
 	enum otpd_status status; /* the driver's; OTPD_OK: committed */
 	enum otpd_status result; /* the operation's answer when status is OK */
+	char request_id[LOG_REQUEST_ID_MAX]; /* the caller's, for log lines */
 	sem_t done;              /* posted once status, result and u are final */
 	union {
 		struct {
@@ -424,6 +425,7 @@ static void submit(struct sqlite_store *s, struct job *j)
 	j->next = NULL;
 	j->status = OTPD_INTERNAL;
 	j->result = OTPD_INTERNAL;
+	snprintf(j->request_id, sizeof(j->request_id), "%s", log_get_request_id());
 	if (sem_init(&j->done, 0, 0) != 0) {
 		log_error("store.error", "cannot create a semaphore");
 		return;
@@ -1402,7 +1404,9 @@ static enum otpd_status run_one(struct conn *c, struct job *j)
 
 	if (status != OTPD_OK)
 		return status;
+	log_set_request_id(j->request_id);
 	j->status = job_run(c, j);
+	log_set_request_id(NULL);
 	if (j->status == OTPD_OK)
 		return run_plain(c, ST_RELEASE);
 	/* IOERR, FULL, NOMEM, BUSY may have rolled back the whole
