@@ -70,7 +70,7 @@ clean:
 # an environment variable, see docs/PERFORMANCE.md.
 .PHONY: bench
 bench:
-	PROFILE=$(PROFILE) bench/run.sh
+	BENCH_CMD='make bench$(if $(PROFILE), PROFILE=$(PROFILE))' PROFILE=$(PROFILE) bench/run.sh
 
 # bench-only: fills a database with known codes before otpd starts.
 $(BUILD)/bench/prefill: bench/prefill.c $(LIBOBJ)

@@ -2,10 +2,10 @@
 -- per request.  Used for the otpd send scenarios and, unchanged, for the
 -- nginx-static ceiling, so that wrk does the same work in both.
 --
---   wrk ... -s bench/send.lua URL -- [START] [PREFIX] [PATH]
+--   wrk -tN ... -s bench/send.lua URL -- [START] [N] [PREFIX] [PATH]
 --
--- Request k of thread t (of n) uses number PREFIX .. 7 digits of
--- (START + t + n*k) mod 10^7: distinct across threads, and across runs when
+-- N must be wrk's -t.  Request k of thread t (of N) uses number PREFIX .. 7 digits of
+-- (START + t + N*k) mod 10^7: distinct across threads, and across runs when
 -- each run starts where the previous one could have ended (bench/run.sh
 -- advances START by a generous bound).  PREFIX defaults to +98912 (bench/
 -- prefill.c uses +98910 for codes and +98911 for users).
@@ -13,20 +13,24 @@
 
 local threads = {}
 
+-- setup() of thread i runs before thread i starts but, in wrk 4.1, after
+-- threads 0..i-1 have started: nothing may be set on those any more (it
+-- would race with them), so the thread count comes as an argument.
 function setup(thread)
    table.insert(threads, thread)
    thread:set("tid", #threads - 1)
-   for _, t in ipairs(threads) do t:set("nthreads", #threads) end
 end
 
 k = 0
-local start, prefix, path
+local start, nthreads, prefix, path
 local headers = { ["Content-Type"] = "application/json" }
 
 function init(args)
    start = tonumber(args[1] or "0")
-   prefix = args[2] or "+98912"
-   path = args[3] or "/api/v1/usr/otp"
+   nthreads = tonumber(args[2] or "1")
+   prefix = args[3] or "+98912"
+   path = args[4] or "/api/v1/usr/otp"
+   if tid >= nthreads then error("send.lua: pass wrk's -t as the second argument") end
 end
 
 function request()

@@ -35,11 +35,12 @@ RESPONSE = (b"HTTP/1.1 200 OK\r\n"
             b"Connection: keep-alive\r\n\r\n" + BODY)
 MAX_HEAD = 64 * 1024
 
-stats = {"requests": 0, "in_flight": 0, "max_in_flight": 0, "connections": 0}
+stats = {"requests": 0, "in_flight": 0, "max_in_flight": 0, "connections": 0, "accepted": 0}
 
 
 async def handle(reader, writer):
     stats["connections"] += 1
+    stats["accepted"] += 1
     try:
         while True:
             try:
@@ -85,7 +86,10 @@ async def main(args):
           file=sys.stderr, flush=True)
     async with server:
         await stop.wait()
-    print("slow_provider " + json.dumps(stats), file=sys.stderr, flush=True)
+    import resource
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    stats["cpu_s"] = round(ru.ru_utime + ru.ru_stime, 2)
+    print("STATS " + json.dumps(stats), file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 -- bench/verify.lua — wrk script: POST /api/v1/usr/otp/verify, each request
 -- a right code that bench/prefill wrote before otpd started, each used once.
 --
---   wrk ... -s bench/verify.lua URL -- START COUNT [PREFIX]
+--   wrk -tN ... -s bench/verify.lua URL -- START COUNT N [PREFIX]
 --
--- Request k of thread t (of n) verifies pool entry i = START + t + n*k:
+-- N must be wrk's -t.  Request k of thread t (of N) verifies pool entry
+-- i = START + t + N*k:
 --   phone  PREFIX .. 7 digits of i      (PREFIX defaults to +98910)
 --   code   i mod 10^6, 6 digits         (= bench/prefill.c)
 -- Entries [START, START+COUNT) belong to this run.  Past them the script
@@ -14,22 +15,26 @@
 
 local threads = {}
 
+-- setup() of thread i runs before thread i starts but, in wrk 4.1, after
+-- threads 0..i-1 have started: nothing may be set on those any more (it
+-- would race with them), so the thread count comes as an argument.
 function setup(thread)
    table.insert(threads, thread)
    thread:set("tid", #threads - 1)
-   for _, t in ipairs(threads) do t:set("nthreads", #threads) end
 end
 
 k = 0
 wrapped = 0
-local start, count, prefix
+local start, count, nthreads, prefix
 local path = "/api/v1/usr/otp/verify"
 local headers = { ["Content-Type"] = "application/json" }
 
 function init(args)
    start = tonumber(args[1] or "0")
    count = tonumber(args[2] or "1000000")
-   prefix = args[3] or "+98910"
+   nthreads = tonumber(args[3] or "1")
+   prefix = args[4] or "+98910"
+   if tid >= nthreads then error("verify.lua: pass wrk's -t as the third argument") end
 end
 
 function request()
