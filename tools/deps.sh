@@ -4,11 +4,11 @@
 set -euo pipefail
 
 PKGS=(
-  build-essential clang pkg-config
+  build-essential clang libclang-rt-14-dev pkg-config
   libmicrohttpd-dev libjansson-dev libsqlite3-dev libpq-dev
   libcurl4-openssl-dev libssl-dev libjwt-dev libcmocka-dev
-  python3 python3-pytest python3-requests python3-jwt
-  sqlite3 curl
+  python3 python3-pytest python3-requests python3-jwt python3-cryptography
+  sqlite3 curl openssl
 )
 [ "${1:-}" = "--bench" ] && PKGS+=(wrk nginx-light linux-perf)
 
