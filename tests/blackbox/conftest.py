@@ -642,3 +642,23 @@ def otpd(otpd_factory, request):
         env.update(m.kwargs)
     return otpd_factory.start(env)
 
+def parallel(n, fn, timeout=60):
+    """Run fn(i) for i in range(n) on n threads released together; return the results."""
+    barrier = threading.Barrier(n)
+    results = [None] * n
+    errors = []
+
+    def run(i):
+        try:
+            barrier.wait(10)
+            results[i] = fn(i)
+        except Exception as e:  # reported below
+            errors.append(repr(e))
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    assert not errors, errors
+    assert all(not t.is_alive() for t in threads), "requests still hanging"
+    return results

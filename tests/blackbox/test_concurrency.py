@@ -7,33 +7,13 @@ import time
 
 import pytest
 
-from conftest import (PHONE, assert_problem, fake_kavenegar, get_code, phone_n, wait_for,
-                      wrong_code)
+from conftest import (PHONE, assert_problem, fake_kavenegar, get_code, parallel, phone_n,
+                      wait_for, wrong_code)
 
 FORMS_OF_PHONE = ["+989123456789", "09123456789", "9123456789", "989123456789", "00989123456789",
                   "۰۹۱۲۳۴۵۶۷۸۹", "٠٩١٢٣٤٥٦٧٨٩", "+98 912 345 6789", "0912-345-6789", "09۱۲٣۴5٦7۸9"]
 
 
-def parallel(n, fn, timeout=60):
-    """Run fn(i) for i in range(n) on n threads released together; return the results."""
-    barrier = threading.Barrier(n)
-    results = [None] * n
-    errors = []
-
-    def run(i):
-        try:
-            barrier.wait(10)
-            results[i] = fn(i)
-        except Exception as e:  # reported below
-            errors.append(repr(e))
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout)
-    assert not errors, errors
-    assert all(not t.is_alive() for t in threads), "requests still hanging"
-    return results
 
 
 def codes_of(rs):

@@ -8,7 +8,6 @@ JWT_REFRESH_GRACE (default 10 s): a rotated-out token presented again inside the
 its successor is unused, gets the same pair again; the tests of reuse detection set it to 0."""
 
 import sqlite3
-import threading
 import time
 
 import jwt
@@ -16,7 +15,7 @@ import pytest
 import requests
 
 from conftest import (PHONE, VERIFY, assert_problem, assert_validation, cookies_of, get_code,
-                      phone_n, wait_for)
+                      parallel, phone_n, wait_for)
 
 REFRESH = "/api/v1/usr/token/refresh"
 LOGOUT = "/api/v1/usr/logout"
@@ -111,26 +110,6 @@ def db_exec(otpd, sql, args=()):
         con.close()
 
 
-def parallel(n, fn, timeout=60):
-    """fn(i) on n threads released together; the results."""
-    barrier = threading.Barrier(n)
-    results = [None] * n
-    errors = []
-
-    def run(i):
-        try:
-            barrier.wait(10)
-            results[i] = fn(i)
-        except Exception as e:  # reported below
-            errors.append(repr(e))
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout)
-    assert not errors, errors
-    assert all(not t.is_alive() for t in threads), "requests still hanging"
-    return results
 
 
 # ----------------------------------------------------------------------------------------
