@@ -104,6 +104,7 @@ record() { # one JSON object per line into results.jsonl
 # ---------------------------------------------------------------- setup
 
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+"$REPO/tools/deps.sh" --bench # wrk, nginx-light, linux-perf: one command sets everything up
 for tool in wrk nginx curl sqlite3; do
 	command -v "$tool" >/dev/null || die "$tool missing: tools/deps.sh --bench"
 done
