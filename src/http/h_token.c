@@ -4,10 +4,10 @@
 #include <strings.h>
 #include "internal.h"
 
-/* The refresh token from the body when it names one, else from the cookie.
- * A body is optional here (cookie-only clients send none). */
-static enum otpd_status refresh_token_of(struct request *r, const char **ret,
-                                         bool *ret_from_cookie)
+/* The refresh token from the body when it names one, else from the cookie
+ * (NULL when neither).  A body is optional here (cookie-only clients send
+ * none).  A token taken from the cookie must pass the Origin check. */
+static enum otpd_status refresh_token_of(struct request *r, const char **ret)
 {
 	const char *tok = NULL;
 	enum otpd_status st;
@@ -19,9 +19,11 @@ static enum otpd_status refresh_token_of(struct request *r, const char **ret,
 		if (!http_field_optional_string(r, "refresh_token", &tok))
 			return OTPD_VALIDATION_ERROR;
 	}
-	*ret_from_cookie = !tok;
-	if (!tok)
+	if (!tok) {
 		tok = http_cookie(r, "refresh_token");
+		if (tok && !http_origin_allowed(r))
+			return OTPD_FORBIDDEN;
+	}
 	*ret = tok;
 	return OTPD_OK;
 }
@@ -29,16 +31,13 @@ static enum otpd_status refresh_token_of(struct request *r, const char **ret,
 enum otpd_status http_h_refresh(struct request *r)
 {
 	const char *tok;
-	bool from_cookie;
 	enum otpd_status st;
 
-	st = refresh_token_of(r, &tok, &from_cookie);
+	st = refresh_token_of(r, &tok);
 	if (st != OTPD_OK)
 		return st;
 	if (!tok)
 		return OTPD_INVALID_TOKEN;
-	if (from_cookie && !http_origin_allowed(r))
-		return OTPD_FORBIDDEN;
 	st = auth_refresh(r->srv->auth, tok, http_now_ms(), &r->tokens);
 	if (st != OTPD_OK)
 		return st;
@@ -55,14 +54,11 @@ enum otpd_status http_h_refresh(struct request *r)
 enum otpd_status http_h_logout(struct request *r)
 {
 	const char *tok;
-	bool from_cookie;
 	enum otpd_status st;
 
-	st = refresh_token_of(r, &tok, &from_cookie);
+	st = refresh_token_of(r, &tok);
 	if (st != OTPD_OK)
 		return st;
-	if (tok && from_cookie && !http_origin_allowed(r))
-		return OTPD_FORBIDDEN;
 	auth_logout(r->srv->auth, tok); /* bad or missing tokens: nothing to revoke */
 	r->http_status = MHD_HTTP_NO_CONTENT;
 	r->no_body = true;
