@@ -76,3 +76,8 @@ bench:
 $(BUILD)/bench/prefill: bench/prefill.c $(LIBOBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -Isrc $(LDFLAGS) -o $@ $< $(LIBOBJ) $(LDLIBS)
+
+# bench-only: the store alone, without HTTP (group commit's ceiling).
+$(BUILD)/bench/storebench: bench/storebench.c $(LIBOBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Isrc $(LDFLAGS) -o $@ $< $(LIBOBJ) $(LDLIBS)

@@ -228,12 +228,15 @@ out:
 	return st;
 }
 
-enum otpd_status auth_jti_new(char ret[AUTH_JTI_LEN + 1])
+enum otpd_status auth_jti_new(int64_t now_ms, char ret[AUTH_JTI_LEN + 1])
 {
 	unsigned char b[AUTH_JTI_LEN / 2];
 	static const char hex[] = "0123456789abcdef";
+	uint64_t t = now_ms > 0 ? (uint64_t)now_ms : 0;
 
-	if (RAND_bytes(b, sizeof(b)) != 1)
+	for (int i = 5; i >= 0; i--, t >>= 8)
+		b[i] = (unsigned char)(t & 0xff);
+	if (RAND_bytes(b + 6, sizeof(b) - 6) != 1)
 		return OTPD_INTERNAL;
 	for (size_t i = 0; i < sizeof(b); i++) {
 		ret[2 * i] = hex[b[i] >> 4];

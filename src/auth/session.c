@@ -18,11 +18,11 @@ enum otpd_status auth_session_prepare(const struct auth *a, int64_t now_ms,
 	int64_t now_s = now_ms / 1000;
 	enum otpd_status st;
 
-	st = auth_jti_new(s.jti);
+	st = auth_jti_new(now_ms, s.jti);
 	if (st == OTPD_OK)
-		st = auth_jti_new(s.access_jti);
+		st = auth_jti_new(now_ms, s.access_jti);
 	if (st == OTPD_OK)
-		st = auth_jti_new(s.family);
+		st = auth_jti_new(now_ms, s.family);
 	if (st != OTPD_OK)
 		return st;
 	s.created_ms = now_s * 1000;

@@ -576,7 +576,7 @@ static void test_hs256_round_trip(void **state)
 	const char *names[] = { "access", "refresh" };
 
 	(void)state;
-	assert_int_equal(auth_jti_new(jti), OTPD_OK);
+	assert_int_equal(auth_jti_new(NOW * 1000, jti), OTPD_OK);
 	for (size_t i = 0; i < ARRAY_LEN(types); i++) {
 		char *tok = NULL;
 		struct auth_claims c;
@@ -1071,12 +1071,23 @@ static void test_jti_new(void **state)
 {
 	char a[AUTH_JTI_LEN + 1], b[AUTH_JTI_LEN + 1];
 
+	char c[AUTH_JTI_LEN + 1];
+
 	(void)state;
-	assert_int_equal(auth_jti_new(a), OTPD_OK);
-	assert_int_equal(auth_jti_new(b), OTPD_OK);
+	/* 0x0123456789ab ms: the first 12 hex digits, big-endian. */
+	assert_int_equal(auth_jti_new(INT64_C(0x0123456789ab), a), OTPD_OK);
+	assert_int_equal(auth_jti_new(INT64_C(0x0123456789ab), b), OTPD_OK);
 	assert_int_equal(strlen(a), AUTH_JTI_LEN);
 	assert_int_equal(strspn(a, "0123456789abcdef"), AUTH_JTI_LEN);
-	assert_string_not_equal(a, b);
+	assert_memory_equal(a, "0123456789ab", 12);
+	assert_memory_equal(b, "0123456789ab", 12);
+	/* The same millisecond: the 80 random bits differ. */
+	assert_string_not_equal(a + 12, b + 12);
+	/* Later times sort after earlier ones, whatever the random part. */
+	assert_int_equal(auth_jti_new(INT64_C(0x0123456789ac), c), OTPD_OK);
+	assert_true(strcmp(c, a) > 0 && strcmp(c, b) > 0);
+	assert_int_equal(auth_jti_new(1764107000000, c), OTPD_OK);
+	assert_memory_equal(c, "019abc", 6); /* 2025-11-25: 0x019abc... */
 }
 
 /* ---------------------------------------------------------------- ES256 */
