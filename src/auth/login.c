@@ -11,11 +11,14 @@
 
 #define CODE_KEY_LABEL "otpd/v1/code-hash"
 
+/* One send in flight: from auth_send_start() to its done(). */
 struct auth_send {
 	struct auth *a;
 	char phone[OTP_PHONE_LEN + 1];
 	char code[OTP_CODE_LEN + 1];
-	int64_t otp_id;
+	uint8_t hash[OTP_HASH_LEN];
+	struct store_issue_result issued;
+	struct auth_send_result result;
 	auth_send_done_fn done;
 	void *arg;
 };
@@ -71,105 +74,146 @@ void auth_free(struct auth *a)
 static void send_job_free(struct auth_send *job)
 {
 	otp_wipe(job->code, sizeof(job->code));
+	otp_wipe(job->hash, sizeof(job->hash));
 	free(job);
 }
 
-enum otpd_status auth_send_begin(struct auth *a, const char *phone, int64_t now_ms,
-                                 struct auth_send **ret_job, int *ret_retry_after_s)
+/* The end of every send that was started: report, then forget the code. */
+static void send_finish(struct auth_send *job)
+{
+	job->done(job->arg, &job->result);
+	send_job_free(job);
+}
+
+/* Store thread: the code is cancelled (or could not be). */
+static void on_cancelled(void *arg, enum otpd_status status)
+{
+	struct auth_send *job = arg;
+	char masked[OTP_PHONE_MASKED_LEN];
+
+	if (status != OTPD_OK) {
+		otp_phone_mask(job->phone, masked);
+		log_error("otp.cancel_failed", "cannot cancel the unsent code for %s", masked);
+	}
+	send_finish(job);
+}
+
+/* API-CONTRACT §3 / issue 3: a code whose SMS was not accepted never
+ * verifies.  It is cancelled before the client hears the answer. */
+static void send_cancel(struct auth_send *job)
+{
+	char masked[OTP_PHONE_MASKED_LEN];
+
+	if (store_otp_cancel_start(job->a->store, job->phone, job->issued.otp_id,
+	                           on_cancelled, job) == OTPD_OK)
+		return;
+	otp_phone_mask(job->phone, masked);
+	log_error("otp.cancel_failed", "cannot cancel the unsent code for %s", masked);
+	send_finish(job);
+}
+
+/* SMS worker thread: the provider's answer. */
+static void on_sms_done(void *arg, const struct sms_result *sms)
+{
+	struct auth_send *job = arg;
+
+	job->result.status = sms->status;
+	job->result.provider_status = sms->provider_status;
+	if (sms->status != OTPD_OK)
+		send_cancel(job);
+	else
+		send_finish(job);
+}
+
+/* Store thread: the code is stored (durably), or refused. */
+static void on_issued(void *arg, enum otpd_status status)
+{
+	struct auth_send *job = arg;
+
+	job->result.status = status;
+	if (status == OTPD_OTP_RATE_LIMITED)
+		job->result.retry_after_s = job->issued.retry_after_s;
+	if (status != OTPD_OK) {
+		send_finish(job);
+		return;
+	}
+	/* sms_send only queues: this thread does not wait on the network. */
+	status = sms_send(job->a->sms, job->phone, job->code, on_sms_done, job);
+	if (status != OTPD_OK) {
+		job->result.status = status;
+		send_cancel(job);
+	}
+}
+
+enum otpd_status auth_send_start(struct auth *a, const char *phone, int64_t now_ms,
+                                 auth_send_done_fn done, void *arg)
 {
 	struct auth_send *job = calloc(1, sizeof(*job));
-	uint8_t hash[OTP_HASH_LEN];
-	struct store_issue_result issued = {0};
 	enum otpd_status st;
 
 	if (!job)
 		return OTPD_NOMEM;
 	job->a = a;
-	memcpy(job->phone, phone, sizeof(job->phone));
-	st = otp_code_generate(job->code);
-	if (st != OTPD_OK)
-		goto fail;
-	if (!otp_code_hash(a->code_key, phone, job->code, hash)) {
-		st = OTPD_INTERNAL;
-		goto fail;
-	}
-	st = store_otp_issue(a->store, &a->policy, phone, hash, now_ms, &issued);
-	if (st == OTPD_OTP_RATE_LIMITED)
-		*ret_retry_after_s = issued.retry_after_s;
-	if (st != OTPD_OK)
-		goto fail;
-	job->otp_id = issued.otp_id;
-	*ret_job = job;
-	return OTPD_OK;
-fail:
-	send_job_free(job);
-	return st;
-}
-
-static void cancel_code(struct auth_send *job)
-{
-	char masked[OTP_PHONE_MASKED_LEN];
-
-	if (store_otp_cancel(job->a->store, job->phone, job->otp_id) != OTPD_OK) {
-		otp_phone_mask(job->phone, masked);
-		log_error("otp.cancel_failed", "cannot cancel the unsent code for %s", masked);
-	}
-}
-
-/* Runs on the SMS worker thread. */
-static void on_sms_done(void *arg, const struct sms_result *result)
-{
-	struct auth_send *job = arg;
-
-	/* API-CONTRACT §3 / issue 3: a code whose SMS was not accepted never
-	 * verifies.  Cancelled before the client hears the answer. */
-	if (result->status != OTPD_OK)
-		cancel_code(job);
-	job->done(job->arg, result);
-	send_job_free(job);
-}
-
-enum otpd_status auth_send_dispatch(struct auth_send *job, auth_send_done_fn done,
-                                    void *arg)
-{
-	enum otpd_status st;
-
 	job->done = done;
 	job->arg = arg;
-	st = sms_send(job->a->sms, job->phone, job->code, on_sms_done, job);
-	if (st != OTPD_OK) {
-		cancel_code(job);
+	memcpy(job->phone, phone, sizeof(job->phone));
+	st = otp_code_generate(job->code);
+	if (st == OTPD_OK && !otp_code_hash(a->code_key, phone, job->code, job->hash))
+		st = OTPD_INTERNAL;
+	if (st == OTPD_OK)
+		st = store_otp_issue_start(a->store, &a->policy, job->phone, job->hash,
+		                           now_ms, &job->issued, on_issued, job);
+	if (st != OTPD_OK)
 		send_job_free(job);
-	}
 	return st;
 }
 
-enum otpd_status auth_verify_code(struct auth *a, const char *phone, const char *code,
-                                  int64_t now_ms, struct auth_login *ret)
+/* Store thread: the verify transaction is answered. */
+static void on_verified(void *arg, enum otpd_status status)
 {
-	uint8_t hash[OTP_HASH_LEN];
-	struct store_session session;
-	struct store_verify_result vr;
+	struct auth_verify *v = arg;
+
+	v->status = status;
+	v->done(v->arg);
+}
+
+enum otpd_status auth_verify_start(struct auth *a, const char *phone, const char *code,
+                                   int64_t now_ms, struct auth_verify *v,
+                                   auth_verify_done_fn done, void *arg)
+{
 	enum otpd_status st;
 
-	memset(ret, 0, sizeof(*ret));
-	memset(&vr, 0, sizeof(vr));
-	if (!otp_code_hash(a->code_key, phone, code, hash))
+	memset(v, 0, sizeof(*v));
+	v->a = a;
+	v->done = done;
+	v->arg = arg;
+	v->status = OTPD_INTERNAL;
+	memcpy(v->phone, phone, sizeof(v->phone));
+	if (!otp_code_hash(a->code_key, phone, code, v->hash))
 		return OTPD_INTERNAL;
-	st = auth_session_prepare(a, now_ms, &session);
+	st = auth_session_prepare(a, now_ms, &v->session);
 	if (st != OTPD_OK)
 		return st;
-	st = store_otp_verify(a->store, &a->policy, phone, hash, a->cfg->email_domain,
-	                      &session, now_ms, &vr);
-	ret->remaining_attempts = vr.remaining_attempts;
-	if (st == OTPD_OK || st == OTPD_USER_INACTIVE)
-		ret->user = vr.user;
-	if (st != OTPD_OK)
-		return st;
-	ret->is_new_user = vr.is_new_user;
+	return store_otp_verify_start(a->store, &a->policy, v->phone, v->hash,
+	                              a->cfg->email_domain, &v->session, now_ms, &v->vr,
+	                              on_verified, v);
+}
+
+enum otpd_status auth_verify_finish(struct auth_verify *v, struct auth_login *ret)
+{
+	const struct auth *a = v->a;
+
+	memset(ret, 0, sizeof(*ret));
+	otp_wipe(v->hash, sizeof(v->hash));
+	ret->remaining_attempts = v->vr.remaining_attempts;
+	if (v->status == OTPD_OK || v->status == OTPD_USER_INACTIVE)
+		ret->user = v->vr.user;
+	if (v->status != OTPD_OK)
+		return v->status;
+	ret->is_new_user = v->vr.is_new_user;
 	ret->access_ttl_s = a->cfg->jwt_access_ttl_s;
 	ret->refresh_ttl_s = a->cfg->jwt_refresh_ttl_s;
-	return auth_session_mint(a, vr.user.id, &session, &ret->access_token,
+	return auth_session_mint(a, v->vr.user.id, &v->session, &ret->access_token,
 	                         &ret->refresh_token);
 }
 

@@ -1,3 +1,4 @@
+#define _GNU_SOURCE /* pthread_setname_np */
 #include "session.h"
 
 #include <errno.h>
@@ -167,6 +168,7 @@ static void *janitor_main(void *arg)
 {
 	struct auth_janitor *j = arg;
 
+	pthread_setname_np(pthread_self(), "otpd-janitor"); /* for top -H and perf */
 	pthread_mutex_lock(&j->lock);
 	while (!j->stop) {
 		struct timespec until;

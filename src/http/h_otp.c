@@ -5,20 +5,17 @@
 #include "../otp/code.h"
 #include "internal.h"
 
-/* SMS worker thread: hand the outcome over and wake the connection. */
-static void on_sms_done(void *arg, const struct sms_result *result)
+/* Store or SMS thread: hand the outcome over and wake the connection. */
+static void on_send_done(void *arg, const struct auth_send_result *result)
 {
 	struct request *r = arg;
 
-	r->sms = *result;
-	atomic_store(&r->phase, PHASE_SMS_DONE);
-	MHD_resume_connection(r->conn);
+	r->send = *result;
+	http_resume(r);
 }
 
 enum otpd_status http_h_otp_send(struct request *r)
 {
-	struct auth_send *job = NULL;
-	int retry = 0;
 	enum otpd_status st;
 
 	st = http_throttle(r, r->srv->rl_send);
@@ -29,33 +26,22 @@ enum otpd_status http_h_otp_send(struct request *r)
 		return st;
 	if (!http_field_phone(r, r->phone))
 		return OTPD_VALIDATION_ERROR;
-	st = auth_send_begin(r->srv->auth, r->phone, http_now_ms(), &job, &retry);
-	if (st == OTPD_OTP_RATE_LIMITED) {
-		r->retry_after_s = retry;
-		r->extra = json_pack("{s:i}", "retry_after", retry);
-	}
-	if (st != OTPD_OK)
-		return st;
-
-	/* Suspend first, so the worker's resume can never come before it. */
-	atomic_store(&r->phase, PHASE_SENDING);
-	MHD_suspend_connection(r->conn);
-	st = auth_send_dispatch(job, on_sms_done, r);
+	http_suspend(r);
+	st = auth_send_start(r->srv->auth, r->phone, http_now_ms(), on_send_done, r);
 	if (st != OTPD_OK) {
-		r->sms.status = st;
-		atomic_store(&r->phase, PHASE_SMS_DONE);
-		MHD_resume_connection(r->conn);
+		r->send.status = st;
+		http_resume(r);
 	}
-	return OTPD_OK; /* the answer comes from http_h_otp_finish() */
+	return OTPD_OK; /* the answer comes from http_h_otp_send_finish() */
 }
 
-/* Called when the resumed connection comes back with the SMS outcome. */
-enum otpd_status http_h_otp_finish(struct request *r)
+/* The resumed connection, with the outcome of the send. */
+enum otpd_status http_h_otp_send_finish(struct request *r)
 {
 	char masked[OTP_PHONE_MASKED_LEN];
 
 	otp_phone_mask(r->phone, masked);
-	switch (r->sms.status) {
+	switch (r->send.status) {
 	case OTPD_OK:
 		log_info("otp.sent", "code sent to %s", masked);
 		r->http_status = MHD_HTTP_OK;
@@ -63,25 +49,33 @@ enum otpd_status http_h_otp_finish(struct request *r)
 		                    "message", "OTP sent successfully",
 		                    "expires_in", (json_int_t)r->srv->cfg->otp_expiry_s);
 		return r->resp ? OTPD_OK : OTPD_NOMEM;
+	case OTPD_OTP_RATE_LIMITED:
+		r->retry_after_s = r->send.retry_after_s;
+		r->extra = json_pack("{s:i}", "retry_after", r->send.retry_after_s);
+		return OTPD_OTP_RATE_LIMITED;
 	case OTPD_SMS_REJECTED:
 		log_warn("otp.sms_rejected", "provider refused the SMS to %s (status %d)",
-		         masked, r->sms.provider_status);
-		r->extra = json_pack("{s:i}", "provider_status", r->sms.provider_status);
+		         masked, r->send.provider_status);
+		r->extra = json_pack("{s:i}", "provider_status", r->send.provider_status);
 		return OTPD_SMS_REJECTED;
 	case OTPD_SMS_UNAVAILABLE:
 		log_warn("otp.sms_unavailable", "provider unavailable for %s", masked);
 		r->retry_after_s = HTTP_SMS_RETRY_AFTER;
 		return OTPD_SMS_UNAVAILABLE;
 	default:
-		return r->sms.status;
+		return r->send.status;
 	}
+}
+
+/* Store thread: the verify transaction is answered. */
+static void on_verify_done(void *arg)
+{
+	http_resume(arg);
 }
 
 enum otpd_status http_h_otp_verify(struct request *r)
 {
-	char phone[OTP_PHONE_LEN + 1];
 	char code[OTP_CODE_LEN + 1];
-	char masked[OTP_PHONE_MASKED_LEN];
 	enum otpd_status st;
 	bool ok;
 
@@ -91,14 +85,30 @@ enum otpd_status http_h_otp_verify(struct request *r)
 	st = http_request_decode(r);
 	if (st != OTPD_OK)
 		return st;
-	ok = http_field_phone(r, phone);
+	ok = http_field_phone(r, r->phone);
 	ok = http_field_code(r, code) && ok;
 	if (!ok)
 		return OTPD_VALIDATION_ERROR;
 
-	st = auth_verify_code(r->srv->auth, phone, code, http_now_ms(), &r->login);
+	http_suspend(r);
+	st = auth_verify_start(r->srv->auth, r->phone, code, http_now_ms(), &r->verify,
+	                       on_verify_done, r);
 	otp_wipe(code, sizeof(code));
-	otp_phone_mask(phone, masked);
+	if (st != OTPD_OK) {
+		r->verify.status = st;
+		http_resume(r);
+	}
+	return OTPD_OK; /* the answer comes from http_h_otp_verify_finish() */
+}
+
+/* The resumed connection: the outcome of the verify, and the tokens. */
+enum otpd_status http_h_otp_verify_finish(struct request *r)
+{
+	char masked[OTP_PHONE_MASKED_LEN];
+	enum otpd_status st;
+
+	st = auth_verify_finish(&r->verify, &r->login);
+	otp_phone_mask(r->phone, masked);
 	if (st == OTPD_INVALID_CODE) {
 		log_info("otp.invalid_code", "wrong code for %s, %d attempts left", masked,
 		         r->login.remaining_attempts);

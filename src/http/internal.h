@@ -37,14 +37,17 @@ struct route {
 	const char *path;
 	const char *method;     /* "GET" routes also answer HEAD */
 	http_handler_fn handler;
+	/* When the handler has suspended the connection (http_suspend()): the
+	 * answer, once another thread has resumed it (http_resume()). */
+	http_handler_fn finish;
 };
 
 enum body_kind { BODY_NONE = 0, BODY_JSON, BODY_FORM };
 
 enum phase {
 	PHASE_NEW = 0,
-	PHASE_SENDING,   /* suspended: waiting for the SMS worker */
-	PHASE_SMS_DONE,  /* resumed: r->sms holds the outcome */
+	PHASE_WAITING,   /* suspended: waiting for the store or the SMS worker */
+	PHASE_RESUMED,   /* resumed: the outcome is in; route->finish answers */
 	PHASE_ANSWERED,
 };
 
@@ -82,9 +85,10 @@ struct request {
 	int64_t cookie_refresh_ttl;
 	bool cookies_clear;
 
-	/* Send: the SMS outcome handed over by the worker thread. */
+	/* Suspended work: its outcome is handed over by a store or SMS thread. */
 	atomic_int phase;
-	struct sms_result sms;
+	struct auth_send_result send;  /* send */
+	struct auth_verify verify;     /* verify */
 	char phone[OTP_PHONE_LEN + 1];
 };
 
@@ -113,10 +117,17 @@ void http_set_auth_cookies(struct request *r, const char *access, const char *re
                            int64_t access_ttl_s, int64_t refresh_ttl_s);
 enum otpd_status http_throttle(struct request *r, struct ratelimit *rl);
 
+/* Suspend the connection before starting asynchronous work whose callback
+ * calls http_resume() (from any thread, exactly once); the handler then
+ * returns OTPD_OK and route->finish answers when the connection is back. */
+void http_suspend(struct request *r);
+void http_resume(struct request *r);
+
 /* handlers */
 enum otpd_status http_h_otp_send(struct request *r);
-enum otpd_status http_h_otp_finish(struct request *r);
+enum otpd_status http_h_otp_send_finish(struct request *r);
 enum otpd_status http_h_otp_verify(struct request *r);
+enum otpd_status http_h_otp_verify_finish(struct request *r);
 enum otpd_status http_h_refresh(struct request *r);
 enum otpd_status http_h_logout(struct request *r);
 enum otpd_status http_h_me(struct request *r);

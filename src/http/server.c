@@ -12,14 +12,14 @@
 #include "problem.h"
 
 static const struct route routes[] = {
-	{"/api/v1/usr/otp", "POST", http_h_otp_send},
-	{"/api/v1/usr/otp/verify", "POST", http_h_otp_verify},
-	{"/api/v1/usr/token/refresh", "POST", http_h_refresh},
-	{"/api/v1/usr/logout", "POST", http_h_logout},
-	{"/api/v1/usr/me", "GET", http_h_me},
-	{"/.well-known/jwks.json", "GET", http_h_jwks},
-	{"/healthz", "GET", http_h_healthz},
-	{"/readyz", "GET", http_h_readyz},
+	{"/api/v1/usr/otp", "POST", http_h_otp_send, http_h_otp_send_finish},
+	{"/api/v1/usr/otp/verify", "POST", http_h_otp_verify, http_h_otp_verify_finish},
+	{"/api/v1/usr/token/refresh", "POST", http_h_refresh, NULL},
+	{"/api/v1/usr/logout", "POST", http_h_logout, NULL},
+	{"/api/v1/usr/me", "GET", http_h_me, NULL},
+	{"/.well-known/jwks.json", "GET", http_h_jwks, NULL},
+	{"/healthz", "GET", http_h_healthz, NULL},
+	{"/readyz", "GET", http_h_readyz, NULL},
 };
 
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
@@ -210,10 +210,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		return MHD_YES;
 	}
 	switch (atomic_load(&r->phase)) {
-	case PHASE_SENDING:
+	case PHASE_WAITING:
 		return MHD_YES; /* still suspended; nothing to do */
-	case PHASE_SMS_DONE:
-		return respond(r, http_h_otp_finish(r), NULL);
+	case PHASE_RESUMED:
+		return respond(r, r->route->finish(r), NULL);
 	case PHASE_ANSWERED:
 		return MHD_YES;
 	default:
@@ -223,8 +223,22 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		return respond(r, OTPD_PAYLOAD_TOO_LARGE, NULL);
 	st = r->route->handler(r);
 	if (st == OTPD_OK && atomic_load(&r->phase) != PHASE_NEW)
-		return MHD_YES; /* suspended: answered when the SMS worker resumes us */
+		return MHD_YES; /* suspended: answered when we are resumed */
 	return respond(r, st, NULL);
+}
+
+void http_suspend(struct request *r)
+{
+	/* Suspended before the work starts, so that its resume can never
+	 * come first. */
+	atomic_store(&r->phase, PHASE_WAITING);
+	MHD_suspend_connection(r->conn);
+}
+
+void http_resume(struct request *r)
+{
+	atomic_store(&r->phase, PHASE_RESUMED);
+	MHD_resume_connection(r->conn);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,

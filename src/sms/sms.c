@@ -8,6 +8,7 @@
  * wiped when a job is freed, after done().
  *
  * Lock order: only s->lock, never held while calling done() or curl. */
+#define _GNU_SOURCE /* pthread_setname_np */
 #include "sms.h"
 
 #include <curl/curl.h>
@@ -241,6 +242,7 @@ static void *worker(void *arg)
 {
 	struct sms *s = arg;
 
+	pthread_setname_np(pthread_self(), "otpd-sms"); /* for top -H and perf */
 	for (;;) {
 		struct job *batch;
 		struct timespec deadline;

@@ -25,6 +25,7 @@
  * in-memory database cannot be shared by two connections; there the reads
  * are jobs too.  Driver errors are translated and logged once, here (see
  * fail()). */
+#define _GNU_SOURCE /* pthread_setname_np */
 #include "backend.h"
 
 #include <pthread.h>
@@ -185,16 +186,20 @@ enum job_op {
 	JOB_USER_GET,
 };
 
-/* One operation for the writer: its arguments (borrowed: the caller
- * waits), its results, and the semaphore its caller waits on.  Lives on the
- * caller's stack. */
+/* One operation for the writer: its arguments (borrowed: they stay valid
+ * until the job is answered), its results, and how it is answered.  A
+ * synchronous job lives on the caller's stack and the caller waits on
+ * `done`; an asynchronous one (store_*_start) is malloc'ed by submit_async()
+ * and freed by the writer after calling `on_done`. */
 struct job {
 	struct job *next;
 	enum job_op op;
 	enum otpd_status status; /* the driver's; OTPD_OK: committed */
 	enum otpd_status result; /* the operation's answer when status is OK */
 	char request_id[LOG_REQUEST_ID_MAX]; /* the caller's, for log lines */
-	sem_t done;              /* posted once status, result and u are final */
+	sem_t done;              /* synchronous: posted once status, result and u are final */
+	store_done_fn on_done;   /* asynchronous: called instead, then the job is freed */
+	void *on_done_arg;
 	union {
 		struct {
 			int applied;
@@ -212,6 +217,7 @@ struct job {
 			const uint8_t *hash;
 			int64_t now_ms;
 			struct store_issue_result res;
+			struct store_issue_result *ret; /* the caller's: see job_answer() */
 		} issue;
 		struct {
 			const char *phone;
@@ -225,6 +231,7 @@ struct job {
 			const struct store_session *session;
 			int64_t now_ms;
 			struct store_verify_result res;
+			struct store_verify_result *ret; /* the caller's: see job_answer() */
 		} verify;
 		struct {
 			const char *jti;
@@ -260,7 +267,11 @@ struct sqlite_store {
 	pthread_cond_t work;        /* to the writer: jobs queued, or stop */
 	struct job *head, *tail;    /* FIFO */
 	bool stopping;
+	bool writer_idle;           /* waiting on `work` */
 	pthread_t writer;
+	/* The writer's own counters (read after it has ended): how well
+	 * group commit groups. */
+	uint64_t batches, batched_jobs, batch_max;
 };
 
 static struct sqlite_store *to_sqlite(struct store *base)
@@ -417,31 +428,79 @@ static int bind_text(sqlite3_stmt *st, int i, const char *text)
 
 /* ---- the queue: callers hand jobs to the writer ---- */
 
-/* Queue j for the writer and wait until its batch is answered: committed,
- * or failed.  The store interface stays synchronous: the calling thread
- * waits while the batch in progress commits, then while its own does. */
-static void submit(struct sqlite_store *s, struct job *j)
+static void enqueue(struct sqlite_store *s, struct job *j)
 {
 	j->next = NULL;
 	j->status = OTPD_INTERNAL;
 	j->result = OTPD_INTERNAL;
 	snprintf(j->request_id, sizeof(j->request_id), "%s", log_get_request_id());
-	if (sem_init(&j->done, 0, 0) != 0) {
-		log_error("store.error", "cannot create a semaphore");
-		return;
-	}
 	pthread_mutex_lock(&s->queue_lock);
 	if (s->tail)
 		s->tail->next = j;
 	else
 		s->head = j;
 	s->tail = j;
-	pthread_cond_signal(&s->work);
+	/* The writer is either waiting for work (signal it) or running a
+	 * batch (it looks at the queue again before it waits). */
+	if (s->writer_idle)
+		pthread_cond_signal(&s->work);
 	pthread_mutex_unlock(&s->queue_lock);
+}
+
+/* Queue j for the writer and wait until its batch is answered: committed,
+ * or failed.  The calling thread waits while the batch in progress
+ * commits, then while its own does. */
+static void submit(struct sqlite_store *s, struct job *j)
+{
+	j->on_done = NULL;
+	if (sem_init(&j->done, 0, 0) != 0) {
+		log_error("store.error", "cannot create a semaphore");
+		j->status = OTPD_INTERNAL;
+		return;
+	}
+	enqueue(s, j);
 	/* Only this job's own answer wakes this thread. */
 	while (sem_wait(&j->done) != 0)
 		; /* EINTR */
 	sem_destroy(&j->done);
+}
+
+/* Queue a copy of *proto (op and arguments) and return at once; the writer
+ * calls done(arg, answer) after the batch, then frees the copy. */
+static enum otpd_status submit_async(struct sqlite_store *s, const struct job *proto,
+                                     store_done_fn done, void *arg)
+{
+	struct job *j = malloc(sizeof(*j));
+
+	if (!j)
+		return OTPD_NOMEM;
+	*j = *proto;
+	j->on_done = done;
+	j->on_done_arg = arg;
+	enqueue(s, j);
+	return OTPD_OK;
+}
+
+/* What an answered job says to its caller: the driver's failure, else the
+ * operation's own answer (for the operations that have one).  Its result
+ * struct is copied to the caller's only with an answer that carries data:
+ * any other leaves the caller's untouched. */
+static enum otpd_status job_answer(const struct job *j)
+{
+	if (j->status != OTPD_OK)
+		return j->status;
+	switch (j->op) {
+	case JOB_ISSUE:
+		*j->u.issue.ret = j->u.issue.res; /* otp_id, or retry_after_s */
+		return j->result;
+	case JOB_VERIFY:
+		if (j->result == OTPD_OK || j->result == OTPD_INVALID_CODE ||
+		    j->result == OTPD_USER_INACTIVE)
+			*j->u.verify.ret = j->u.verify.res;
+		return j->result;
+	default:
+		return OTPD_OK;
+	}
 }
 
 /* ---- migrations ---- */
@@ -751,20 +810,17 @@ static enum otpd_status sq_otp_issue(struct store *base,
                                      const char *phone,
                                      const uint8_t hash[OTP_HASH_LEN],
                                      int64_t now_ms,
-                                     struct store_issue_result *ret)
+                                     struct store_issue_result *ret,
+                                     store_done_fn done, void *arg)
 {
-	struct sqlite_store *s = to_sqlite(base);
 	struct job j = {.op = JOB_ISSUE};
 
 	j.u.issue.p = p;
 	j.u.issue.phone = phone;
 	j.u.issue.hash = hash;
 	j.u.issue.now_ms = now_ms;
-	submit(s, &j);
-	if (j.status != OTPD_OK)
-		return j.status;
-	*ret = j.u.issue.res; /* OTPD_OK: otp_id; OTPD_OTP_RATE_LIMITED: retry_after_s */
-	return j.result;
+	j.u.issue.ret = ret; /* OTPD_OK: otp_id; OTPD_OTP_RATE_LIMITED: retry_after_s */
+	return submit_async(to_sqlite(base), &j, done, arg);
 }
 
 /* ---- cancel a code ---- */
@@ -785,15 +841,14 @@ static enum otpd_status cancel_tx(struct conn *c, const char *phone,
 }
 
 static enum otpd_status sq_otp_cancel(struct store *base, const char *phone,
-                                      int64_t otp_id)
+                                      int64_t otp_id, store_done_fn done,
+                                      void *arg)
 {
-	struct sqlite_store *s = to_sqlite(base);
 	struct job j = {.op = JOB_CANCEL};
 
 	j.u.cancel.phone = phone;
 	j.u.cancel.otp_id = otp_id;
-	submit(s, &j);
-	return j.status;
+	return submit_async(to_sqlite(base), &j, done, arg);
 }
 
 /* ---- verify a code and log in ---- */
@@ -1050,9 +1105,9 @@ static enum otpd_status sq_otp_verify(struct store *base,
                                       const char *email_domain,
                                       const struct store_session *session,
                                       int64_t now_ms,
-                                      struct store_verify_result *ret)
+                                      struct store_verify_result *ret,
+                                      store_done_fn done, void *arg)
 {
-	struct sqlite_store *s = to_sqlite(base);
 	struct job j = {.op = JOB_VERIFY};
 
 	j.u.verify.p = p;
@@ -1061,13 +1116,8 @@ static enum otpd_status sq_otp_verify(struct store *base,
 	j.u.verify.email_domain = email_domain;
 	j.u.verify.session = session;
 	j.u.verify.now_ms = now_ms;
-	submit(s, &j);
-	if (j.status != OTPD_OK)
-		return j.status;
-	if (j.result == OTPD_OK || j.result == OTPD_INVALID_CODE ||
-	    j.result == OTPD_USER_INACTIVE)
-		*ret = j.u.verify.res;
-	return j.result;
+	j.u.verify.ret = ret;
+	return submit_async(to_sqlite(base), &j, done, arg);
 }
 
 /* ---- users ---- */
@@ -1469,19 +1519,36 @@ static void *writer_main(void *arg)
 {
 	struct sqlite_store *s = arg;
 
+	pthread_setname_np(pthread_self(), "otpd-writer"); /* for top -H and perf */
 	pthread_mutex_lock(&s->queue_lock);
 	for (;;) {
+		s->writer_idle = true;
 		while (!s->head && !s->stopping)
 			pthread_cond_wait(&s->work, &s->queue_lock);
+		s->writer_idle = false;
 		if (!s->head)
 			break; /* stopping, and every job is answered */
 		struct job *batch = take_batch(s);
 		/* Callers queue the next batch while this one syncs. */
 		pthread_mutex_unlock(&s->queue_lock);
 		run_batch(s, batch);
+		uint64_t n = 0;
+		for (struct job *j = batch; j; j = j->next)
+			n++;
+		s->batches++;
+		s->batched_jobs += n;
+		if (n > s->batch_max)
+			s->batch_max = n;
 		for (struct job *j = batch, *next; j; j = next) {
 			next = j->next; /* j belongs to its caller once posted */
-			sem_post(&j->done);
+			if (j->on_done) {
+				log_set_request_id(j->request_id);
+				j->on_done(j->on_done_arg, job_answer(j));
+				log_set_request_id(NULL);
+				free(j);
+			} else {
+				sem_post(&j->done);
+			}
 		}
 		pthread_mutex_lock(&s->queue_lock);
 	}
@@ -1552,6 +1619,12 @@ static void sq_close(struct store *base)
 	pthread_cond_signal(&s->work);
 	pthread_mutex_unlock(&s->queue_lock);
 	pthread_join(s->writer, NULL);
+	if (s->batches)
+		log_info("store.stats", "sqlite: %llu operations in %llu transactions"
+		         " (%.1f per transaction on average, %llu at most)",
+		         (unsigned long long)s->batched_jobs, (unsigned long long)s->batches,
+		         (double)s->batched_jobs / (double)s->batches,
+		         (unsigned long long)s->batch_max);
 	/* The reader first: the last connection to close checkpoints the WAL. */
 	conn_close(&s->r);
 	conn_close(&s->w);

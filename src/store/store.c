@@ -3,6 +3,7 @@
  * ConnectionType, curl Curl_ssl).  No SQL here. */
 #include "store.h"
 
+#include <semaphore.h>
 #include <string.h>
 #include "../log.h"
 #include "backend.h"
@@ -68,18 +69,89 @@ enum otpd_status store_secret_get_or_create(struct store *s, const char *name,
 	return s->ops->secret_get_or_create(s, name, fresh, len, ret, ret_len);
 }
 
+/* A synchronous call is its asynchronous form plus a wait. */
+struct waiter {
+	sem_t sem;
+	enum otpd_status status;
+};
+
+static void waiter_wake(void *arg, enum otpd_status status)
+{
+	struct waiter *w = arg;
+
+	w->status = status;
+	sem_post(&w->sem);
+}
+
+static bool waiter_init(struct waiter *w)
+{
+	if (sem_init(&w->sem, 0, 0) == 0)
+		return true;
+	log_error("store.error", "cannot create a semaphore");
+	return false;
+}
+
+/* started: what the _start call returned; waits only when it queued. */
+static enum otpd_status waiter_wait(struct waiter *w, enum otpd_status started)
+{
+	if (started == OTPD_OK) {
+		while (sem_wait(&w->sem) != 0)
+			; /* EINTR */
+		started = w->status;
+	}
+	sem_destroy(&w->sem);
+	return started;
+}
+
+enum otpd_status store_otp_issue_start(struct store *s, const struct otp_policy *p,
+                                       const char *phone,
+                                       const uint8_t hash[OTP_HASH_LEN],
+                                       int64_t now_ms, struct store_issue_result *ret,
+                                       store_done_fn done, void *arg)
+{
+	return s->ops->otp_issue(s, p, phone, hash, now_ms, ret, done, arg);
+}
+
 enum otpd_status store_otp_issue(struct store *s, const struct otp_policy *p,
                                  const char *phone,
                                  const uint8_t hash[OTP_HASH_LEN],
                                  int64_t now_ms, struct store_issue_result *ret)
 {
-	return s->ops->otp_issue(s, p, phone, hash, now_ms, ret);
+	struct waiter w;
+
+	if (!waiter_init(&w))
+		return OTPD_INTERNAL;
+	return waiter_wait(&w, store_otp_issue_start(s, p, phone, hash, now_ms, ret,
+	                                             waiter_wake, &w));
+}
+
+enum otpd_status store_otp_cancel_start(struct store *s, const char *phone,
+                                        int64_t otp_id, store_done_fn done, void *arg)
+{
+	return s->ops->otp_cancel(s, phone, otp_id, done, arg);
 }
 
 enum otpd_status store_otp_cancel(struct store *s, const char *phone,
                                   int64_t otp_id)
 {
-	return s->ops->otp_cancel(s, phone, otp_id);
+	struct waiter w;
+
+	if (!waiter_init(&w))
+		return OTPD_INTERNAL;
+	return waiter_wait(&w, store_otp_cancel_start(s, phone, otp_id, waiter_wake, &w));
+}
+
+enum otpd_status store_otp_verify_start(struct store *s, const struct otp_policy *p,
+                                        const char *phone,
+                                        const uint8_t hash[OTP_HASH_LEN],
+                                        const char *email_domain,
+                                        const struct store_session *session,
+                                        int64_t now_ms,
+                                        struct store_verify_result *ret,
+                                        store_done_fn done, void *arg)
+{
+	return s->ops->otp_verify(s, p, phone, hash, email_domain, session, now_ms,
+	                          ret, done, arg);
 }
 
 enum otpd_status store_otp_verify(struct store *s, const struct otp_policy *p,
@@ -90,8 +162,13 @@ enum otpd_status store_otp_verify(struct store *s, const struct otp_policy *p,
                                   int64_t now_ms,
                                   struct store_verify_result *ret)
 {
-	return s->ops->otp_verify(s, p, phone, hash, email_domain, session,
-	                          now_ms, ret);
+	struct waiter w;
+
+	if (!waiter_init(&w))
+		return OTPD_INTERNAL;
+	return waiter_wait(&w, store_otp_verify_start(s, p, phone, hash, email_domain,
+	                                              session, now_ms, ret,
+	                                              waiter_wake, &w));
 }
 
 enum otpd_status store_user_get(struct store *s, int64_t id,

@@ -68,6 +68,10 @@ struct store_verify_result {
 	struct store_user user;     /* with OTPD_OK and OTPD_USER_INACTIVE */
 };
 
+/* Called once an asynchronous operation (store_*_start) is answered; see
+ * "Asynchronous forms" below. */
+typedef void (*store_done_fn)(void *arg, enum otpd_status status);
+
 struct store_ops {
 	const char *name;
 	enum otpd_status (*migrate)(struct store *s, int *ret_applied);
@@ -79,16 +83,18 @@ struct store_ops {
 	                              const char *phone,
 	                              const uint8_t hash[OTP_HASH_LEN],
 	                              int64_t now_ms,
-	                              struct store_issue_result *ret);
+	                              struct store_issue_result *ret,
+	                              store_done_fn done, void *arg);
 	enum otpd_status (*otp_cancel)(struct store *s, const char *phone,
-	                               int64_t otp_id);
+	                               int64_t otp_id, store_done_fn done, void *arg);
 	enum otpd_status (*otp_verify)(struct store *s, const struct otp_policy *p,
 	                               const char *phone,
 	                               const uint8_t hash[OTP_HASH_LEN],
 	                               const char *email_domain,
 	                               const struct store_session *session,
 	                               int64_t now_ms,
-	                               struct store_verify_result *ret);
+	                               struct store_verify_result *ret,
+	                               store_done_fn done, void *arg);
 	enum otpd_status (*user_get)(struct store *s, int64_t id,
 	                             struct store_user *ret);
 	enum otpd_status (*session_rotate)(struct store *s, const char *jti,
@@ -193,5 +199,37 @@ enum otpd_status store_session_revoke(struct store *s, const char *jti);
  * state); *ret_deleted says how many.  Bounded work per call. */
 enum otpd_status store_session_purge(struct store *s, int64_t now_ms, int limit,
                                      int *ret_deleted);
+
+/* ---- Asynchronous forms (the request path: no server thread waits) ----
+ *
+ * store_otp_issue_start(), store_otp_cancel_start() and
+ * store_otp_verify_start() do exactly what their synchronous forms above
+ * do, without making the caller wait.  On OTPD_OK the operation is queued,
+ * and done(arg, status) is called exactly once, later, from a thread of the
+ * store (never from inside the call), when its transaction has committed
+ * (durably) or failed; `status` is what the synchronous form would have
+ * returned and *ret is filled as it would have been.  Every pointer passed
+ * (policy, phone, hash, session, ret, ...) must stay valid until done is
+ * called.  done runs on the thread that commits for every caller: it must
+ * be short, must not call a synchronous store function (the store would
+ * wait on itself), and may start another asynchronous operation.  On any
+ * other return done is never called and nothing was queued.
+ *
+ * The synchronous forms wait for the same thing (store.c). */
+enum otpd_status store_otp_issue_start(struct store *s, const struct otp_policy *p,
+                                       const char *phone,
+                                       const uint8_t hash[OTP_HASH_LEN],
+                                       int64_t now_ms, struct store_issue_result *ret,
+                                       store_done_fn done, void *arg);
+enum otpd_status store_otp_cancel_start(struct store *s, const char *phone,
+                                        int64_t otp_id, store_done_fn done, void *arg);
+enum otpd_status store_otp_verify_start(struct store *s, const struct otp_policy *p,
+                                        const char *phone,
+                                        const uint8_t hash[OTP_HASH_LEN],
+                                        const char *email_domain,
+                                        const struct store_session *session,
+                                        int64_t now_ms,
+                                        struct store_verify_result *ret,
+                                        store_done_fn done, void *arg);
 
 #endif
