@@ -49,6 +49,7 @@ ALL_SCENARIOS=static,send,send-console,verify,slow,large,memory
 : "${BENCH_QUIET:=0.10}"                 # before each timed run, wait until others use < this share of the CPU
 : "${BENCH_QUIET_WAIT:=15}"              # ... for at most this many seconds
 : "${BENCH_KEEP:=0}"                     # keep the temp dir (logs, databases)
+: "${BENCH_OTPD_ENV:=}"                   # extra otpd environment, e.g. "OTPD_THREADS=4"
 : "${BENCH_OTPD_LOG:=file}"              # file (in the temp dir) or null
 : "${BENCH_CMD:=bench/run.sh}"
 : "${PROFILE:=0}"
@@ -177,7 +178,7 @@ start_otpd() {
 		OTP_THROTTLE_RATE=1000000/sec OTP_VERIFY_THROTTLE_RATE=1000000/sec \
 		OTP_SEND_LIMIT=100000 OTP_EXPIRY_TIME=86400 \
 		SMS_BACKEND="$backend" KAVENEGAR_API_KEY="$API_KEY" KAVENEGAR_API_URL="$url" \
-		"$@" "$OTPD" serve 2>>"$logf" &
+		$BENCH_OTPD_ENV "$@" "$OTPD" serve 2>>"$logf" &
 	OTPD_PID=$!
 	PIDS+=("$OTPD_PID")
 	READY_MS=$($HELP ready "$OTPD_URL/readyz" --t0-ns "$t0" --timeout 60) ||

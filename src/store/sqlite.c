@@ -1705,7 +1705,10 @@ enum otpd_status store_sqlite_open(const char *path, int busy_timeout_ms,
 		goto out;
 	rc = sqlite3_exec(s->w.db,
 	                  "PRAGMA synchronous=FULL;"
-	                  "PRAGMA foreign_keys=ON;",
+	                  "PRAGMA foreign_keys=ON;"
+	                  /* The savepoint of each job journals the pages it
+	                   * changes; in memory, not spilled to a temp file. */
+	                  "PRAGMA temp_store=MEMORY;",
 	                  NULL, NULL, NULL);
 	if (rc != SQLITE_OK) {
 		status = fail(&s->w, rc, "connection settings");
