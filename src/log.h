@@ -8,6 +8,7 @@
 #define OTPD_LOG_H
 
 #include <jansson.h>
+#include <stdbool.h>
 
 enum log_level {
 	LOG_LEVEL_ERROR = 0,
@@ -17,6 +18,8 @@ enum log_level {
 };
 
 void log_set_level(enum log_level level);
+/* Whether a line of this level is written (skip building its fields). */
+bool log_enabled(enum log_level level);
 /* Redirect to another fd (tests); default 2. */
 void log_set_fd(int fd);
 

@@ -250,16 +250,23 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	(void)conn;
 	if (!r)
 		return;
-	json_int_t us = (json_int_t)((mono_ns() - r->start_ns) / 1000);
-	json_t *path = json_string(r->path);
-	log_set_request_id(r->id);
-	log_fields(LOG_LEVEL_INFO, "http.access",
-	           json_pack("{s:s, s:o, s:i, s:I, s:s, s:b}", "method", r->method,
-	                     "path", path ? path : json_string("(not UTF-8)"),
-	                     "status", (int)r->http_status, "duration_us", us,
-	                     "client", r->client_str,
-	                     "completed", toe == MHD_REQUEST_TERMINATED_COMPLETED_OK),
-	           "%s %s %u", r->method, path ? r->path : "-", r->http_status);
+	if (log_enabled(LOG_LEVEL_INFO)) {
+		json_int_t us = (json_int_t)((mono_ns() - r->start_ns) / 1000);
+		json_t *f = json_object(), *path = json_string(r->path);
+		json_t *method = json_string(r->method);
+
+		/* method and path come from the client: checked as UTF-8. */
+		json_object_set_new_nocheck(f, "method", method ? method : json_string_nocheck("?"));
+		json_object_set_new_nocheck(f, "path", path ? path : json_string_nocheck("(not UTF-8)"));
+		json_object_set_new_nocheck(f, "status", json_integer((json_int_t)r->http_status));
+		json_object_set_new_nocheck(f, "duration_us", json_integer(us));
+		json_object_set_new_nocheck(f, "client", json_string_nocheck(r->client_str));
+		json_object_set_new_nocheck(f, "completed",
+		                            json_boolean(toe == MHD_REQUEST_TERMINATED_COMPLETED_OK));
+		log_set_request_id(r->id);
+		log_fields(LOG_LEVEL_INFO, "http.access", f, "%s %s %u", method ? r->method : "?",
+		           path ? r->path : "-", r->http_status);
+	}
 	log_set_request_id(NULL);
 	json_decref(r->fields);
 	json_decref(r->resp);
