@@ -2,7 +2,10 @@
  *
  * One writer thread per store owns the write connection.  A write operation
  * (secret, issue, cancel, verify, rotate, revoke, purge, migrate) packs its
- * arguments into a job on the caller's stack, queues it and waits.  The
+ * arguments into a job and queues it: a synchronous call's job lives on the
+ * caller's stack and the caller waits; an asynchronous one (issue, cancel,
+ * verify: store_*_start) is a heap copy, and the writer calls its done()
+ * instead, so the request path never holds a thread while it waits.  The
  * writer takes every job queued at that moment (at most BATCH_MAX), runs
  * them in ONE `BEGIN IMMEDIATE ... COMMIT` transaction, each job in a
  * savepoint of its own, and answers them only after the COMMIT has

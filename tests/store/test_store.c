@@ -16,6 +16,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1850,6 +1851,156 @@ static void test_group_commit_many_threads(void **state)
 	}
 }
 
+/* ---- the asynchronous forms (store_*_start, store.h) ---- */
+
+#define AS_N 40
+
+struct as_item {
+	struct store *s, *other; /* the store, and a second handle on the file */
+	char phone[OTP_PHONE_LEN + 1];
+	uint8_t hash[OTP_HASH_LEN];
+	struct store_issue_result ir;
+	struct store_verify_result vr;
+	enum otpd_status issue_status, verify_status;
+	atomic_int calls;
+	bool on_caller_thread; /* a callback ran on the thread that started it */
+	bool visible;          /* the login was visible to the other handle in done */
+	sem_t *finished;
+	pthread_t caller;
+};
+
+static void as_verified(void *arg, enum otpd_status status)
+{
+	struct as_item *it = arg;
+	struct store_user u;
+
+	atomic_fetch_add(&it->calls, 1);
+	it->verify_status = status;
+	if (pthread_equal(pthread_self(), it->caller))
+		it->on_caller_thread = true;
+	/* Committed before done: another handle (another node) reads it. */
+	if (status == OTPD_OK)
+		it->visible = store_user_get(it->other, it->vr.user.id, &u) == OTPD_OK &&
+		              strcmp(u.phone_number, it->phone) == 0;
+	sem_post(it->finished);
+}
+
+static void as_issued(void *arg, enum otpd_status status)
+{
+	struct as_item *it = arg;
+
+	atomic_fetch_add(&it->calls, 1);
+	it->issue_status = status;
+	if (pthread_equal(pthread_self(), it->caller))
+		it->on_caller_thread = true;
+	/* done may start another asynchronous operation. */
+	if (status != OTPD_OK ||
+	    store_otp_verify_start(it->s, &lenient, it->phone, it->hash, DOMAIN, NULL,
+	                           T0 + 1, &it->vr, as_verified, it) != OTPD_OK)
+		sem_post(it->finished);
+}
+
+/* Many operations started from one thread without waiting: every done is
+ * called exactly once, on a store thread, after its commit; the issue's
+ * done chains the verify. */
+static void test_async_start(void **state)
+{
+	struct fixture *fx = *state;
+	static struct as_item items[AS_N];
+	struct store *other = NULL;
+	sem_t finished;
+	int applied;
+
+	assert_int_equal(store_open(fx->url, 1000, &other), OTPD_OK);
+	assert_int_equal(store_migrate(other, &applied), OTPD_OK);
+	assert_int_equal(sem_init(&finished, 0, 0), 0);
+	memset(items, 0, sizeof(items));
+	for (int i = 0; i < AS_N; i++) {
+		struct as_item *it = &items[i];
+
+		it->s = fx->s;
+		it->other = other;
+		it->finished = &finished;
+		it->caller = pthread_self();
+		it->issue_status = it->verify_status = OTPD_INTERNAL;
+		it->ir.otp_id = UNTOUCHED;
+		snprintf(it->phone, sizeof(it->phone), "+98912%07d", 1000000 + i);
+		hash_of(500 + i, it->hash);
+		assert_int_equal(store_otp_issue_start(fx->s, &lenient, it->phone, it->hash, T0,
+		                                       &it->ir, as_issued, it),
+		                 OTPD_OK);
+	}
+	for (int i = 0; i < AS_N; i++)
+		while (sem_wait(&finished) != 0)
+			;
+	for (int i = 0; i < AS_N; i++) {
+		struct as_item *it = &items[i];
+
+		assert_int_equal(it->issue_status, OTPD_OK);
+		assert_true(it->ir.otp_id > 0);
+		assert_int_equal(it->verify_status, OTPD_OK);
+		assert_true(it->vr.is_new_user);
+		assert_int_equal(atomic_load(&it->calls), 2);
+		assert_false(it->on_caller_thread);
+		assert_true(it->visible);
+	}
+	/* Each code was used by its verify. */
+	for (int i = 0; i < AS_N; i++)
+		expect_plain(fx->s, items[i].phone, 500 + i, T0 + 2, OTPD_OTP_EXPIRED);
+	sem_destroy(&finished);
+	store_close(other);
+}
+
+/* A rule's answer comes through done too, and the caller's result is
+ * left alone when the answer carries no data (as the synchronous form). */
+static void as_status(void *arg, enum otpd_status status)
+{
+	struct as_item *it = arg;
+
+	atomic_fetch_add(&it->calls, 1);
+	it->verify_status = status;
+	sem_post(it->finished);
+}
+
+static void test_async_answers(void **state)
+{
+	struct fixture *fx = *state;
+	struct as_item it;
+	sem_t finished;
+
+	memset(&it, 0, sizeof(it));
+	assert_int_equal(sem_init(&finished, 0, 0), 0);
+	it.finished = &finished;
+	it.vr = untouched_verify();
+	hash_of(7, it.hash);
+	/* Never sent: OTPD_OTP_EXPIRED, vr untouched. */
+	assert_int_equal(store_otp_verify_start(fx->s, &defaults, PHONE, it.hash, DOMAIN, NULL,
+	                                        T0, &it.vr, as_status, &it),
+	                 OTPD_OK);
+	while (sem_wait(&finished) != 0)
+		;
+	assert_int_equal(it.verify_status, OTPD_OTP_EXPIRED);
+	assert_int_equal(it.vr.remaining_attempts, UNTOUCHED);
+	assert_int_equal(it.vr.user.id, UNTOUCHED);
+	/* A wrong code: OTPD_INVALID_CODE with remaining_attempts. */
+	int64_t otp_id = issue_ok(fx->s, &defaults, PHONE, 8, T0);
+	assert_int_equal(store_otp_verify_start(fx->s, &defaults, PHONE, it.hash, DOMAIN, NULL,
+	                                        T0 + 1, &it.vr, as_status, &it),
+	                 OTPD_OK);
+	while (sem_wait(&finished) != 0)
+		;
+	assert_int_equal(it.verify_status, OTPD_INVALID_CODE);
+	assert_int_equal(it.vr.remaining_attempts, 2);
+	/* Cancel: the code stops working. */
+	assert_int_equal(store_otp_cancel_start(fx->s, PHONE, otp_id, as_status, &it), OTPD_OK);
+	while (sem_wait(&finished) != 0)
+		;
+	assert_int_equal(it.verify_status, OTPD_OK);
+	assert_int_equal(atomic_load(&it.calls), 3);
+	expect_plain(fx->s, PHONE, 8, T0 + 2, OTPD_OTP_EXPIRED); /* the right code, cancelled */
+	sem_destroy(&finished);
+}
+
 /* ---- a job that fails its own statements, among others ---- */
 
 #define GC_JOBS 12
@@ -2057,6 +2208,8 @@ int main(void)
 		T(test_race_rotate_grace),
 		T(test_race_rotate_grace_2),
 		T(test_group_commit_many_threads),
+		T(test_async_start),
+		T(test_async_answers),
 		T(test_group_commit_job_fails_alone),
 		T(test_group_commit_batch_fails_whole),
 	};
