@@ -352,7 +352,7 @@ enum otpd_status sms_send(struct sms *s, const char *phone, const char *code,
 	char masked[OTP_PHONE_MASKED_LEN];
 	struct job *j;
 	enum otpd_status st = OTPD_OK;
-	bool full = false;
+	bool full = false, wake = false;
 
 	if (!s || !phone || !code || !done || !phone_is_valid(phone) ||
 	    !sms_alnum_is_valid(code, CODE_MAX))
@@ -373,6 +373,10 @@ enum otpd_status sms_send(struct sms *s, const char *phone, const char *code,
 		st = OTPD_SMS_UNAVAILABLE;
 		full = true;
 	} else {
+		/* The worker takes the whole queue when it wakes: only the job
+		 * that finds it empty needs to wake it (a batch of sends from
+		 * the store's writer costs one wake-up, not one each). */
+		wake = s->queue == NULL;
 		*s->queue_tail = j;
 		s->queue_tail = &j->next;
 		s->count++;
@@ -389,7 +393,8 @@ enum otpd_status sms_send(struct sms *s, const char *phone, const char *code,
 		job_free(j);
 		return st;
 	}
-	curl_multi_wakeup(s->multi);
+	if (wake)
+		curl_multi_wakeup(s->multi);
 	return OTPD_OK;
 }
 

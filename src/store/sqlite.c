@@ -133,17 +133,23 @@ static const struct {
 		"UPDATE otp_codes SET attempts = attempts + 1 WHERE phone = ?1"},
 	[ST_CODE_USE] = {"use code",
 		"UPDATE otp_codes SET state = 1 WHERE phone = ?1"},
+	/* A first login: the user is created logged in.  No row when the
+	 * number exists already. */
 	[ST_USER_INSERT] = {"create user",
 		"INSERT INTO users (phone_number, username, email, first_name,"
 		" last_name, is_active, is_staff, created_at_ms, last_login_ms)"
-		" VALUES (?1, ?2, ?3, NULL, NULL, 1, 0, ?4, NULL)"
-		" ON CONFLICT (phone_number) DO NOTHING"},
+		" VALUES (?1, ?2, ?3, NULL, NULL, 1, 0, ?4, ?4)"
+		" ON CONFLICT (phone_number) DO NOTHING"
+		" RETURNING " USER_COLUMNS},
 	[ST_USER_BY_PHONE] = {"read user",
 		"SELECT " USER_COLUMNS " FROM users WHERE phone_number = ?1"},
 	[ST_USER_BY_ID] = {"read user",
 		"SELECT " USER_COLUMNS " FROM users WHERE id = ?1"},
+	/* A login of a known, active user.  No row otherwise. */
 	[ST_USER_LOGIN] = {"record login",
-		"UPDATE users SET last_login_ms = ?2 WHERE id = ?1"},
+		"UPDATE users SET last_login_ms = ?2"
+		" WHERE phone_number = ?1 AND is_active = 1"
+		" RETURNING " USER_COLUMNS},
 	[ST_SESSION_INSERT] = {"record session",
 		"INSERT INTO refresh_tokens"
 		" (jti, family, user_id, access_jti, created_ms, expires_ms, state)"
@@ -945,13 +951,15 @@ static enum otpd_status user_row(sqlite3_stmt *st, struct store_user *ret)
 	return OTPD_OK;
 }
 
-/* One user per number, even when raced: the insert does nothing when the
- * number exists (the write lock is held, and UNIQUE backs it anyway). */
-static enum otpd_status user_get_or_create(struct conn *c,
-                                           const char *phone,
-                                           const char *email_domain,
-                                           int64_t now_ms, bool *ret_is_new,
-                                           struct store_user *ret)
+/* The user of a right code, and the login recorded, in one statement for
+ * a known active user (UPDATE ... RETURNING) or two for a new one (then
+ * INSERT ... RETURNING creates it logged in).  One user per number even
+ * when raced: the write lock is held, and UNIQUE backs it.  A known but
+ * inactive user matches neither: it is read, and no login is recorded
+ * (the caller answers user_inactive). */
+static enum otpd_status user_login(struct conn *c, const char *phone,
+                                   const char *email_domain, int64_t now_ms,
+                                   bool *ret_is_new, struct store_user *ret)
 {
 	const char *digits = otp_phone_digits(phone);
 	char email[STORE_EMAIL_MAX + 1];
@@ -960,6 +968,22 @@ static enum otpd_status user_get_or_create(struct conn *c,
 	bool found;
 	int n, rc;
 
+	*ret_is_new = false;
+	status = prepare(c, ST_USER_LOGIN, &st);
+	if (status != OTPD_OK)
+		return status;
+	rc = bind_text(st, 1, phone);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(st, 2, now_ms);
+	status = fetch(c, ST_USER_LOGIN, rc, &found);
+	if (status != OTPD_OK)
+		return status;
+	if (found) {
+		status = user_row(st, ret);
+		release(st);
+		return status;
+	}
+
 	n = digits && digits[0] ? snprintf(email, sizeof(email), "%s@%s", digits,
 	                      email_domain ? email_domain : "")
 	           : -1;
@@ -967,7 +991,6 @@ static enum otpd_status user_get_or_create(struct conn *c,
 		log_error("store.error", "not a normalised phone number, or e-mail domain too long");
 		return OTPD_INTERNAL;
 	}
-
 	status = prepare(c, ST_USER_INSERT, &st);
 	if (status != OTPD_OK)
 		return status;
@@ -978,10 +1001,15 @@ static enum otpd_status user_get_or_create(struct conn *c,
 		rc = bind_text(st, 3, email);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_bind_int64(st, 4, now_ms);
-	status = finish(c, ST_USER_INSERT, rc);
+	status = fetch(c, ST_USER_INSERT, rc, &found);
 	if (status != OTPD_OK)
 		return status;
-	*ret_is_new = sqlite3_changes(c->db) == 1;
+	if (found) {
+		*ret_is_new = true;
+		status = user_row(st, ret);
+		release(st);
+		return status;
+	}
 
 	status = prepare(c, ST_USER_BY_PHONE, &st);
 	if (status != OTPD_OK)
@@ -990,11 +1018,15 @@ static enum otpd_status user_get_or_create(struct conn *c,
 	if (status != OTPD_OK)
 		return status;
 	if (!found) {
-		log_error("store.error", "sqlite: user vanished after its insert");
+		log_error("store.error", "sqlite: user neither active, new nor inactive");
 		return OTPD_INTERNAL;
 	}
 	status = user_row(st, ret);
 	release(st);
+	if (status == OTPD_OK && ret->is_active) {
+		log_error("store.error", "sqlite: active user missed by its login");
+		return OTPD_INTERNAL;
+	}
 	return status;
 }
 
@@ -1022,26 +1054,6 @@ static enum otpd_status session_insert(struct conn *c,
 	if (rc == SQLITE_OK)
 		rc = sqlite3_bind_int64(st, 6, session->expires_ms);
 	return finish(c, ST_SESSION_INSERT, rc);
-}
-
-static enum otpd_status login_record(struct conn *c, int64_t user_id,
-                                     const struct store_session *session,
-                                     int64_t now_ms)
-{
-	sqlite3_stmt *st = NULL;
-	enum otpd_status status;
-	int rc;
-
-	status = prepare(c, ST_USER_LOGIN, &st);
-	if (status != OTPD_OK)
-		return status;
-	rc = sqlite3_bind_int64(st, 1, user_id);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(st, 2, now_ms);
-	status = finish(c, ST_USER_LOGIN, rc);
-	if (status != OTPD_OK || !session)
-		return status;
-	return session_insert(c, session, session->family, user_id);
 }
 
 static enum otpd_status verify_tx(struct conn *c,
@@ -1084,8 +1096,8 @@ static enum otpd_status verify_tx(struct conn *c,
 		return OTPD_OK; /* commit the counted attempt */
 	}
 
-	status = user_get_or_create(c, phone, email_domain, now_ms,
-	                            &res->is_new_user, &res->user);
+	status = user_login(c, phone, email_domain, now_ms, &res->is_new_user,
+	                    &res->user);
 	if (status != OTPD_OK)
 		return status;
 	if (!res->user.is_active) {
@@ -1094,9 +1106,11 @@ static enum otpd_status verify_tx(struct conn *c,
 		*ret_result = OTPD_USER_INACTIVE;
 		return OTPD_OK;
 	}
-	status = login_record(c, res->user.id, session, now_ms);
-	if (status != OTPD_OK)
-		return status;
+	if (session) {
+		status = session_insert(c, session, session->family, res->user.id);
+		if (status != OTPD_OK)
+			return status;
+	}
 	*ret_result = OTPD_OK;
 	return OTPD_OK;
 }
