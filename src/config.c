@@ -56,7 +56,7 @@ static const struct var vars[] = {
 	{"KAVENEGAR_CONNECT_TIMEOUT_MS", K_INT, F(kavenegar_connect_timeout_ms), "3000", 100, 60000, "time to connect to the provider"},
 	{"OTPD_DB_BUSY_TIMEOUT_MS", K_INT, F(db_busy_timeout_ms), "5000", 0, 600000, "how long a write waits for a database lock before 503"},
 	{"OTPD_SHUTDOWN_TIMEOUT", K_INT, F(shutdown_timeout_s), "10", 0, 600, "seconds to finish requests in flight on SIGTERM"},
-	{"OTPD_THREADS", K_INT, F(threads), "16", 0, 256, "HTTP worker threads (0 = one per core); send and verify never hold one while they wait, refresh and logout do"},
+	{"OTPD_THREADS", K_INT, F(threads), "0", 0, 256, "HTTP worker threads (0 = one per core); no request holds one while it waits for the database or the SMS provider"},
 	{"OTPD_MAX_CONNECTIONS", K_INT, F(max_connections), "4096", 16, 1000000, "open client connections at most"},
 	{"OTPD_SMS_MAX_QUEUE", K_INT, F(sms_max_queue), "10000", 1, 1000000, "SMS jobs waiting or in flight at most (beyond: 503)"},
 	{"OTPD_PURGE_INTERVAL", K_INT, F(purge_interval_s), "300", 1, 86400, "seconds between purges of expired refresh records"},

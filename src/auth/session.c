@@ -54,42 +54,67 @@ enum otpd_status auth_session_mint(const struct auth *a, int64_t user_id,
 	return OTPD_OK;
 }
 
-enum otpd_status auth_refresh(struct auth *a, const char *refresh_token, int64_t now_ms,
-                              struct auth_tokens *ret)
+/* Store thread: the rotation or revocation is answered. */
+static void on_session_done(void *arg, enum otpd_status status)
+{
+	struct auth_session_op *op = arg;
+
+	op->status = status;
+	op->done(op->arg);
+}
+
+enum otpd_status auth_refresh_start(struct auth *a, const char *refresh_token,
+                                    int64_t now_ms, struct auth_session_op *op,
+                                    auth_verify_done_fn done, void *arg)
 {
 	struct auth_claims c;
-	struct store_session next;
-	struct store_rotate_result rr;
 	enum otpd_status st;
 
-	memset(ret, 0, sizeof(*ret));
+	memset(op, 0, sizeof(*op));
+	op->a = a;
+	op->now_ms = now_ms;
+	op->done = done;
+	op->arg = arg;
+	op->status = OTPD_INTERNAL;
 	st = auth_jwt_verify(a->jwt, refresh_token, AUTH_TOKEN_REFRESH, now_ms / 1000, true, &c);
 	if (st != OTPD_OK)
 		return st;
-	st = auth_session_prepare(a, now_ms, &next);
+	if (strlen(c.jti) >= sizeof(op->jti))
+		return OTPD_INVALID_TOKEN; /* longer than any jti we issue */
+	memcpy(op->jti, c.jti, strlen(c.jti) + 1);
+	op->user_id = c.user_id;
+	st = auth_session_prepare(a, now_ms, &op->next);
 	if (st != OTPD_OK)
 		return st;
-	memset(&rr, 0, sizeof(rr));
-	st = store_session_rotate(a->store, c.jti, c.user_id, &next,
-	                          a->cfg->jwt_refresh_grace_s * 1000, now_ms, &rr);
+	return store_session_rotate_start(a->store, op->jti, op->user_id, &op->next,
+	                                  a->cfg->jwt_refresh_grace_s * 1000, now_ms,
+	                                  &op->rr, on_session_done, op);
+}
+
+enum otpd_status auth_refresh_finish(struct auth_session_op *op, struct auth_tokens *ret)
+{
+	const struct auth *a = op->a;
+	enum otpd_status st = op->status;
+
+	memset(ret, 0, sizeof(*ret));
 	if (st == OTPD_INVALID_TOKEN)
 		log_warn("auth.refresh_refused", "refresh token of user %lld refused (unknown, "
 		         "expired, revoked or replayed: a replay revokes the family)",
-		         (long long)c.user_id);
+		         (long long)op->user_id);
 	if (st != OTPD_OK)
 		return st;
-	st = auth_session_mint(a, rr.user.id, &rr.session, &ret->access_token,
+	st = auth_session_mint(a, op->rr.user.id, &op->rr.session, &ret->access_token,
 	                       &ret->refresh_token);
 	if (st != OTPD_OK)
 		return st;
 	ret->access_ttl_s = a->cfg->jwt_access_ttl_s;
 	/* Max-Age = what is left of the refresh token's life, in whole seconds
 	 * on the same clock as its exp claim. */
-	ret->refresh_ttl_s = rr.session.expires_ms / 1000 - now_ms / 1000;
+	ret->refresh_ttl_s = op->rr.session.expires_ms / 1000 - op->now_ms / 1000;
 	if (ret->refresh_ttl_s < 0)
 		ret->refresh_ttl_s = 0;
-	log_info("auth.refresh", "user %lld refreshed%s", (long long)rr.user.id,
-	         rr.replayed ? " (inside the grace window: same pair again)" : "");
+	log_info("auth.refresh", "user %lld refreshed%s", (long long)op->rr.user.id,
+	         op->rr.replayed ? " (inside the grace window: same pair again)" : "");
 	return OTPD_OK;
 }
 
@@ -101,17 +126,32 @@ void auth_tokens_release(struct auth_tokens *t)
 	t->refresh_token = NULL;
 }
 
-void auth_logout(struct auth *a, const char *refresh_token)
+bool auth_logout_start(struct auth *a, const char *refresh_token,
+                       struct auth_session_op *op, auth_verify_done_fn done, void *arg)
 {
 	struct auth_claims c;
 	struct timespec now;
 
+	memset(op, 0, sizeof(*op));
+	op->a = a;
+	op->done = done;
+	op->arg = arg;
+	op->status = OTPD_INTERNAL;
 	clock_gettime(CLOCK_REALTIME, &now);
 	if (!refresh_token ||
-	    auth_jwt_verify(a->jwt, refresh_token, AUTH_TOKEN_REFRESH, now.tv_sec, false, &c) != OTPD_OK)
-		return;
-	if (store_session_revoke(a->store, c.jti) == OTPD_OK)
-		log_info("auth.logout", "user %lld logged out (family revoked)", (long long)c.user_id);
+	    auth_jwt_verify(a->jwt, refresh_token, AUTH_TOKEN_REFRESH, now.tv_sec, false, &c) != OTPD_OK ||
+	    strlen(c.jti) >= sizeof(op->jti))
+		return false;
+	memcpy(op->jti, c.jti, strlen(c.jti) + 1);
+	op->user_id = c.user_id;
+	return store_session_revoke_start(a->store, op->jti, on_session_done, op) == OTPD_OK;
+}
+
+void auth_logout_finish(struct auth_session_op *op)
+{
+	if (op->status == OTPD_OK)
+		log_info("auth.logout", "user %lld logged out (family revoked)",
+		         (long long)op->user_id);
 }
 
 enum otpd_status auth_me(struct auth *a, const char *access_token, int64_t now_ms,

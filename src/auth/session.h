@@ -4,6 +4,7 @@
 #ifndef OTPD_AUTH_SESSION_H
 #define OTPD_AUTH_SESSION_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include "login.h"
 
@@ -14,17 +15,41 @@ struct auth_tokens {
 	int64_t refresh_ttl_s;
 };
 
-/* Rotate the refresh token: OTPD_OK and a new pair (or, inside the grace
- * window, the pair already handed out for it); OTPD_INVALID_TOKEN;
- * OTPD_USER_INACTIVE. */
-enum otpd_status auth_refresh(struct auth *a, const char *refresh_token, int64_t now_ms,
-                              struct auth_tokens *ret);
+/* One refresh or logout between its _start and its _finish: owned by the
+ * caller, in place until done is called; its fields are auth's own. */
+struct auth_session_op {
+	struct auth *a;
+	int64_t now_ms;
+	int64_t user_id;                /* the token's */
+	char jti[STORE_JTI_LEN + 1];    /* the token's */
+	struct store_session next;      /* refresh: the successor */
+	struct store_rotate_result rr;  /* refresh: the store's answer */
+	enum otpd_status status;
+	auth_verify_done_fn done;
+	void *arg;
+};
+
+/* Rotate the refresh token, in two steps as auth_verify_start/finish (no
+ * server thread waits for the store): start checks the token and queues the
+ * rotation; on OTPD_OK done(arg) is called once, later, from the store's
+ * thread; then auth_refresh_finish() gives the outcome: OTPD_OK and a new
+ * pair (or, inside the grace window, the pair already handed out for it),
+ * OTPD_INVALID_TOKEN, OTPD_USER_INACTIVE.  Any other return from start is
+ * the outcome, and done is never called. */
+enum otpd_status auth_refresh_start(struct auth *a, const char *refresh_token,
+                                    int64_t now_ms, struct auth_session_op *op,
+                                    auth_verify_done_fn done, void *arg);
+enum otpd_status auth_refresh_finish(struct auth_session_op *op, struct auth_tokens *ret);
 void auth_tokens_release(struct auth_tokens *t);
 
-/* Revoke the family of a refresh token.  Tokens that are missing, bad or
- * already revoked are ignored (logout always succeeds); an expired but
- * genuine token still revokes its family. */
-void auth_logout(struct auth *a, const char *refresh_token);
+/* Logout: revoke the family of a refresh token.  Tokens that are missing,
+ * bad or already revoked are ignored (logout always succeeds); an expired
+ * but genuine token still revokes its family.  true: the revocation is
+ * queued, done(arg) will be called once from the store's thread, then call
+ * auth_logout_finish(); false: nothing to revoke (done is never called). */
+bool auth_logout_start(struct auth *a, const char *refresh_token,
+                       struct auth_session_op *op, auth_verify_done_fn done, void *arg);
+void auth_logout_finish(struct auth_session_op *op);
 
 /* The user of an access token: OTPD_OK, OTPD_INVALID_TOKEN (bad token, user
  * gone) or OTPD_USER_INACTIVE.  Access tokens are stateless: valid until

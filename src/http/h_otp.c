@@ -67,12 +67,6 @@ enum otpd_status http_h_otp_send_finish(struct request *r)
 	}
 }
 
-/* Store thread: the verify transaction is answered. */
-static void on_verify_done(void *arg)
-{
-	http_resume(arg);
-}
-
 enum otpd_status http_h_otp_verify(struct request *r)
 {
 	char code[OTP_CODE_LEN + 1];
@@ -92,7 +86,7 @@ enum otpd_status http_h_otp_verify(struct request *r)
 
 	http_suspend(r);
 	st = auth_verify_start(r->srv->auth, r->phone, code, http_now_ms(), &r->verify,
-	                       on_verify_done, r);
+	                       http_resume_cb, r);
 	otp_wipe(code, sizeof(code));
 	if (st != OTPD_OK) {
 		r->verify.status = st;

@@ -38,7 +38,21 @@ enum otpd_status http_h_refresh(struct request *r)
 		return st;
 	if (!tok)
 		return OTPD_INVALID_TOKEN;
-	st = auth_refresh(r->srv->auth, tok, http_now_ms(), &r->tokens);
+	http_suspend(r);
+	st = auth_refresh_start(r->srv->auth, tok, http_now_ms(), &r->session_op,
+	                        http_resume_cb, r);
+	if (st != OTPD_OK) {
+		r->session_op.status = st;
+		http_resume(r);
+	}
+	return OTPD_OK; /* the answer comes from http_h_refresh_finish() */
+}
+
+/* The resumed connection: the outcome of the rotation, and the pair. */
+enum otpd_status http_h_refresh_finish(struct request *r)
+{
+	enum otpd_status st = auth_refresh_finish(&r->session_op, &r->tokens);
+
 	if (st != OTPD_OK)
 		return st;
 	r->resp = json_pack("{s:s, s:s}", "access_token", r->tokens.access_token,
@@ -59,7 +73,17 @@ enum otpd_status http_h_logout(struct request *r)
 	st = refresh_token_of(r, &tok);
 	if (st != OTPD_OK)
 		return st;
-	auth_logout(r->srv->auth, tok); /* bad or missing tokens: nothing to revoke */
+	/* Bad or missing tokens: nothing to revoke, answered at once. */
+	http_suspend(r);
+	if (!auth_logout_start(r->srv->auth, tok, &r->session_op, http_resume_cb, r))
+		http_resume(r);
+	return OTPD_OK; /* the answer comes from http_h_logout_finish() */
+}
+
+/* 204 whatever the outcome: a revocation that failed is logged by the store. */
+enum otpd_status http_h_logout_finish(struct request *r)
+{
+	auth_logout_finish(&r->session_op);
 	r->http_status = MHD_HTTP_NO_CONTENT;
 	r->no_body = true;
 	r->cookies_clear = true;

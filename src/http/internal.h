@@ -89,6 +89,7 @@ struct request {
 	atomic_int phase;
 	struct auth_send_result send;  /* send */
 	struct auth_verify verify;     /* verify */
+	struct auth_session_op session_op; /* refresh, logout */
 	char phone[OTP_PHONE_LEN + 1];
 };
 
@@ -122,6 +123,7 @@ enum otpd_status http_throttle(struct request *r, struct ratelimit *rl);
  * returns OTPD_OK and route->finish answers when the connection is back. */
 void http_suspend(struct request *r);
 void http_resume(struct request *r);
+void http_resume_cb(void *request); /* http_resume() as a done callback */
 
 /* handlers */
 enum otpd_status http_h_otp_send(struct request *r);
@@ -129,7 +131,9 @@ enum otpd_status http_h_otp_send_finish(struct request *r);
 enum otpd_status http_h_otp_verify(struct request *r);
 enum otpd_status http_h_otp_verify_finish(struct request *r);
 enum otpd_status http_h_refresh(struct request *r);
+enum otpd_status http_h_refresh_finish(struct request *r);
 enum otpd_status http_h_logout(struct request *r);
+enum otpd_status http_h_logout_finish(struct request *r);
 enum otpd_status http_h_me(struct request *r);
 enum otpd_status http_h_jwks(struct request *r);
 enum otpd_status http_h_healthz(struct request *r);

@@ -14,8 +14,8 @@
 static const struct route routes[] = {
 	{"/api/v1/usr/otp", "POST", http_h_otp_send, http_h_otp_send_finish},
 	{"/api/v1/usr/otp/verify", "POST", http_h_otp_verify, http_h_otp_verify_finish},
-	{"/api/v1/usr/token/refresh", "POST", http_h_refresh, NULL},
-	{"/api/v1/usr/logout", "POST", http_h_logout, NULL},
+	{"/api/v1/usr/token/refresh", "POST", http_h_refresh, http_h_refresh_finish},
+	{"/api/v1/usr/logout", "POST", http_h_logout, http_h_logout_finish},
 	{"/api/v1/usr/me", "GET", http_h_me, NULL},
 	{"/.well-known/jwks.json", "GET", http_h_jwks, NULL},
 	{"/healthz", "GET", http_h_healthz, NULL},
@@ -239,6 +239,11 @@ void http_resume(struct request *r)
 {
 	atomic_store(&r->phase, PHASE_RESUMED);
 	MHD_resume_connection(r->conn);
+}
+
+void http_resume_cb(void *request)
+{
+	http_resume(request);
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,

@@ -4,7 +4,8 @@
  * (secret, issue, cancel, verify, rotate, revoke, purge, migrate) packs its
  * arguments into a job and queues it: a synchronous call's job lives on the
  * caller's stack and the caller waits; an asynchronous one (issue, cancel,
- * verify: store_*_start) is a heap copy, and the writer calls its done()
+ * verify, rotate, revoke: store_*_start) is a heap copy, and the writer
+ * calls its done()
  * instead, so the request path never holds a thread while it waits.  The
  * writer takes every job queued at that moment (at most BATCH_MAX), runs
  * them in ONE `BEGIN IMMEDIATE ... COMMIT` transaction, each job in a
@@ -249,6 +250,7 @@ struct job {
 			int64_t grace_ms;
 			int64_t now_ms;
 			struct store_rotate_result res;
+			struct store_rotate_result *ret; /* the caller's: see job_answer() */
 		} rotate;
 		struct {
 			const char *jti;
@@ -506,6 +508,10 @@ static enum otpd_status job_answer(const struct job *j)
 		if (j->result == OTPD_OK || j->result == OTPD_INVALID_CODE ||
 		    j->result == OTPD_USER_INACTIVE)
 			*j->u.verify.ret = j->u.verify.res;
+		return j->result;
+	case JOB_ROTATE:
+		if (j->result == OTPD_OK)
+			*j->u.rotate.ret = j->u.rotate.res;
 		return j->result;
 	default:
 		return OTPD_OK;
@@ -1351,9 +1357,9 @@ static enum otpd_status sq_session_rotate(struct store *base, const char *jti,
                                           int64_t user_id,
                                           const struct store_session *next,
                                           int64_t grace_ms, int64_t now_ms,
-                                          struct store_rotate_result *ret)
+                                          struct store_rotate_result *ret,
+                                          store_done_fn done, void *arg)
 {
-	struct sqlite_store *s = to_sqlite(base);
 	struct job j = {.op = JOB_ROTATE};
 
 	if (!jti)
@@ -1367,24 +1373,21 @@ static enum otpd_status sq_session_rotate(struct store *base, const char *jti,
 	j.u.rotate.next = next;
 	j.u.rotate.grace_ms = grace_ms;
 	j.u.rotate.now_ms = now_ms;
-	submit(s, &j);
-	if (j.status != OTPD_OK)
-		return j.status;
-	if (j.result == OTPD_OK)
-		*ret = j.u.rotate.res;
-	return j.result;
+	j.u.rotate.ret = ret; /* with OTPD_OK only: see job_answer() */
+	return submit_async(to_sqlite(base), &j, done, arg);
 }
 
-static enum otpd_status sq_session_revoke(struct store *base, const char *jti)
+static enum otpd_status sq_session_revoke(struct store *base, const char *jti,
+                                          store_done_fn done, void *arg)
 {
-	struct sqlite_store *s = to_sqlite(base);
 	struct job j = {.op = JOB_REVOKE};
 
-	if (!jti)
-		return OTPD_OK; /* nothing to revoke */
+	if (!jti) {
+		log_error("store.error", "session revoke: no jti given");
+		return OTPD_INTERNAL;
+	}
 	j.u.revoke.jti = jti;
-	submit(s, &j);
-	return j.status;
+	return submit_async(to_sqlite(base), &j, done, arg);
 }
 
 static enum otpd_status purge_tx(struct conn *c, int64_t now_ms,

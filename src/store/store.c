@@ -177,18 +177,46 @@ enum otpd_status store_user_get(struct store *s, int64_t id,
 	return s->ops->user_get(s, id, ret);
 }
 
+enum otpd_status store_session_rotate_start(struct store *s, const char *jti,
+                                            int64_t user_id,
+                                            const struct store_session *next,
+                                            int64_t grace_ms, int64_t now_ms,
+                                            struct store_rotate_result *ret,
+                                            store_done_fn done, void *arg)
+{
+	return s->ops->session_rotate(s, jti, user_id, next, grace_ms, now_ms, ret,
+	                              done, arg);
+}
+
 enum otpd_status store_session_rotate(struct store *s, const char *jti,
                                       int64_t user_id,
                                       const struct store_session *next,
                                       int64_t grace_ms, int64_t now_ms,
                                       struct store_rotate_result *ret)
 {
-	return s->ops->session_rotate(s, jti, user_id, next, grace_ms, now_ms, ret);
+	struct waiter w;
+
+	if (!waiter_init(&w))
+		return OTPD_INTERNAL;
+	return waiter_wait(&w, store_session_rotate_start(s, jti, user_id, next, grace_ms,
+	                                                  now_ms, ret, waiter_wake, &w));
+}
+
+enum otpd_status store_session_revoke_start(struct store *s, const char *jti,
+                                            store_done_fn done, void *arg)
+{
+	return s->ops->session_revoke(s, jti, done, arg);
 }
 
 enum otpd_status store_session_revoke(struct store *s, const char *jti)
 {
-	return s->ops->session_revoke(s, jti);
+	struct waiter w;
+
+	if (!jti)
+		return OTPD_OK; /* nothing to revoke */
+	if (!waiter_init(&w))
+		return OTPD_INTERNAL;
+	return waiter_wait(&w, store_session_revoke_start(s, jti, waiter_wake, &w));
 }
 
 enum otpd_status store_session_purge(struct store *s, int64_t now_ms, int limit,

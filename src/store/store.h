@@ -101,8 +101,10 @@ struct store_ops {
 	                                   int64_t user_id,
 	                                   const struct store_session *next,
 	                                   int64_t grace_ms, int64_t now_ms,
-	                                   struct store_rotate_result *ret);
-	enum otpd_status (*session_revoke)(struct store *s, const char *jti);
+	                                   struct store_rotate_result *ret,
+	                                   store_done_fn done, void *arg);
+	enum otpd_status (*session_revoke)(struct store *s, const char *jti,
+	                                   store_done_fn done, void *arg);
 	enum otpd_status (*session_purge)(struct store *s, int64_t now_ms,
 	                                  int limit, int *ret_deleted);
 	void (*close)(struct store *s);
@@ -202,8 +204,9 @@ enum otpd_status store_session_purge(struct store *s, int64_t now_ms, int limit,
 
 /* ---- Asynchronous forms (the request path: no server thread waits) ----
  *
- * store_otp_issue_start(), store_otp_cancel_start() and
- * store_otp_verify_start() do exactly what their synchronous forms above
+ * store_otp_issue_start(), store_otp_cancel_start(), store_otp_verify_start(),
+ * store_session_rotate_start() and store_session_revoke_start() (jti not
+ * NULL) do exactly what their synchronous forms above
  * do, without making the caller wait.  On OTPD_OK the operation is queued,
  * and done(arg, status) is called exactly once, later, from a thread of the
  * store (never from inside the call), when its transaction has committed
@@ -231,5 +234,13 @@ enum otpd_status store_otp_verify_start(struct store *s, const struct otp_policy
                                         int64_t now_ms,
                                         struct store_verify_result *ret,
                                         store_done_fn done, void *arg);
+enum otpd_status store_session_rotate_start(struct store *s, const char *jti,
+                                            int64_t user_id,
+                                            const struct store_session *next,
+                                            int64_t grace_ms, int64_t now_ms,
+                                            struct store_rotate_result *ret,
+                                            store_done_fn done, void *arg);
+enum otpd_status store_session_revoke_start(struct store *s, const char *jti,
+                                            store_done_fn done, void *arg);
 
 #endif
