@@ -227,7 +227,16 @@ static int cmd_serve(void)
 	drain(http, (long)cfg.shutdown_timeout_s * 1000);
 	sms_free(sms, 0); /* sends still waiting get sms_unavailable */
 	sms = NULL;
-	drain(http, 2000);
+	/* Requests waiting for a commit are answered once it is done or has
+	 * failed: a batch waits at most the busy timeout for a lock. */
+	drain(http, 2000 + 2 * (long)cfg.db_busy_timeout_ms);
+	if (http_server_inflight(http) > 0) {
+		/* Their connections are suspended, and the store's writer will
+		 * still resume them: the server cannot be torn down under it. */
+		log_error("server.stopping", "%ld requests still waiting for the database: "
+		          "exiting without waiting for them", http_server_inflight(http));
+		_Exit(1);
+	}
 	rc = 0;
 out:
 	auth_janitor_stop(janitor);

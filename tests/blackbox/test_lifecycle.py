@@ -194,3 +194,39 @@ def test_locked_database_is_503_and_recovers(otpd, fake):
     assert r.status_code == 200, r.text
     r = otpd.send(other)
     assert r.status_code == 200, r.text
+
+
+@pytest.mark.otpd_env(OTPD_DB_BUSY_TIMEOUT_MS="3500", OTPD_SHUTDOWN_TIMEOUT="1")
+def test_sigterm_while_a_request_waits_for_the_database(otpd, fake):
+    """A request suspended while its write waits for a locked database is still answered
+    during shutdown (503 once the busy timeout passes, which here is longer than
+    OTPD_SHUTDOWN_TIMEOUT plus the SMS drain), and otpd exits 0 after it."""
+    assert otpd.send(PHONE).status_code == 200
+    code = get_code(fake, PHONE)
+    con = sqlite3.connect(str(otpd.db_path), timeout=5, isolation_level=None)
+    box = {}
+
+    def verify():
+        try:
+            box["r"] = otpd.verify(PHONE, code)
+        except Exception as e:
+            box["e"] = e
+    try:
+        con.execute("BEGIN IMMEDIATE")
+        t = threading.Thread(target=verify)
+        t.start()
+        time.sleep(0.3)  # the verify is queued behind the lock
+        t0 = time.monotonic()
+        otpd.send_signal(signal.SIGTERM)
+        t.join(10)
+    finally:
+        con.execute("ROLLBACK")
+        con.close()
+    assert "e" not in box, "the waiting verify got no answer: %r" % box.get("e")
+    assert_problem(box["r"], 503, "unavailable")
+    rc = otpd.wait(10)
+    assert rc == 0, "exit status %s after SIGTERM" % rc
+    assert time.monotonic() - t0 < 8
+    # the refused verify did not use the code up
+    otpd.restart()
+    assert otpd.verify(PHONE, code).status_code == 200
