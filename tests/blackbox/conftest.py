@@ -579,7 +579,11 @@ class OtpdFactory:
                     problems.append("after the test: %s" % e)
                     continue
                 if rc != 0:
-                    problems.append("otpd exited %s on SIGTERM after the test" % rc)
+                    # why: the last lines other than access lines (an abort
+                    # message, e.g. a libmicrohttpd panic, is on stderr too)
+                    tail = [l for l in h.log_text().splitlines() if '"http.access"' not in l]
+                    problems.append("otpd exited %s on SIGTERM after the test; log tail:\n%s"
+                                    % (rc, "\n".join(tail[-25:])))
         sec = sorted(self.all_secrets())
         codes = self.all_codes()
         phones = self.all_phones()
