@@ -27,7 +27,7 @@ struct http_server {
 	struct ratelimit *rl_verify;
 	atomic_long inflight;
 	unsigned port;
-	MHD_socket listen_fd;   /* after quiesce: closed in http_server_stop */
+	atomic_bool stopping;   /* http_server_quiesce() was called */
 };
 
 struct request;
@@ -78,6 +78,7 @@ struct request {
 	struct auth_login login; /* verify: the login and its tokens */
 	struct auth_tokens tokens; /* refresh: the new pair */
 	bool no_body;            /* 204 */
+	bool close;              /* Connection: close (shutting down) */
 	/* Auth cookies to set (pointing into login or tokens), or to clear. */
 	const char *cookie_access;
 	const char *cookie_refresh;

@@ -143,6 +143,8 @@ static enum MHD_Result respond(struct request *r, enum otpd_status st, const cha
 	if (st == OTPD_INVALID_TOKEN)
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
 		                        "Bearer error=\"invalid_token\"");
+	if (r->close)
+		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
 	atomic_store(&r->phase, PHASE_ANSWERED);
 	ret = MHD_queue_response(r->conn, r->http_status, resp);
 	MHD_destroy_response(resp);
@@ -192,6 +194,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		*con_cls = r;
 		log_set_request_id(r->id);
 		http_request_client(r);
+		if (atomic_load(&srv->stopping)) {
+			r->close = true;
+			r->retry_after_s = 1;
+			r->detail = "The server is shutting down.";
+			return respond(r, OTPD_UNAVAILABLE, NULL);
+		}
 		r->route = route_find(url, method, allow, sizeof(allow), &st);
 		if (!r->route)
 			return respond(r, st, allow);
@@ -307,7 +315,6 @@ enum otpd_status http_server_start(const struct config *cfg, struct auth *auth,
 		return OTPD_NOMEM;
 	if (threads < 1)
 		threads = 1;
-	s->listen_fd = MHD_INVALID_SOCKET;
 	s->cfg = cfg;
 	s->auth = auth;
 	s->store = store;
@@ -345,9 +352,13 @@ unsigned http_server_port(const struct http_server *s) { return s->port; }
 
 void http_server_quiesce(struct http_server *s)
 {
-	/* The listening socket is ours now; it is closed after the daemon
-	 * stops, so no worker thread can race on a closed descriptor. */
-	s->listen_fd = MHD_quiesce_daemon(s->daemon);
+	/* Not MHD_quiesce_daemon(): with a thread pool in epoll mode it races
+	 * with the workers taking the listening socket out of their own epoll
+	 * sets, and libmicrohttpd 0.9.75 then aborts ("Failed to remove listen
+	 * FD from epoll set"; seen in our SIGTERM tests).  Every request that
+	 * starts from now on is answered 503 with Connection: close instead,
+	 * on new and kept-alive connections alike, so no new work begins. */
+	atomic_store(&s->stopping, true);
 }
 
 long http_server_inflight(const struct http_server *s) { return atomic_load(&s->inflight); }
@@ -358,8 +369,6 @@ void http_server_stop(struct http_server *s)
 		return;
 	if (s->daemon)
 		MHD_stop_daemon(s->daemon);
-	if (s->listen_fd != MHD_INVALID_SOCKET)
-		close(s->listen_fd);
 	ratelimit_free(s->rl_send);
 	ratelimit_free(s->rl_verify);
 	free(s);

@@ -14,7 +14,9 @@ enum otpd_status http_server_start(const struct config *cfg, struct auth *auth,
                                    struct store *store, struct http_server **ret);
 /* The port actually bound (useful with port 0). */
 unsigned http_server_port(const struct http_server *s);
-/* Stop accepting new connections; requests in flight go on. */
+/* Start no new work: from now on every request, on a new or a kept-alive
+ * connection, is answered 503 unavailable with Connection: close; requests
+ * in flight go on. */
 void http_server_quiesce(struct http_server *s);
 /* Requests accepted and not yet completed. */
 long http_server_inflight(const struct http_server *s);
