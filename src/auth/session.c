@@ -97,7 +97,9 @@ enum otpd_status auth_refresh_finish(struct auth_session_op *op, struct auth_tok
 	enum otpd_status st = op->status;
 
 	memset(ret, 0, sizeof(*ret));
-	if (st == OTPD_INVALID_TOKEN)
+	/* Only a genuine token the store refused (op->jti is set once the
+	 * signature and claims have passed): a bad JWT is not worth a warning. */
+	if (st == OTPD_INVALID_TOKEN && op->jti[0])
 		log_warn("auth.refresh_refused", "refresh token of user %lld refused (unknown, "
 		         "expired, revoked or replayed: a replay revokes the family)",
 		         (long long)op->user_id);
