@@ -13,6 +13,8 @@
 
 #include <cmocka.h>
 
+#include "log_capture.h"
+
 #include <jansson.h>
 #include <jwt.h>           /* libjwt */
 #include <openssl/bio.h>
@@ -264,31 +266,6 @@ static struct auth_jwt *hs_verifier(void)
 	} while (0)
 #define ACCEPTED(j, tok, type) ACCEPTED_AT(j, tok, type, NOW, true)
 
-/* Log capture: a temporary file as the log fd. */
-static int log_capture_start(void)
-{
-	char path[] = "/tmp/otpd-test-jwt-log-XXXXXX";
-	int fd = mkstemp(path);
-
-	assert_true(fd >= 0);
-	unlink(path);
-	log_set_fd(fd);
-	return fd;
-}
-
-static char *log_capture_end(int fd)
-{
-	static char buf[65536];
-	ssize_t n;
-
-	log_set_fd(2);
-	assert_true(lseek(fd, 0, SEEK_SET) == 0);
-	n = read(fd, buf, sizeof(buf) - 1);
-	assert_true(n >= 0);
-	buf[n] = '\0';
-	close(fd);
-	return buf;
-}
 
 /* ------------------------------------------------------------ key fixture */
 

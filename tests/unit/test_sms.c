@@ -7,6 +7,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "log_capture.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -349,30 +351,6 @@ static bool form_field(const char *body, const char *name, char *ret, size_t cap
 	return false;
 }
 
-/* Log capture: a temporary file as the log fd. */
-static int log_capture_start(void)
-{
-	char path[] = "/tmp/otpd-test-sms-XXXXXX";
-	int fd = mkstemp(path);
-	assert_true(fd >= 0);
-	unlink(path);
-	log_set_fd(fd);
-	return fd;
-}
-
-static char *log_capture_end(int fd)
-{
-	static char buf[65536];
-	ssize_t n;
-
-	log_set_fd(2);
-	assert_true(lseek(fd, 0, SEEK_SET) == 0);
-	n = read(fd, buf, sizeof(buf) - 1);
-	assert_true(n >= 0);
-	buf[n] = '\0';
-	close(fd);
-	return buf;
-}
 
 static void assert_no_secrets(const char *log)
 {
