@@ -5,6 +5,7 @@
 #include <openssl/bio.h>
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
+#include <openssl/ec.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
@@ -22,10 +23,21 @@ struct es_key {
 	json_t *jwk;
 };
 
+/* Signing (auth_jwt_sign) is done here with OpenSSL and jansson, from keys
+ * prepared once; libjwt only verifies.  libjwt 1.10 parses the PEM private
+ * key again for every ES256 signature and looks up HMAC and SHA-256 by name
+ * for every HS256 one (OpenSSL 3's one-shot HMAC()), which made two
+ * signatures about a tenth of a login's CPU (docs/PERFORMANCE.md). */
+#define HEADER_B64_MAX 160
+
 struct auth_jwt {
 	jwt_alg_t alg;
-	unsigned char *sign_key;   /* HS256 secret, or ES256 private PEM */
+	unsigned char *sign_key;   /* HS256 secret (for jwt_decode); NULL for ES256 */
 	size_t sign_key_len;
+	EVP_MAC_CTX *hmac;         /* HS256: keyed once, duplicated per token */
+	EVP_PKEY *pkey;            /* ES256: the private key, parsed once */
+	EVP_MD *sha256;            /* ES256: fetched once */
+	char header_b64[HEADER_B64_MAX]; /* the JOSE header, encoded once */
 	struct es_key current;
 	struct es_key previous;    /* pub_pem NULL when none */
 	char *jwks;
@@ -46,6 +58,9 @@ void auth_jwt_free(struct auth_jwt *j)
 		OPENSSL_cleanse(j->sign_key, j->sign_key_len);
 		free(j->sign_key);
 	}
+	EVP_MAC_CTX_free(j->hmac);
+	EVP_PKEY_free(j->pkey);
+	EVP_MD_free(j->sha256);
 	es_key_release(&j->current);
 	es_key_release(&j->previous);
 	free(j->jwks);
@@ -83,6 +98,44 @@ static bool build_jwks(struct auth_jwt *j)
 	return j->jwks != NULL;
 }
 
+/* The JOSE header of every token j signs, base64url-encoded once. */
+static bool build_header(struct auth_jwt *j)
+{
+	json_t *h;
+	char json[HEADER_B64_MAX / 2];
+	size_t n;
+
+	if (j->alg == JWT_ALG_ES256)
+		h = json_pack("{s:s, s:s, s:s}", "alg", "ES256", "typ", "JWT", "kid", j->current.kid);
+	else
+		h = json_pack("{s:s, s:s}", "alg", "HS256", "typ", "JWT");
+	n = h ? json_dumpb(h, json, sizeof(json), JSON_COMPACT | JSON_PRESERVE_ORDER) : 0;
+	json_decref(h);
+	if (n == 0 || n >= sizeof(json) || 4 * ((n + 2) / 3) + 1 > sizeof(j->header_b64))
+		return false;
+	b64url((const unsigned char *)json, n, j->header_b64);
+	return true;
+}
+
+/* An HMAC-SHA256 context keyed with key, for EVP_MAC_CTX_dup(). */
+static EVP_MAC_CTX *hmac_keyed(const void *key, size_t key_len)
+{
+	static const unsigned char empty[1];
+	EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
+	EVP_MAC_CTX *ctx = mac ? EVP_MAC_CTX_new(mac) : NULL;
+	OSSL_PARAM params[] = {
+		OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
+		OSSL_PARAM_construct_end(),
+	};
+
+	EVP_MAC_free(mac); /* the context holds its own reference */
+	if (ctx && !EVP_MAC_init(ctx, key_len ? key : empty, key_len, params)) {
+		EVP_MAC_CTX_free(ctx);
+		ctx = NULL;
+	}
+	return ctx;
+}
+
 enum otpd_status auth_jwt_new_hs256(const void *key, size_t key_len, struct auth_jwt **ret)
 {
 	struct auth_jwt *j = calloc(1, sizeof(*j));
@@ -97,6 +150,11 @@ enum otpd_status auth_jwt_new_hs256(const void *key, size_t key_len, struct auth
 	}
 	memcpy(j->sign_key, key, key_len);
 	j->sign_key_len = key_len;
+	j->hmac = hmac_keyed(key, key_len);
+	if (!j->hmac || !build_header(j)) {
+		auth_jwt_free(j);
+		return OTPD_INTERNAL;
+	}
 	*ret = j;
 	return OTPD_OK;
 }
@@ -213,11 +271,19 @@ enum otpd_status auth_jwt_new_es256(const char *private_key_file,
 			goto out;
 		}
 	}
-	if (!build_jwks(j)) {
+	j->sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+	if (!j->sha256 || !build_jwks(j) || !build_header(j)) {
 		snprintf(err, errlen, "out of memory");
 		st = OTPD_NOMEM;
 		goto out;
 	}
+	/* The parsed key signs from now on: the PEM text is not kept. */
+	OPENSSL_cleanse(j->sign_key, j->sign_key_len);
+	free(j->sign_key);
+	j->sign_key = NULL;
+	j->sign_key_len = 0;
+	j->pkey = pkey;
+	pkey = NULL;
 	*ret = j;
 	j = NULL;
 	st = OTPD_OK;
@@ -246,35 +312,85 @@ enum otpd_status auth_jti_new(int64_t now_ms, char ret[AUTH_JTI_LEN + 1])
 	return OTPD_OK;
 }
 
+/* HMAC-SHA256 of in, with a copy of j's keyed context. */
+static bool sign_hs256(const struct auth_jwt *j, const char *in, size_t n,
+                       unsigned char *sig, size_t *sig_len)
+{
+	EVP_MAC_CTX *ctx = EVP_MAC_CTX_dup(j->hmac);
+	bool ok = ctx && EVP_MAC_update(ctx, (const unsigned char *)in, n) &&
+	          EVP_MAC_final(ctx, sig, sig_len, 32) && *sig_len == 32;
+
+	EVP_MAC_CTX_free(ctx);
+	return ok;
+}
+
+/* ECDSA P-256 with SHA-256, as JWS wants it (RFC 7518 §3.4): r and s, 32
+ * bytes each, not OpenSSL's DER. */
+static bool sign_es256(const struct auth_jwt *j, const char *in, size_t n,
+                       unsigned char *sig, size_t *sig_len)
+{
+	unsigned char der[80];
+	const unsigned char *p = der;
+	size_t der_len = sizeof(der);
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	ECDSA_SIG *es = NULL;
+	const BIGNUM *r, *s;
+	bool ok = false;
+
+	if (!md || EVP_DigestSignInit(md, NULL, j->sha256, NULL, j->pkey) != 1 ||
+	    EVP_DigestSign(md, der, &der_len, (const unsigned char *)in, n) != 1)
+		goto out;
+	es = d2i_ECDSA_SIG(NULL, &p, (long)der_len);
+	if (!es)
+		goto out;
+	ECDSA_SIG_get0(es, &r, &s);
+	ok = BN_bn2binpad(r, sig, 32) == 32 && BN_bn2binpad(s, sig + 32, 32) == 32;
+	*sig_len = 64;
+out:
+	ECDSA_SIG_free(es);
+	EVP_MD_CTX_free(md);
+	return ok;
+}
+
 enum otpd_status auth_jwt_sign(const struct auth_jwt *j, enum auth_token_type type,
                                int64_t user_id, int64_t iat_s, int64_t exp_s,
                                const char *jti, char **ret)
 {
-	jwt_t *t = NULL;
-	char sub[24];
+	char sub[24], payload[512];
+	unsigned char sig[64];
+	size_t hlen = strlen(j->header_b64), plen, slen = 0, n;
+	json_t *claims;
 	char *out;
-	enum otpd_status st = OTPD_INTERNAL;
 
-	if (jwt_new(&t) != 0)
-		return OTPD_NOMEM;
 	snprintf(sub, sizeof(sub), "%lld", (long long)user_id);
-	if (jwt_set_alg(t, j->alg, j->sign_key, (int)j->sign_key_len) != 0 ||
-	    (j->alg == JWT_ALG_ES256 && jwt_add_header(t, "kid", j->current.kid) != 0) ||
-	    jwt_add_grant(t, "token_type", type == AUTH_TOKEN_ACCESS ? "access" : "refresh") != 0 ||
-	    jwt_add_grant_int(t, "user_id", (long)user_id) != 0 ||
-	    jwt_add_grant(t, "sub", sub) != 0 ||
-	    jwt_add_grant_int(t, "iat", (long)iat_s) != 0 ||
-	    jwt_add_grant_int(t, "exp", (long)exp_s) != 0 ||
-	    jwt_add_grant(t, "jti", jti) != 0)
-		goto out;
-	out = jwt_encode_str(t);
+	claims = json_pack("{s:s, s:I, s:s, s:I, s:I, s:s}",
+	                   "token_type", type == AUTH_TOKEN_ACCESS ? "access" : "refresh",
+	                   "user_id", (json_int_t)user_id, "sub", sub,
+	                   "iat", (json_int_t)iat_s, "exp", (json_int_t)exp_s, "jti", jti);
+	plen = claims ? json_dumpb(claims, payload, sizeof(payload),
+	                           JSON_COMPACT | JSON_PRESERVE_ORDER) : 0;
+	json_decref(claims);
+	if (plen == 0 || plen >= sizeof(payload))
+		return claims ? OTPD_INTERNAL : OTPD_NOMEM;
+
+	/* header "." payload "." signature, each base64url (no padding). */
+	n = hlen + 1 + 4 * ((plen + 2) / 3) + 1 + 4 * ((sizeof(sig) + 2) / 3) + 1;
+	out = malloc(n);
 	if (!out)
-		goto out;
+		return OTPD_NOMEM;
+	memcpy(out, j->header_b64, hlen);
+	out[hlen] = '.';
+	b64url((const unsigned char *)payload, plen, out + hlen + 1);
+	n = hlen + 1 + strlen(out + hlen + 1);
+	if (!(j->alg == JWT_ALG_ES256 ? sign_es256(j, out, n, sig, &slen)
+	                              : sign_hs256(j, out, n, sig, &slen))) {
+		free(out);
+		return OTPD_INTERNAL;
+	}
+	out[n] = '.';
+	b64url(sig, slen, out + n + 1);
 	*ret = out;
-	st = OTPD_OK;
-out:
-	jwt_free(t);
-	return st;
+	return OTPD_OK;
 }
 
 /* The JOSE header, decoded without trusting anything in it. */

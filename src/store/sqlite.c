@@ -1578,11 +1578,26 @@ static void *writer_main(void *arg)
 
 /* ---- open / close ---- */
 
+/* Process-wide settings, before SQLite initialises: no memory statistics
+ * (they take a global mutex on every malloc and free; otpd never reads
+ * them). */
+static pthread_once_t sqlite_config_once = PTHREAD_ONCE_INIT;
+
+static void sqlite_config(void)
+{
+	/* SQLITE_MISUSE when SQLite is initialised already (by another
+	 * user in this process): then its settings stay. */
+	(void)sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+}
+
 static enum otpd_status conn_open(struct conn *c, const char *path, int flags,
                                   int busy_timeout_ms)
 {
+	int rc;
+
+	pthread_once(&sqlite_config_once, sqlite_config);
 	/* One thread at a time uses a connection (see struct conn). */
-	int rc = sqlite3_open_v2(path, &c->db, flags | SQLITE_OPEN_NOMUTEX, NULL);
+	rc = sqlite3_open_v2(path, &c->db, flags | SQLITE_OPEN_NOMUTEX, NULL);
 
 	if (rc != SQLITE_OK) {
 		log_error("store.open", "cannot open database '%s': %s", path,

@@ -2,6 +2,7 @@
  * Tokens are forged here independently of the module: with libjwt, or by
  * hand (base64url segments + HMAC / ECDSA through OpenSSL) for headers libjwt
  * would never write.  Every refusal must be OTPD_INVALID_TOKEN. */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -1162,6 +1163,53 @@ static void test_es256_sign_verify_jwks(void **state)
 	auth_jwt_free(j);
 }
 
+/* Keys are prepared once and shared: signing from several threads at once
+ * gives tokens that all verify (HS256 duplicates one keyed HMAC context,
+ * ES256 signs with one parsed key). */
+struct sign_worker {
+	struct auth_jwt *j;
+	int ok;
+};
+
+static void *sign_many(void *arg)
+{
+	struct sign_worker *w = arg;
+
+	for (int i = 0; i < 200; i++) {
+		char *tok = NULL;
+		struct auth_claims c;
+		enum auth_token_type type = i % 2 ? AUTH_TOKEN_REFRESH : AUTH_TOKEN_ACCESS;
+
+		if (auth_jwt_sign(w->j, type, UID + i, NOW, NOW + TTL, JTI, &tok) == OTPD_OK &&
+		    auth_jwt_verify(w->j, tok, type, NOW, true, &c) == OTPD_OK &&
+		    c.user_id == UID + i)
+			w->ok++;
+		free(tok);
+	}
+	return NULL;
+}
+
+static void test_sign_threads(void **state)
+{
+	struct auth_jwt *js[2] = { hs_verifier(), es_verifier(fx.a_priv, NULL) };
+
+	(void)state;
+	for (size_t k = 0; k < ARRAY_LEN(js); k++) {
+		struct sign_worker w[4];
+		pthread_t t[4];
+
+		for (int i = 0; i < 4; i++) {
+			w[i] = (struct sign_worker){ .j = js[k], .ok = 0 };
+			assert_int_equal(pthread_create(&t[i], NULL, sign_many, &w[i]), 0);
+		}
+		for (int i = 0; i < 4; i++) {
+			assert_int_equal(pthread_join(t[i], NULL), 0);
+			assert_int_equal(w[i].ok, 200);
+		}
+		auth_jwt_free(js[k]);
+	}
+}
+
 static void test_es256_kid(void **state)
 {
 	struct auth_jwt *j = es_verifier(fx.a_priv, NULL);
@@ -1412,6 +1460,7 @@ int main(void)
 		cmocka_unit_test(test_jti_new),
 		cmocka_unit_test(test_es256_sign_verify_jwks),
 		cmocka_unit_test(test_es256_kid),
+		cmocka_unit_test(test_sign_threads),
 		cmocka_unit_test(test_es256_alg_confusion),
 		cmocka_unit_test(test_es256_previous_key),
 		cmocka_unit_test(test_es256_bad_keys),
