@@ -43,7 +43,7 @@ enum otpd_status http_h_otp_send_finish(struct request *r)
 	otp_phone_mask(r->phone, masked);
 	switch (r->send.status) {
 	case OTPD_OK:
-		log_info("otp.sent", "code sent to %s", masked);
+		http_note(r, "otp.sent", "code sent to %s", masked);
 		r->http_status = MHD_HTTP_OK;
 		r->resp = json_pack("{s:s, s:s, s:I}", "phone_number", r->phone,
 		                    "message", "OTP sent successfully",
@@ -104,19 +104,19 @@ enum otpd_status http_h_otp_verify_finish(struct request *r)
 	st = auth_verify_finish(&r->verify, &r->login);
 	otp_phone_mask(r->phone, masked);
 	if (st == OTPD_INVALID_CODE) {
-		log_info("otp.invalid_code", "wrong code for %s, %d attempts left", masked,
+		http_note(r, "otp.invalid_code", "wrong code for %s, %d attempts left", masked,
 		         r->login.remaining_attempts);
 		r->extra = json_pack("{s:i}", "remaining_attempts", r->login.remaining_attempts);
 		return st;
 	}
 	if (st != OTPD_OK) {
-		log_info("otp.verify_refused", "verify for %s refused: %s", masked,
+		http_note(r, "otp.verify_refused", "verify for %s refused: %s", masked,
 		         st == OTPD_TOO_MANY_ATTEMPTS ? "too many attempts"
 		         : st == OTPD_OTP_EXPIRED ? "no usable code"
 		         : st == OTPD_USER_INACTIVE ? "user inactive" : "error");
 		return st;
 	}
-	log_info("auth.login", "user %lld logged in%s (%s)", (long long)r->login.user.id,
+	http_note(r, "auth.login", "user %lld logged in%s (%s)", (long long)r->login.user.id,
 	         r->login.is_new_user ? " (new user)" : "", masked);
 
 	r->resp = json_pack("{s:s, s:s, s:b, s:o}",

@@ -92,6 +92,11 @@ struct request {
 	struct auth_verify verify;     /* verify */
 	struct auth_session_op session_op; /* refresh, logout */
 	char phone[OTP_PHONE_LEN + 1];
+
+	/* The outcome, told in the request's http.access line (http_note()):
+	 * one log line per request at info. */
+	const char *note_event;
+	char note_msg[160];
 };
 
 /* request.c */
@@ -125,6 +130,12 @@ enum otpd_status http_throttle(struct request *r, struct ratelimit *rl);
 void http_suspend(struct request *r);
 void http_resume(struct request *r);
 void http_resume_cb(void *request); /* http_resume() as a done callback */
+/* The outcome of r at info level (event: a static ASCII name such as
+ * "auth.login"), logged with its access line: members "outcome" and "msg".
+ * Nothing is kept below info.  Warnings and errors are logged at once
+ * instead, with log_warn()/log_error(). */
+void http_note(struct request *r, const char *event, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 
 /* handlers */
 enum otpd_status http_h_otp_send(struct request *r);

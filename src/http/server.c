@@ -1,6 +1,7 @@
 /* libmicrohttpd glue: routing, the request lifetime (created on the first
  * call, freed in completed()), rendering of every answer, suspend/resume. */
 #include <openssl/rand.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -254,6 +255,18 @@ void http_resume_cb(void *request)
 	http_resume(request);
 }
 
+void http_note(struct request *r, const char *event, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!log_enabled(LOG_LEVEL_INFO))
+		return;
+	va_start(ap, fmt);
+	vsnprintf(r->note_msg, sizeof(r->note_msg), fmt, ap);
+	va_end(ap);
+	r->note_event = event;
+}
+
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
@@ -277,8 +290,13 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 		json_object_set_new_nocheck(f, "completed",
 		                            json_boolean(toe == MHD_REQUEST_TERMINATED_COMPLETED_OK));
 		log_set_request_id(r->id);
-		log_fields(LOG_LEVEL_INFO, "http.access", f, "%s %s %u", method ? r->method : "?",
-		           path ? r->path : "-", r->http_status);
+		if (r->note_event) {
+			json_object_set_new_nocheck(f, "outcome", json_string_nocheck(r->note_event));
+			log_fields(LOG_LEVEL_INFO, "http.access", f, "%s", r->note_msg);
+		} else {
+			log_fields(LOG_LEVEL_INFO, "http.access", f, "%s %s %u",
+			           method ? r->method : "?", path ? r->path : "-", r->http_status);
+		}
 	}
 	log_set_request_id(NULL);
 	json_decref(r->fields);

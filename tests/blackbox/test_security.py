@@ -44,6 +44,35 @@ def test_log_is_json_lines_with_request_ids(otpd, fake):
     assert PHONE_MASKED in text, "log lines about a number carry it masked"
 
 
+def test_one_info_line_per_request_with_its_outcome(otpd, fake):
+    """At info, a send or a verify writes one line: its access line, which also tells the
+    outcome ("outcome" and "msg"), with the number masked."""
+    rs = {"otp.sent": otpd.send(PHONE)}
+    code = get_code(fake, PHONE)
+    rs["otp.invalid_code"] = otpd.verify(PHONE, wrong_code(code))
+    rs["auth.login"] = otpd.verify(PHONE, code)
+    rs["otp.verify_refused"] = otpd.verify(PHONE, code)      # used up
+    assert [r.status_code for r in rs.values()] == [200, 400, 200, 400]
+    time.sleep(0.2)
+    objs = otpd.log_lines()
+    for outcome, r in rs.items():
+        rid = r.headers["X-Request-Id"]
+        mine = [o for o in objs if o.get("request_id") == rid and o.get("level") == "info"]
+        assert len(mine) == 1, (outcome, mine)
+        line = mine[0]
+        assert line["event"] == "http.access"
+        assert line["outcome"] == outcome
+        assert line["status"] == r.status_code
+        assert PHONE_MASKED in line["msg"] and PHONE not in json.dumps(line)
+    login = [o for o in objs if o.get("request_id") == rs["auth.login"].headers["X-Request-Id"]][0]
+    assert "logged in (new user)" in login["msg"]
+    # A request without an outcome of its own keeps the plain access line.
+    r = otpd.get("/nope")
+    time.sleep(0.2)
+    line = [o for o in otpd.log_lines() if o.get("request_id") == r.headers["X-Request-Id"]]
+    assert len(line) == 1 and "outcome" not in line[0] and line[0]["msg"] == "GET /nope 404"
+
+
 @pytest.mark.otpd_env(OTP_SEND_LIMIT="100", KAVENEGAR_TIMEOUT_MS="400", OTP_MAX_ATTEMPTS="3")
 def test_whole_run_log_is_clean(otpd, fake):
     """A run through every path that handles a code, a key or a number; then the whole log."""
