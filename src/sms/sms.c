@@ -1,23 +1,30 @@
 /* The SMS worker: one thread owning a libcurl multi handle.
  *
  * sms_send() copies the job onto a mutex-protected FIFO and wakes the worker
- * with curl_multi_wakeup().  The worker starts queued jobs (console: logs the
+ * through an eventfd.  The worker starts queued jobs (console: logs the
  * code and completes at once; kavenegar: adds a configured easy handle to the
- * multi), drives the transfers with curl_multi_perform()/curl_multi_poll(),
- * and calls done() for each finished job from its own thread.  Codes are
- * wiped when a job is freed, after done().
+ * multi), drives the transfers with curl_multi_socket_action() on its own
+ * epoll set (curl tells which sockets to watch and when its next timeout is
+ * due: each wake-up costs in proportion to the sockets that are ready, not
+ * to the transfers in flight, as curl_multi_perform()/poll() did), and calls
+ * done() for each finished job from its own thread.  Codes are wiped when a
+ * job is freed, after done().
  *
  * Lock order: only s->lock, never held while calling done() or curl. */
 #define _GNU_SOURCE /* pthread_setname_np */
 #include "sms.h"
 
 #include <curl/curl.h>
+#include <errno.h>
 #include <openssl/crypto.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "../log.h"
 #include "../otp/phone.h"
@@ -25,7 +32,8 @@
 
 #define CODE_MAX 32               /* longest code accepted (OTP codes are 6) */
 #define EASY_POOL 8               /* idle easy handles kept for reuse */
-#define POLL_MS 1000              /* longest sleep in curl_multi_poll */
+#define POLL_MS 1000              /* longest sleep in epoll_wait */
+#define EVENTS_MAX 64             /* epoll events taken per wake-up */
 #define DEFAULT_MAX_QUEUE 1024    /* when cfg->max_queue is 0 */
 #define MAX_WAIT_MS (24L * 3600 * 1000)
 
@@ -44,6 +52,8 @@ struct sms {
 	enum sms_backend backend;
 	struct sms_kavenegar *kv;         /* SMS_KAVENEGAR only */
 	CURLM *multi;
+	int epfd;                         /* the worker's: curl's sockets and wakefd */
+	int wakefd;                       /* eventfd: a job is queued, or stop */
 	pthread_t thread;
 	bool thread_started;
 	bool curl_inited;
@@ -59,6 +69,8 @@ struct sms {
 
 	/* The worker thread's own state. */
 	struct job *active;               /* in flight */
+	bool timer_set;                   /* curl wants socket_action(TIMEOUT) at timer_at */
+	struct timespec timer_at;         /* CLOCK_MONOTONIC */
 	CURL *pool[EASY_POOL];
 	int pool_len;
 };
@@ -82,6 +94,26 @@ static long ms_until(const struct timespec *t)
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	return (long)(t->tv_sec - now.tv_sec) * 1000 +
 	       (t->tv_nsec - now.tv_nsec) / 1000000;
+}
+
+/* Milliseconds until t, rounded up, at least 0. */
+static long ms_until_ceil(const struct timespec *t)
+{
+	struct timespec now;
+	long long ns;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	ns = (long long)(t->tv_sec - now.tv_sec) * 1000000000LL + (t->tv_nsec - now.tv_nsec);
+	return ns <= 0 ? 0 : (long)((ns + 999999) / 1000000);
+}
+
+static void worker_wake(struct sms *s)
+{
+	uint64_t one = 1;
+
+	/* EAGAIN: the counter is full, so the worker is woken anyway. */
+	while (write(s->wakefd, &one, sizeof(one)) < 0 && errno == EINTR)
+		;
 }
 
 static CURL *easy_take(struct sms *s)
@@ -238,6 +270,63 @@ static void abandon_active(struct sms *s)
 	}
 }
 
+/* CURLMOPT_SOCKETFUNCTION: watch fd for what curl asks. */
+static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+	struct sms *s = userp;
+	struct epoll_event ev;
+
+	(void)easy;
+	(void)socketp;
+	if (what == CURL_POLL_REMOVE) {
+		/* ENOENT/EBADF: curl closed it already, which removed it. */
+		epoll_ctl(s->epfd, EPOLL_CTL_DEL, fd, NULL);
+		return 0;
+	}
+	memset(&ev, 0, sizeof(ev));
+	ev.events = (what & CURL_POLL_IN ? EPOLLIN : 0u) | (what & CURL_POLL_OUT ? EPOLLOUT : 0u);
+	ev.data.fd = fd;
+	if (epoll_ctl(s->epfd, EPOLL_CTL_MOD, fd, &ev) != 0 &&
+	    (errno != ENOENT || epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev) != 0)) {
+		log_error("sms.internal", "cannot watch a provider socket: %s", strerror(errno));
+		return -1; /* curl fails the transfers on this socket */
+	}
+	return 0;
+}
+
+/* CURLMOPT_TIMERFUNCTION: when curl wants socket_action(CURL_SOCKET_TIMEOUT)
+ * (-1: never; 0: as soon as possible). */
+static int on_timer(CURLM *multi, long timeout_ms, void *userp)
+{
+	struct sms *s = userp;
+
+	(void)multi;
+	if (timeout_ms < 0) {
+		s->timer_set = false;
+		return 0;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &s->timer_at);
+	s->timer_at.tv_sec += timeout_ms / 1000;
+	s->timer_at.tv_nsec += (timeout_ms % 1000) * 1000000;
+	if (s->timer_at.tv_nsec >= 1000000000) {
+		s->timer_at.tv_sec++;
+		s->timer_at.tv_nsec -= 1000000000;
+	}
+	s->timer_set = true;
+	return 0;
+}
+
+/* Run curl's timeout when it is due. */
+static void run_timer(struct sms *s)
+{
+	int running;
+
+	if (s->timer_set && ms_until_ceil(&s->timer_at) == 0) {
+		s->timer_set = false; /* curl sets it again if it needs to */
+		curl_multi_socket_action(s->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	}
+}
+
 static void *worker(void *arg)
 {
 	struct sms *s = arg;
@@ -247,8 +336,9 @@ static void *worker(void *arg)
 		struct job *batch;
 		struct timespec deadline;
 		bool stopping;
-		int running = 0;
+		int running = 0, n;
 		long timeout = POLL_MS;
+		struct epoll_event evs[EVENTS_MAX];
 
 		/* Once `stopping` is seen here, sms_send refuses new jobs, so
 		 * this batch is the last one. */
@@ -267,7 +357,7 @@ static void *worker(void *arg)
 			start(s, j);
 		}
 
-		curl_multi_perform(s->multi, &running);
+		run_timer(s);
 		reap(s);
 
 		if (stopping) {
@@ -283,7 +373,31 @@ static void *worker(void *arg)
 			if (left < timeout)
 				timeout = left;
 		}
-		curl_multi_poll(s->multi, NULL, 0, (int)timeout, NULL);
+		if (s->timer_set) {
+			long t = ms_until_ceil(&s->timer_at);
+			if (t < timeout)
+				timeout = t;
+		}
+		n = epoll_wait(s->epfd, evs, EVENTS_MAX, (int)timeout);
+		for (int i = 0; i < n; i++) {
+			int fd = evs[i].data.fd, mask = 0;
+			uint32_t e = evs[i].events;
+
+			if (fd == s->wakefd) {
+				uint64_t v;
+				while (read(s->wakefd, &v, sizeof(v)) < 0 && errno == EINTR)
+					;
+				continue;
+			}
+			if (e & EPOLLIN)
+				mask |= CURL_CSELECT_IN;
+			if (e & EPOLLOUT)
+				mask |= CURL_CSELECT_OUT;
+			if (e & (EPOLLERR | EPOLLHUP))
+				mask |= CURL_CSELECT_ERR;
+			curl_multi_socket_action(s->multi, fd, mask, &running);
+		}
+		reap(s);
 	}
 	return NULL;
 }
@@ -300,6 +414,8 @@ enum otpd_status sms_new(const struct sms_config *cfg, struct sms **ret)
 		goto out;
 	s->backend = cfg->backend;
 	s->queue_tail = &s->queue;
+	s->epfd = -1;
+	s->wakefd = -1;
 	/* 0 means "the default"; the config module bounds real values. */
 	s->max_queue = cfg->max_queue > 0 ? cfg->max_queue : DEFAULT_MAX_QUEUE;
 	if (pthread_mutex_init(&s->lock, NULL) != 0) {
@@ -328,6 +444,28 @@ enum otpd_status sms_new(const struct sms_config *cfg, struct sms **ret)
 	s->multi = curl_multi_init();
 	if (!s->multi)
 		goto out;
+	s->epfd = epoll_create1(EPOLL_CLOEXEC);
+	s->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (s->epfd < 0 || s->wakefd < 0) {
+		log_error("sms.internal", "cannot create the SMS worker's epoll set: %s",
+		          strerror(errno));
+		st = OTPD_INTERNAL;
+		goto out;
+	}
+	{
+		struct epoll_event ev;
+		memset(&ev, 0, sizeof(ev));
+		ev.events = EPOLLIN;
+		ev.data.fd = s->wakefd;
+		if (epoll_ctl(s->epfd, EPOLL_CTL_ADD, s->wakefd, &ev) != 0) {
+			st = OTPD_INTERNAL;
+			goto out;
+		}
+	}
+	curl_multi_setopt(s->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
+	curl_multi_setopt(s->multi, CURLMOPT_SOCKETDATA, s);
+	curl_multi_setopt(s->multi, CURLMOPT_TIMERFUNCTION, on_timer);
+	curl_multi_setopt(s->multi, CURLMOPT_TIMERDATA, s);
 	if (pthread_create(&s->thread, NULL, worker, s) != 0) {
 		log_error("sms.internal", "cannot start the SMS worker thread");
 		st = OTPD_INTERNAL;
@@ -394,7 +532,7 @@ enum otpd_status sms_send(struct sms *s, const char *phone, const char *code,
 		return st;
 	}
 	if (wake)
-		curl_multi_wakeup(s->multi);
+		worker_wake(s);
 	return OTPD_OK;
 }
 
@@ -420,7 +558,7 @@ void sms_free(struct sms *s, long wait_ms)
 		s->stopping = true;
 		s->deadline = t;
 		pthread_mutex_unlock(&s->lock);
-		curl_multi_wakeup(s->multi);
+		worker_wake(s);
 		pthread_join(s->thread, NULL);
 	}
 	/* The worker left nothing queued or in flight. */
@@ -428,6 +566,10 @@ void sms_free(struct sms *s, long wait_ms)
 		curl_easy_cleanup(s->pool[--s->pool_len]);
 	if (s->multi)
 		curl_multi_cleanup(s->multi);
+	if (s->epfd >= 0)
+		close(s->epfd);
+	if (s->wakefd >= 0)
+		close(s->wakefd);
 	sms_kavenegar_free(s->kv);
 	if (s->curl_inited)
 		curl_global_cleanup();
