@@ -14,7 +14,7 @@ struct auth {
 	struct store *store;
 	struct sms *sms;
 	struct otp_policy policy;
-	uint8_t code_key[OTP_KEY_LEN];
+	struct otp_hasher *code_hasher; /* keyed with a subkey of SECRET_KEY */
 	struct auth_jwt *jwt;
 };
 

@@ -8,11 +8,12 @@
 #include <openssl/ec.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
-#include <openssl/rand.h>
 #include <openssl/sha.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "../util/random.h"
 
 #define KID_MAX 64
 
@@ -302,7 +303,7 @@ enum otpd_status auth_jti_new(int64_t now_ms, char ret[AUTH_JTI_LEN + 1])
 
 	for (int i = 5; i >= 0; i--, t >>= 8)
 		b[i] = (unsigned char)(t & 0xff);
-	if (RAND_bytes(b + 6, sizeof(b) - 6) != 1)
+	if (!util_random_id_bytes(b + 6, sizeof(b) - 6))
 		return OTPD_INTERNAL;
 	for (size_t i = 0; i < sizeof(b); i++) {
 		ret[2 * i] = hex[b[i] >> 4];

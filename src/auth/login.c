@@ -42,9 +42,16 @@ enum otpd_status auth_new(const struct config *cfg, struct store *store,
 		.send_limit = (int)cfg->otp_send_limit,
 		.send_window_ms = cfg->otp_send_window_s * 1000,
 	};
-	if (!otp_derive_key(secret, secret_len, CODE_KEY_LABEL, a->code_key)) {
-		free(a);
-		return OTPD_INTERNAL;
+	{
+		uint8_t code_key[OTP_KEY_LEN];
+		bool ok = otp_derive_key(secret, secret_len, CODE_KEY_LABEL, code_key);
+
+		a->code_hasher = ok ? otp_hasher_new(code_key) : NULL;
+		otp_wipe(code_key, sizeof(code_key));
+		if (!a->code_hasher) {
+			free(a);
+			return OTPD_INTERNAL;
+		}
 	}
 	if (cfg->jwt_alg == CONFIG_JWT_ES256)
 		st = auth_jwt_new_es256(cfg->jwt_private_key_file,
@@ -67,7 +74,7 @@ void auth_free(struct auth *a)
 	if (!a)
 		return;
 	auth_jwt_free(a->jwt);
-	otp_wipe(a->code_key, sizeof(a->code_key));
+	otp_hasher_free(a->code_hasher);
 	free(a);
 }
 
@@ -158,7 +165,7 @@ enum otpd_status auth_send_start(struct auth *a, const char *phone, int64_t now_
 	job->arg = arg;
 	memcpy(job->phone, phone, sizeof(job->phone));
 	st = otp_code_generate(job->code);
-	if (st == OTPD_OK && !otp_code_hash(a->code_key, phone, job->code, job->hash))
+	if (st == OTPD_OK && !otp_hasher_hash(a->code_hasher, phone, job->code, job->hash))
 		st = OTPD_INTERNAL;
 	if (st == OTPD_OK)
 		st = store_otp_issue_start(a->store, &a->policy, job->phone, job->hash,
@@ -189,7 +196,7 @@ enum otpd_status auth_verify_start(struct auth *a, const char *phone, const char
 	v->arg = arg;
 	v->status = OTPD_INTERNAL;
 	memcpy(v->phone, phone, sizeof(v->phone));
-	if (!otp_code_hash(a->code_key, phone, code, v->hash))
+	if (!otp_hasher_hash(a->code_hasher, phone, code, v->hash))
 		return OTPD_INTERNAL;
 	st = auth_session_prepare(a, now_ms, &v->session);
 	if (st != OTPD_OK)

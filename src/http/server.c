@@ -1,6 +1,5 @@
 /* libmicrohttpd glue: routing, the request lifetime (created on the first
  * call, freed in completed()), rendering of every answer, suspend/resume. */
-#include <openssl/rand.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +8,7 @@
 #include <unistd.h>
 #include "../log.h"
 #include "../store/store.h"
+#include "../util/random.h"
 #include "internal.h"
 #include "problem.h"
 
@@ -164,7 +164,7 @@ static struct request *request_new(struct http_server *srv, struct MHD_Connectio
 	r->srv = srv;
 	r->conn = conn;
 	r->start_ns = mono_ns();
-	if (RAND_bytes(rnd, sizeof(rnd)) != 1)
+	if (!util_random_id_bytes(rnd, sizeof(rnd)))
 		memset(rnd, 0, sizeof(rnd));
 	for (size_t i = 0; i < sizeof(rnd); i++) {
 		r->id[2 * i] = hex[rnd[i] >> 4];

@@ -178,6 +178,63 @@ bool otp_code_hash(const uint8_t key[OTP_KEY_LEN], const char *phone,
 	return hmac_parts(key, OTP_KEY_LEN, p, 3, ret);
 }
 
+struct otp_hasher {
+	EVP_MAC_CTX *ctx; /* keyed, never updated: only copied */
+};
+
+struct otp_hasher *otp_hasher_new(const uint8_t key[OTP_KEY_LEN])
+{
+	char digest[] = "SHA256";
+	OSSL_PARAM params[2];
+	struct otp_hasher *h;
+	EVP_MAC *mac;
+
+	if (!key)
+		return NULL;
+	h = calloc(1, sizeof(*h));
+	mac = h ? EVP_MAC_fetch(NULL, "HMAC", NULL) : NULL;
+	if (h && mac)
+		h->ctx = EVP_MAC_CTX_new(mac);
+	EVP_MAC_free(mac); /* the context holds its own reference */
+	params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0);
+	params[1] = OSSL_PARAM_construct_end();
+	if (!h || !h->ctx || !EVP_MAC_init(h->ctx, key, OTP_KEY_LEN, params)) {
+		otp_hasher_free(h);
+		return NULL;
+	}
+	return h;
+}
+
+void otp_hasher_free(struct otp_hasher *h)
+{
+	if (!h)
+		return;
+	EVP_MAC_CTX_free(h->ctx); /* wipes the key schedule */
+	free(h);
+}
+
+bool otp_hasher_hash(const struct otp_hasher *h, const char *phone,
+                     const char *code, uint8_t ret[OTP_HASH_LEN])
+{
+	unsigned char out[EVP_MAX_MD_SIZE];
+	size_t out_len = 0;
+	EVP_MAC_CTX *ctx;
+	bool ok;
+
+	if (!h || !phone || !code)
+		return false;
+	ctx = EVP_MAC_CTX_dup(h->ctx);
+	ok = ctx && EVP_MAC_update(ctx, (const unsigned char *)phone, strlen(phone)) &&
+	     EVP_MAC_update(ctx, (const unsigned char *)":", 1) &&
+	     EVP_MAC_update(ctx, (const unsigned char *)code, strlen(code)) &&
+	     EVP_MAC_final(ctx, out, &out_len, sizeof(out)) && out_len == OTP_HASH_LEN;
+	if (ok)
+		memcpy(ret, out, OTP_HASH_LEN);
+	OPENSSL_cleanse(out, sizeof(out));
+	EVP_MAC_CTX_free(ctx);
+	return ok;
+}
+
 bool otp_hash_equal(const uint8_t a[OTP_HASH_LEN], const uint8_t b[OTP_HASH_LEN])
 {
 	return CRYPTO_memcmp(a, b, OTP_HASH_LEN) == 0;

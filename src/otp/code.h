@@ -41,6 +41,17 @@ bool otp_derive_key(const void *secret, size_t secret_len, const char *label,
 bool otp_code_hash(const uint8_t key[OTP_KEY_LEN], const char *phone,
                    const char *code, uint8_t ret[OTP_HASH_LEN]);
 
+/* otp_code_hash() with a key prepared once: the HMAC algorithm looked up and
+ * the key scheduled when it is made, a copy of that context per hash (safe
+ * from several threads at once).  OpenSSL 3 looks HMAC and SHA-256 up by
+ * name on every EVP_MAC_init(). */
+struct otp_hasher;
+struct otp_hasher *otp_hasher_new(const uint8_t key[OTP_KEY_LEN]);
+void otp_hasher_free(struct otp_hasher *h);
+/* The same result as otp_code_hash() with the hasher's key. */
+bool otp_hasher_hash(const struct otp_hasher *h, const char *phone,
+                     const char *code, uint8_t ret[OTP_HASH_LEN]);
+
 /* Constant-time equality (CRYPTO_memcmp). */
 bool otp_hash_equal(const uint8_t a[OTP_HASH_LEN], const uint8_t b[OTP_HASH_LEN])
 	__attribute__((warn_unused_result));

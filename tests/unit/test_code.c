@@ -1,5 +1,6 @@
 /* otp/code.c: HMAC against RFC 4231, rejection sampling, uniformity of
  * generated codes (API-CONTRACT §3), normalisation of submitted codes. */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -142,6 +143,74 @@ static void test_code_hash_binds_phone_code_and_key(void **state)
 
 	assert_false(otp_code_hash(code_key, NULL, "123456", other));
 	assert_false(otp_code_hash(code_key, "+989123456789", NULL, other));
+}
+
+/* The prepared hasher gives what otp_code_hash gives (the known vector
+ * included), again and again, and from several threads at once. */
+struct hasher_worker {
+	const struct otp_hasher *h;
+	int ok;
+};
+
+static void *hash_many(void *arg)
+{
+	struct hasher_worker *w = arg;
+
+	for (int i = 0; i < 500; i++) {
+		char phone[16], code[7];
+		uint8_t a[OTP_HASH_LEN], b[OTP_HASH_LEN];
+
+		snprintf(phone, sizeof(phone), "+98912%07d", i);
+		snprintf(code, sizeof(code), "%06d", (i * 7919) % 1000000);
+		if (otp_hasher_hash(w->h, phone, code, a) && otp_code_hash(code_key, phone, code, b) &&
+		    memcmp(a, b, sizeof(a)) == 0)
+			w->ok++;
+	}
+	return NULL;
+}
+
+static void test_code_hasher(void **state)
+{
+	struct otp_hasher *h = otp_hasher_new(code_key);
+	uint8_t out[OTP_HASH_LEN];
+	char hex[2 * OTP_HASH_LEN + 1];
+	struct hasher_worker w[4];
+	pthread_t t[4];
+	uint8_t key2[OTP_KEY_LEN];
+	struct otp_hasher *h2;
+
+	(void)state;
+	assert_non_null(h);
+	for (int round = 0; round < 2; round++) {
+		assert_true(otp_hasher_hash(h, "+989123456789", "123456", out));
+		to_hex(out, sizeof(out), hex);
+		assert_string_equal(hex,
+		            "31e7f329e9f6cd0de6c9092633c2996976365ffc7b7bda63c70806d8d3abe392");
+	}
+	memcpy(key2, code_key, sizeof(key2));
+	key2[0] ^= 1;
+	h2 = otp_hasher_new(key2);
+	assert_non_null(h2);
+	assert_true(otp_hasher_hash(h2, "+989123456789", "123456", out));
+	to_hex(out, sizeof(out), hex);
+	assert_string_not_equal(hex,
+	            "31e7f329e9f6cd0de6c9092633c2996976365ffc7b7bda63c70806d8d3abe392");
+	otp_hasher_free(h2);
+
+	for (int i = 0; i < 4; i++) {
+		w[i] = (struct hasher_worker){ .h = h, .ok = 0 };
+		assert_int_equal(pthread_create(&t[i], NULL, hash_many, &w[i]), 0);
+	}
+	for (int i = 0; i < 4; i++) {
+		assert_int_equal(pthread_join(t[i], NULL), 0);
+		assert_int_equal(w[i].ok, 500);
+	}
+	assert_false(otp_hasher_hash(h, NULL, "123456", out));
+	assert_false(otp_hasher_hash(h, "+989123456789", NULL, out));
+	assert_false(otp_hasher_hash(NULL, "+989123456789", "123456", out));
+	assert_null(otp_hasher_new(NULL));
+	otp_hasher_free(h);
+	otp_hasher_free(NULL);
 }
 
 static void test_hash_equal(void **state)
@@ -348,6 +417,7 @@ int main(void)
 		cmocka_unit_test(test_derive_key_is_hmac_of_label),
 		cmocka_unit_test(test_code_hash_vector),
 		cmocka_unit_test(test_code_hash_binds_phone_code_and_key),
+		cmocka_unit_test(test_code_hasher),
 		cmocka_unit_test(test_hash_equal),
 		cmocka_unit_test(test_wipe),
 		cmocka_unit_test(test_from_words_rejects_top_of_range),
