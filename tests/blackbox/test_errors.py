@@ -94,6 +94,19 @@ def test_big_header_is_refused_not_fatal(otpd):
     assert otpd.get("/healthz").status_code == 200
 
 
+def test_headers_up_to_8_kib_are_served(otpd, fake):
+    """Request headers of 8 KiB (big cookies, long tokens) fit in a connection's memory (16 KiB);
+    a login still answers with both tokens, in the body and in its cookies."""
+    big = {"X-Big": "a" * 8192, "Cookie": "other=" + "b" * 2048}
+    assert otpd.get("/healthz", headers=big).status_code == 200
+    assert otpd.post(SEND, json={"phone_number": PHONE}, headers=big).status_code == 200
+    from conftest import get_code
+    r = otpd.post(VERIFY, json={"phone_number": PHONE, "code": get_code(fake, PHONE)}, headers=big)
+    assert r.status_code == 200, r.text
+    assert r.json()["access_token"] and r.json()["refresh_token"]
+    assert len(r.headers.get("Set-Cookie", "")) > 2 * 200
+
+
 def test_long_url_is_refused_not_fatal(otpd):
     try:
         r = otpd.get("/" + "a" * 65536)
