@@ -72,6 +72,51 @@ const char *const store_sqlite_migrations[] = {
 	"ALTER TABLE refresh_tokens ADD COLUMN replaced_by TEXT;\n"
 	"CREATE INDEX refresh_tokens_expires ON refresh_tokens (expires_ms);\n",
 
+	/* 3: the hot tables without an ephemeral table per write.  SQLite
+	 * evaluates `x IN (0, 1, 2)` (three values or more) through an
+	 * ephemeral index that it builds on every row it checks: the CHECKs on
+	 * state were run for every code used and every login.  They become
+	 * BETWEEN.  refresh_tokens is also WITHOUT ROWID, keyed by jti: one
+	 * B-tree less per login (the table was a rowid table plus an index on
+	 * jti).  SQLite cannot change a CHECK in place: each table is copied
+	 * into a new one, then renamed. */
+	"CREATE TABLE otp_codes_v3 (\n"
+	"  phone      TEXT PRIMARY KEY,\n"
+	"  otp_id     INTEGER NOT NULL,\n"
+	"  code_hash  BLOB NOT NULL CHECK (length(code_hash) = 32),\n"
+	"  created_ms INTEGER NOT NULL,\n"
+	"  expires_ms INTEGER NOT NULL,\n"
+	"  attempts   INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),\n"
+	"  state      INTEGER NOT NULL DEFAULT 0 CHECK (state BETWEEN 0 AND 2)\n"
+	") STRICT, WITHOUT ROWID;\n"
+	"INSERT INTO otp_codes_v3 (phone, otp_id, code_hash, created_ms, expires_ms,"
+	" attempts, state)\n"
+	"  SELECT phone, otp_id, code_hash, created_ms, expires_ms, attempts, state"
+	" FROM otp_codes;\n"
+	"DROP TABLE otp_codes;\n"
+	"ALTER TABLE otp_codes_v3 RENAME TO otp_codes;\n"
+
+	"CREATE TABLE refresh_tokens_v3 (\n"
+	"  jti         TEXT PRIMARY KEY,\n"
+	"  family      TEXT NOT NULL,\n"
+	"  user_id     INTEGER NOT NULL REFERENCES users (id) ON DELETE CASCADE,\n"
+	"  created_ms  INTEGER NOT NULL,\n"
+	"  expires_ms  INTEGER NOT NULL,\n"
+	"  state       INTEGER NOT NULL DEFAULT 0 CHECK (state BETWEEN 0 AND 2),\n"
+	"  access_jti  TEXT,\n"
+	"  rotated_ms  INTEGER,\n"
+	"  replaced_by TEXT\n"
+	") STRICT, WITHOUT ROWID;\n"
+	"INSERT INTO refresh_tokens_v3 (jti, family, user_id, created_ms, expires_ms,"
+	" state, access_jti, rotated_ms, replaced_by)\n"
+	"  SELECT jti, family, user_id, created_ms, expires_ms, state, access_jti,"
+	" rotated_ms, replaced_by FROM refresh_tokens;\n"
+	"DROP TABLE refresh_tokens;\n"
+	"ALTER TABLE refresh_tokens_v3 RENAME TO refresh_tokens;\n"
+	"CREATE INDEX refresh_tokens_family ON refresh_tokens (family);\n"
+	"CREATE INDEX refresh_tokens_user ON refresh_tokens (user_id);\n"
+	"CREATE INDEX refresh_tokens_expires ON refresh_tokens (expires_ms);\n",
+
 	/* Append new versions here. */
 };
 

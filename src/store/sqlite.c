@@ -167,8 +167,8 @@ static const struct {
 	/* Bounded: at most ?2 rows.  The caller binds ?2 >= 1 (a negative
 	 * LIMIT would mean no limit at all). */
 	[ST_SESSION_PURGE] = {"purge sessions",
-		"DELETE FROM refresh_tokens WHERE rowid IN"
-		" (SELECT rowid FROM refresh_tokens WHERE expires_ms < ?1"
+		"DELETE FROM refresh_tokens WHERE jti IN"
+		" (SELECT jti FROM refresh_tokens WHERE expires_ms < ?1"
 		" ORDER BY expires_ms LIMIT ?2)"},
 };
 
