@@ -39,6 +39,7 @@
 
 struct job {
 	struct job *next;
+	struct job *prev;                 /* in the active list (O(1) removal) */
 	char phone[OTP_PHONE_LEN + 1];
 	char code[CODE_MAX + 1];          /* secret: wiped in job_free */
 	sms_done_fn done;
@@ -166,15 +167,13 @@ static void job_finish(struct sms *s, struct job *j, enum otpd_status status,
 
 static void active_remove(struct sms *s, struct job *j)
 {
-	struct job **pp;
-
-	for (pp = &s->active; *pp; pp = &(*pp)->next) {
-		if (*pp == j) {
-			*pp = j->next;
-			j->next = NULL;
-			return;
-		}
-	}
+	if (j->prev)
+		j->prev->next = j->next;
+	else
+		s->active = j->next;
+	if (j->next)
+		j->next->prev = j->prev;
+	j->next = j->prev = NULL;
 }
 
 static void start_console(struct sms *s, struct job *j)
@@ -207,7 +206,10 @@ static void start_kavenegar(struct sms *s, struct job *j)
 		st = OTPD_INTERNAL;
 		goto fail;
 	}
+	j->prev = NULL;
 	j->next = s->active;
+	if (s->active)
+		s->active->prev = j;
 	s->active = j;
 	return;
 fail:
@@ -261,7 +263,7 @@ static void abandon_active(struct sms *s)
 
 	while (s->active) {
 		struct job *j = s->active;
-		s->active = j->next;
+		active_remove(s, j);
 		j->next = NULL;
 		curl_multi_remove_handle(s->multi, j->easy);
 		otp_phone_mask(j->phone, masked);
