@@ -368,11 +368,12 @@ enum otpd_status auth_jwt_sign(const struct auth_jwt *j, enum auth_token_type ty
 	                   "token_type", type == AUTH_TOKEN_ACCESS ? "access" : "refresh",
 	                   "user_id", (json_int_t)user_id, "sub", sub,
 	                   "iat", (json_int_t)iat_s, "exp", (json_int_t)exp_s, "jti", jti);
-	plen = claims ? json_dumpb(claims, payload, sizeof(payload),
-	                           JSON_COMPACT | JSON_PRESERVE_ORDER) : 0;
+	if (!claims)
+		return OTPD_NOMEM;
+	plen = json_dumpb(claims, payload, sizeof(payload), JSON_COMPACT | JSON_PRESERVE_ORDER);
 	json_decref(claims);
 	if (plen == 0 || plen >= sizeof(payload))
-		return claims ? OTPD_INTERNAL : OTPD_NOMEM;
+		return OTPD_INTERNAL;
 
 	/* header "." payload "." signature, each base64url (no padding). */
 	n = hlen + 1 + 4 * ((plen + 2) / 3) + 1 + 4 * ((sizeof(sig) + 2) / 3) + 1;
