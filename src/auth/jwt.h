@@ -1,4 +1,5 @@
-/* Tokens (API-CONTRACT "Tokens"): JWT via libjwt 1.10.
+/* Tokens (API-CONTRACT "Tokens"): verified with libjwt 1.10, signed here with
+ * OpenSSL from keys prepared once (jwt.c says why).
  * HS256 keyed by SECRET_KEY (default), or ES256 with a P-256 key (tokens
  * carry `kid`, the RFC 7638 thumbprint; a previous public key keeps
  * verifying during a rotation).  Claims: token_type, user_id, sub, iat, exp,
