@@ -29,7 +29,7 @@ struct es_key {
  * key again for every ES256 signature and looks up HMAC and SHA-256 by name
  * for every HS256 one (OpenSSL 3's one-shot HMAC()), which made two
  * signatures about a tenth of a login's CPU (docs/PERFORMANCE.md). */
-#define HEADER_B64_MAX 160
+#define HEADER_B64_MAX 360
 
 struct auth_jwt {
 	jwt_alg_t alg;
@@ -103,7 +103,7 @@ static bool build_jwks(struct auth_jwt *j)
 static bool build_header(struct auth_jwt *j)
 {
 	json_t *h;
-	char json[HEADER_B64_MAX / 2];
+	char json[256];
 	size_t n;
 
 	if (j->alg == JWT_ALG_ES256)
@@ -368,8 +368,8 @@ enum otpd_status auth_jwt_sign(const struct auth_jwt *j, enum auth_token_type ty
 	                   "token_type", type == AUTH_TOKEN_ACCESS ? "access" : "refresh",
 	                   "user_id", (json_int_t)user_id, "sub", sub,
 	                   "iat", (json_int_t)iat_s, "exp", (json_int_t)exp_s, "jti", jti);
-	if (!claims)
-		return OTPD_NOMEM;
+	if (!claims) /* out of memory, or a jti that is not UTF-8 */
+		return OTPD_INTERNAL;
 	plen = json_dumpb(claims, payload, sizeof(payload), JSON_COMPACT | JSON_PRESERVE_ORDER);
 	json_decref(claims);
 	if (plen == 0 || plen >= sizeof(payload))

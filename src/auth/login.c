@@ -27,7 +27,7 @@ enum otpd_status auth_new(const struct config *cfg, struct store *store,
                           struct sms *sms, const void *secret, size_t secret_len,
                           struct auth **ret)
 {
-	char err[512];
+	char err[512] = "";
 	struct auth *a = calloc(1, sizeof(*a));
 	enum otpd_status st;
 

@@ -16,6 +16,14 @@
 #include "server.h"
 
 #define HTTP_MAX_BODY 4096      /* API-CONTRACT §4: "a few KiB is plenty" */
+/* libmicrohttpd's memory per connection: the request line, headers and body
+ * being read, and the response's headers.  libmicrohttpd zeroes it between
+ * requests, so it is kept small (16 KiB: was 32, memset was 4 % of a
+ * verify's CPU).  Request heads above HTTP_MAX_HEADERS are refused before
+ * any work, so that a served request always has room for its answer (two
+ * token cookies, about 1 KiB). */
+#define HTTP_CONNECTION_MEMORY (16 * 1024)
+#define HTTP_MAX_HEADERS (8 * 1024)
 #define HTTP_SMS_RETRY_AFTER 30 /* seconds, with sms_unavailable */
 
 struct http_server {

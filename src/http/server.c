@@ -177,6 +177,25 @@ static struct request *request_new(struct http_server *srv, struct MHD_Connectio
 	return r;
 }
 
+static enum MHD_Result add_header_size(void *cls, enum MHD_ValueKind kind,
+                                       const char *key, const char *value)
+{
+	size_t *total = cls;
+
+	(void)kind;
+	*total += strlen(key) + (value ? strlen(value) : 0) + 4; /* ": " and CRLF */
+	return MHD_YES;
+}
+
+/* The request line and headers, in bytes (about what the client sent). */
+static size_t request_head_size(struct MHD_Connection *conn, const char *url)
+{
+	size_t total = strlen(url) + 16;
+
+	MHD_get_connection_values(conn, MHD_HEADER_KIND, add_header_size, &total);
+	return total;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version,
                                   const char *upload_data, size_t *upload_data_size,
@@ -200,6 +219,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 			r->retry_after_s = 1;
 			r->detail = "The server is shutting down.";
 			return respond(r, OTPD_UNAVAILABLE, NULL);
+		}
+		/* A connection has HTTP_CONNECTION_MEMORY bytes for the request
+		 * and the response's headers: a request that takes most of it
+		 * could be served, then left without room for its answer.
+		 * Refused before any work is done. */
+		if (request_head_size(conn, url) > HTTP_MAX_HEADERS) {
+			r->close = true;
+			r->detail = "The request headers are too large (at most 8 KiB).";
+			return respond(r, OTPD_MALFORMED_REQUEST, NULL);
 		}
 		r->route = route_find(url, method, allow, sizeof(allow), &st);
 		if (!r->route)
@@ -350,7 +378,7 @@ enum otpd_status http_server_start(const struct config *cfg, struct auth *auth,
 		MHD_OPTION_SOCK_ADDR, (const struct sockaddr *)&cfg->listen_addr,
 		MHD_OPTION_THREAD_POOL_SIZE, (unsigned)threads,
 		MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
-		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)16 * 1024,
+		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONNECTION_MEMORY,
 		MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
 		MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)1024,
 		MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,

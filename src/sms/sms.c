@@ -289,10 +289,11 @@ static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *
 	ev.events = (what & CURL_POLL_IN ? EPOLLIN : 0u) | (what & CURL_POLL_OUT ? EPOLLOUT : 0u);
 	ev.data.fd = fd;
 	if (epoll_ctl(s->epfd, EPOLL_CTL_MOD, fd, &ev) != 0 &&
-	    (errno != ENOENT || epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev) != 0)) {
+	    (errno != ENOENT || epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev) != 0))
+		/* Not -1: that would mark the whole multi handle dead.  The
+		 * transfer ends by its own timeout (KAVENEGAR_TIMEOUT_MS), driven
+		 * by curl's timer and the worker's periodic timeout call. */
 		log_error("sms.internal", "cannot watch a provider socket: %s", strerror(errno));
-		return -1; /* curl fails the transfers on this socket */
-	}
 	return 0;
 }
 
@@ -381,6 +382,12 @@ static void *worker(void *arg)
 				timeout = t;
 		}
 		n = epoll_wait(s->epfd, evs, EVENTS_MAX, (int)timeout);
+		if (n == 0 && s->active) {
+			/* Nothing happened for a while: let curl check its
+			 * transfers' timeouts even if a timer was lost. */
+			s->timer_set = false;
+			curl_multi_socket_action(s->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+		}
 		for (int i = 0; i < n; i++) {
 			int fd = evs[i].data.fd, mask = 0;
 			uint32_t e = evs[i].events;

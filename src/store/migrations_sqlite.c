@@ -110,7 +110,10 @@ const char *const store_sqlite_migrations[] = {
 	"INSERT INTO refresh_tokens_v3 (jti, family, user_id, created_ms, expires_ms,"
 	" state, access_jti, rotated_ms, replaced_by)\n"
 	"  SELECT jti, family, user_id, created_ms, expires_ms, state, access_jti,"
-	" rotated_ms, replaced_by FROM refresh_tokens;\n"
+	" rotated_ms, replaced_by FROM refresh_tokens\n"
+	/* A record whose user was deleted with foreign keys off (the sqlite3
+	 * shell's default) cannot be used, and would fail the copy's check. */
+	"  WHERE user_id IN (SELECT id FROM users);\n"
 	"DROP TABLE refresh_tokens;\n"
 	"ALTER TABLE refresh_tokens_v3 RENAME TO refresh_tokens;\n"
 	"CREATE INDEX refresh_tokens_family ON refresh_tokens (family);\n"

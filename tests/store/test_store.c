@@ -1295,6 +1295,9 @@ static void test_migration_from_v1(void **state)
 	         " VALUES ('%s', '%s', 1, %lld, %lld);\n"
 	         "INSERT INTO otp_codes (phone, otp_id, code_hash, created_ms, expires_ms,"
 	         " attempts, state) VALUES ('+989120000007', 7, zeroblob(32), 1, 2, 3, 1);\n"
+	         /* A record whose user was deleted with foreign keys off. */
+	         "INSERT INTO refresh_tokens (jti, family, user_id, created_ms, expires_ms)"
+	         " VALUES ('orphan', 'orphan', 999, 1, 2);\n"
 	         "COMMIT;\n",
 	         store_sqlite_migrations[0], (long long)T0, s0.jti, s0.family,
 	         (long long)T0, (long long)s0.expires_ms);
@@ -1339,6 +1342,13 @@ static void test_migration_from_v1(void **state)
 	                        " || ',' || created_ms || ',' || expires_ms || ',' || attempts"
 	                        " || ',' || state FROM otp_codes;", upgraded, sizeof(upgraded)), 0);
 	assert_string_equal(upgraded, "+989120000007,7,32,1,2,3,1");
+	/* The orphan did not stop the upgrade (the copy checks foreign keys);
+	 * it is gone, the live record is there. */
+	assert_int_equal(cli_db(fx, v1, "SELECT group_concat(jti) FROM refresh_tokens"
+	                        " WHERE user_id = 999;", upgraded, sizeof(upgraded)), 0);
+	assert_string_equal(upgraded, "");
+	assert_int_equal(cli_db(fx, v1, "PRAGMA foreign_key_check;", upgraded, sizeof(upgraded)), 0);
+	assert_string_equal(upgraded, "");
 }
 
 /* The writes of a send, a verify and a refresh build no ephemeral table:
