@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../otp/code.h"
 #include "../util/random.h"
 
 #define KID_MAX 64
@@ -35,7 +36,7 @@ struct auth_jwt {
 	jwt_alg_t alg;
 	unsigned char *sign_key;   /* HS256 secret (for jwt_decode); NULL for ES256 */
 	size_t sign_key_len;
-	EVP_MAC_CTX *hmac;         /* HS256: keyed once, duplicated per token */
+	struct otp_hasher *hmac;   /* HS256: keyed once */
 	EVP_PKEY *pkey;            /* ES256: the private key, parsed once */
 	EVP_MD *sha256;            /* ES256: fetched once */
 	char header_b64[HEADER_B64_MAX]; /* the JOSE header, encoded once */
@@ -59,7 +60,7 @@ void auth_jwt_free(struct auth_jwt *j)
 		OPENSSL_cleanse(j->sign_key, j->sign_key_len);
 		free(j->sign_key);
 	}
-	EVP_MAC_CTX_free(j->hmac);
+	otp_hasher_free(j->hmac);
 	EVP_PKEY_free(j->pkey);
 	EVP_MD_free(j->sha256);
 	es_key_release(&j->current);
@@ -118,25 +119,6 @@ static bool build_header(struct auth_jwt *j)
 	return true;
 }
 
-/* An HMAC-SHA256 context keyed with key, for EVP_MAC_CTX_dup(). */
-static EVP_MAC_CTX *hmac_keyed(const void *key, size_t key_len)
-{
-	static const unsigned char empty[1];
-	EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
-	EVP_MAC_CTX *ctx = mac ? EVP_MAC_CTX_new(mac) : NULL;
-	OSSL_PARAM params[] = {
-		OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
-		OSSL_PARAM_construct_end(),
-	};
-
-	EVP_MAC_free(mac); /* the context holds its own reference */
-	if (ctx && !EVP_MAC_init(ctx, key_len ? key : empty, key_len, params)) {
-		EVP_MAC_CTX_free(ctx);
-		ctx = NULL;
-	}
-	return ctx;
-}
-
 enum otpd_status auth_jwt_new_hs256(const void *key, size_t key_len, struct auth_jwt **ret)
 {
 	struct auth_jwt *j = calloc(1, sizeof(*j));
@@ -151,7 +133,7 @@ enum otpd_status auth_jwt_new_hs256(const void *key, size_t key_len, struct auth
 	}
 	memcpy(j->sign_key, key, key_len);
 	j->sign_key_len = key_len;
-	j->hmac = hmac_keyed(key, key_len);
+	j->hmac = otp_hasher_new(key, key_len);
 	if (!j->hmac || !build_header(j)) {
 		auth_jwt_free(j);
 		return OTPD_INTERNAL;
@@ -313,16 +295,12 @@ enum otpd_status auth_jti_new(int64_t now_ms, char ret[AUTH_JTI_LEN + 1])
 	return OTPD_OK;
 }
 
-/* HMAC-SHA256 of in, with a copy of j's keyed context. */
+/* HMAC-SHA256 of in with j's key. */
 static bool sign_hs256(const struct auth_jwt *j, const char *in, size_t n,
                        unsigned char *sig, size_t *sig_len)
 {
-	EVP_MAC_CTX *ctx = EVP_MAC_CTX_dup(j->hmac);
-	bool ok = ctx && EVP_MAC_update(ctx, (const unsigned char *)in, n) &&
-	          EVP_MAC_final(ctx, sig, sig_len, 32) && *sig_len == 32;
-
-	EVP_MAC_CTX_free(ctx);
-	return ok;
+	*sig_len = OTP_HASH_LEN;
+	return otp_hasher_mac(j->hmac, in, n, sig);
 }
 
 /* ECDSA P-256 with SHA-256, as JWS wants it (RFC 7518 §3.4): r and s, 32

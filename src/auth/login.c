@@ -46,7 +46,7 @@ enum otpd_status auth_new(const struct config *cfg, struct store *store,
 		uint8_t code_key[OTP_KEY_LEN];
 		bool ok = otp_derive_key(secret, secret_len, CODE_KEY_LABEL, code_key);
 
-		a->code_hasher = ok ? otp_hasher_new(code_key) : NULL;
+		a->code_hasher = ok ? otp_hasher_new(code_key, sizeof(code_key)) : NULL;
 		otp_wipe(code_key, sizeof(code_key));
 		if (!a->code_hasher) {
 			free(a);

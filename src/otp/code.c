@@ -182,14 +182,15 @@ struct otp_hasher {
 	EVP_MAC_CTX *ctx; /* keyed, never updated: only copied */
 };
 
-struct otp_hasher *otp_hasher_new(const uint8_t key[OTP_KEY_LEN])
+struct otp_hasher *otp_hasher_new(const void *key, size_t key_len)
 {
+	static const unsigned char empty[1];
 	char digest[] = "SHA256";
 	OSSL_PARAM params[2];
 	struct otp_hasher *h;
 	EVP_MAC *mac;
 
-	if (!key)
+	if (!key && key_len)
 		return NULL;
 	h = calloc(1, sizeof(*h));
 	mac = h ? EVP_MAC_fetch(NULL, "HMAC", NULL) : NULL;
@@ -198,7 +199,7 @@ struct otp_hasher *otp_hasher_new(const uint8_t key[OTP_KEY_LEN])
 	EVP_MAC_free(mac); /* the context holds its own reference */
 	params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0);
 	params[1] = OSSL_PARAM_construct_end();
-	if (!h || !h->ctx || !EVP_MAC_init(h->ctx, key, OTP_KEY_LEN, params)) {
+	if (!h || !h->ctx || !EVP_MAC_init(h->ctx, key_len ? key : empty, key_len, params)) {
 		otp_hasher_free(h);
 		return NULL;
 	}
@@ -213,26 +214,46 @@ void otp_hasher_free(struct otp_hasher *h)
 	free(h);
 }
 
-bool otp_hasher_hash(const struct otp_hasher *h, const char *phone,
-                     const char *code, uint8_t ret[OTP_HASH_LEN])
+/* The MAC of parts[0] || parts[1] || ... with a copy of h's keyed context. */
+static bool hasher_parts(const struct otp_hasher *h, const struct part *parts,
+                         size_t nparts, uint8_t ret[OTP_HASH_LEN])
 {
 	unsigned char out[EVP_MAX_MD_SIZE];
 	size_t out_len = 0;
-	EVP_MAC_CTX *ctx;
-	bool ok;
+	EVP_MAC_CTX *ctx = EVP_MAC_CTX_dup(h->ctx);
+	bool ok = ctx != NULL;
 
-	if (!h || !phone || !code)
-		return false;
-	ctx = EVP_MAC_CTX_dup(h->ctx);
-	ok = ctx && EVP_MAC_update(ctx, (const unsigned char *)phone, strlen(phone)) &&
-	     EVP_MAC_update(ctx, (const unsigned char *)":", 1) &&
-	     EVP_MAC_update(ctx, (const unsigned char *)code, strlen(code)) &&
-	     EVP_MAC_final(ctx, out, &out_len, sizeof(out)) && out_len == OTP_HASH_LEN;
+	for (size_t i = 0; ok && i < nparts; i++)
+		ok = !parts[i].len || EVP_MAC_update(ctx, parts[i].data, parts[i].len);
+	ok = ok && EVP_MAC_final(ctx, out, &out_len, sizeof(out)) && out_len == OTP_HASH_LEN;
 	if (ok)
 		memcpy(ret, out, OTP_HASH_LEN);
 	OPENSSL_cleanse(out, sizeof(out));
 	EVP_MAC_CTX_free(ctx);
 	return ok;
+}
+
+bool otp_hasher_mac(const struct otp_hasher *h, const void *msg, size_t len,
+                    uint8_t ret[OTP_HASH_LEN])
+{
+	struct part p = { msg, len };
+
+	if (!h || (!msg && len))
+		return false;
+	return hasher_parts(h, &p, 1, ret);
+}
+
+bool otp_hasher_hash(const struct otp_hasher *h, const char *phone,
+                     const char *code, uint8_t ret[OTP_HASH_LEN])
+{
+	struct part p[3];
+
+	if (!h || !phone || !code)
+		return false;
+	p[0] = (struct part){ phone, strlen(phone) };
+	p[1] = (struct part){ ":", 1 };
+	p[2] = (struct part){ code, strlen(code) };
+	return hasher_parts(h, p, 3, ret);
 }
 
 bool otp_hash_equal(const uint8_t a[OTP_HASH_LEN], const uint8_t b[OTP_HASH_LEN])

@@ -41,13 +41,16 @@ bool otp_derive_key(const void *secret, size_t secret_len, const char *label,
 bool otp_code_hash(const uint8_t key[OTP_KEY_LEN], const char *phone,
                    const char *code, uint8_t ret[OTP_HASH_LEN]);
 
-/* otp_code_hash() with a key prepared once: the HMAC algorithm looked up and
- * the key scheduled when it is made, a copy of that context per hash (safe
- * from several threads at once).  OpenSSL 3 looks HMAC and SHA-256 up by
- * name on every EVP_MAC_init(). */
+/* HMAC-SHA256 with a key prepared once: the algorithm looked up and the key
+ * scheduled when it is made, a copy of that context per message (safe from
+ * several threads at once).  OpenSSL 3 looks HMAC and SHA-256 up by name on
+ * every EVP_MAC_init().  Used for code hashes and HS256 tokens. */
 struct otp_hasher;
-struct otp_hasher *otp_hasher_new(const uint8_t key[OTP_KEY_LEN]);
+struct otp_hasher *otp_hasher_new(const void *key, size_t key_len);
 void otp_hasher_free(struct otp_hasher *h);
+/* HMAC-SHA256(key, msg): the same result as otp_hmac_sha256(). */
+bool otp_hasher_mac(const struct otp_hasher *h, const void *msg, size_t len,
+                    uint8_t ret[OTP_HASH_LEN]);
 /* The same result as otp_code_hash() with the hasher's key. */
 bool otp_hasher_hash(const struct otp_hasher *h, const char *phone,
                      const char *code, uint8_t ret[OTP_HASH_LEN]);

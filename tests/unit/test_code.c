@@ -32,9 +32,20 @@ static void expect_hmac(const void *key, size_t key_len, const char *msg,
 	uint8_t mac[OTP_HASH_LEN];
 	char hex[2 * OTP_HASH_LEN + 1];
 
+	struct otp_hasher *h = otp_hasher_new(key, key_len);
+
 	assert_true(otp_hmac_sha256(key, key_len, msg, strlen(msg), mac));
 	to_hex(mac, sizeof(mac), hex);
 	assert_string_equal(hex, want_hex);
+	/* The prepared key gives the same MAC, twice. */
+	assert_non_null(h);
+	for (int i = 0; i < 2; i++) {
+		memset(mac, 0, sizeof(mac));
+		assert_true(otp_hasher_mac(h, msg, strlen(msg), mac));
+		to_hex(mac, sizeof(mac), hex);
+		assert_string_equal(hex, want_hex);
+	}
+	otp_hasher_free(h);
 }
 
 /* RFC 4231 §4.2, Test Case 1. */
@@ -171,7 +182,7 @@ static void *hash_many(void *arg)
 
 static void test_code_hasher(void **state)
 {
-	struct otp_hasher *h = otp_hasher_new(code_key);
+	struct otp_hasher *h = otp_hasher_new(code_key, sizeof(code_key));
 	uint8_t out[OTP_HASH_LEN];
 	char hex[2 * OTP_HASH_LEN + 1];
 	struct hasher_worker w[4];
@@ -189,7 +200,7 @@ static void test_code_hasher(void **state)
 	}
 	memcpy(key2, code_key, sizeof(key2));
 	key2[0] ^= 1;
-	h2 = otp_hasher_new(key2);
+	h2 = otp_hasher_new(key2, sizeof(key2));
 	assert_non_null(h2);
 	assert_true(otp_hasher_hash(h2, "+989123456789", "123456", out));
 	to_hex(out, sizeof(out), hex);
@@ -208,7 +219,7 @@ static void test_code_hasher(void **state)
 	assert_false(otp_hasher_hash(h, NULL, "123456", out));
 	assert_false(otp_hasher_hash(h, "+989123456789", NULL, out));
 	assert_false(otp_hasher_hash(NULL, "+989123456789", "123456", out));
-	assert_null(otp_hasher_new(NULL));
+	assert_null(otp_hasher_new(NULL, 32));
 	otp_hasher_free(h);
 	otp_hasher_free(NULL);
 }
