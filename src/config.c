@@ -23,7 +23,7 @@ struct var {
 
 #define F(field) offsetof(struct config, field), sizeof(((struct config *)0)->field)
 
-/* API-CONTRACT §1, plus a few operational knobs (OTPD_*, *_MS). */
+/* docs/API.md §1, plus a few operational knobs (OTPD_*, *_MS). */
 static const struct var vars[] = {
 	{"OTPD_LISTEN", K_LISTEN, F(listen), "127.0.0.1:8000", 0, 0, "address:port to listen on ([::1]:8000 for IPv6)"},
 	{"DATABASE_URL", K_DBURL, F(database_url), "sqlite:otpd.db", 0, 0, "sqlite:PATH or postgres://user:pass@host:port/db"},

@@ -1,4 +1,4 @@
-/* Configuration: the environment (API-CONTRACT §1) -> one const struct,
+/* Configuration: the environment (docs/API.md §1) -> one const struct,
  * parsed from one table with bounds.  A bad value stops the start with one
  * line naming the variable and what was expected. */
 #ifndef OTPD_CONFIG_H

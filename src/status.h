@@ -1,6 +1,6 @@
 /* One status type crosses every module boundary (curl's CURLcode idea).
  * OTPD_OK is 0; there is one value per contract error `code`
- * (API-CONTRACT §4) plus OTPD_NOMEM and OTPD_INTERNAL.  http/problem.c holds
+ * (docs/API.md §4) plus OTPD_NOMEM and OTPD_INTERNAL.  http/problem.c holds
  * the only table from a status to its HTTP status, code and title. */
 #ifndef OTPD_STATUS_H
 #define OTPD_STATUS_H

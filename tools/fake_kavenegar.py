@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""A fake Kavenegar REST API for otpd's tests (../shared/kavenegar/REFERENCE.md §11).
+"""A fake Kavenegar REST API for otpd's tests (docs/KAVENEGAR.md §11).
 
 Run it on its own:
 

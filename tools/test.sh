@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Set everything up and run all the tests:
+#   0. the lone-clone check: a fresh clone of HEAD, with nothing beside it, builds and
+#      passes the unit and fake-provider tests (tools/lone_clone.sh)
 #   1. gcc build (-Werror), module-boundary checks, cmocka unit + store tests, pytest black-box suite
 #   2. clang build (-Werror)
 #   3. the whole suite again under AddressSanitizer + UndefinedBehaviorSanitizer
@@ -7,6 +9,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/deps.sh
 jobs=$(nproc)
+export WERROR=1
+
+echo "== lone clone: unit + fake-provider tests in a clone with nothing beside it"
+tools/lone_clone.sh
 
 echo "== gcc: build + all tests"
 make -j"$jobs" CC=gcc all

@@ -1,4 +1,4 @@
-/* Tokens (API-CONTRACT "Tokens"): verified with libjwt 1.10, signed here with
+/* Tokens (docs/API.md §3 "Tokens"): verified with libjwt 1.10, signed here with
  * OpenSSL from keys prepared once (jwt.c says why).
  * HS256 keyed by SECRET_KEY (default), or ES256 with a P-256 key (tokens
  * carry `kid`, the RFC 7638 thumbprint; a previous public key keeps

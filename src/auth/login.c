@@ -105,7 +105,7 @@ static void on_cancelled(void *arg, enum otpd_status status)
 	send_finish(job);
 }
 
-/* API-CONTRACT §3 / issue 3: a code whose SMS was not accepted never
+/* docs/API.md §3 / issue 3: a code whose SMS was not accepted never
  * verifies.  It is cancelled before the client hears the answer. */
 static void send_cancel(struct auth_send *job)
 {

@@ -1,4 +1,4 @@
-/* Login use cases (API-CONTRACT §3): send a code, verify it and log in.
+/* Login use cases (docs/API.md §3): send a code, verify it and log in.
  * Talks to the store and the SMS worker through their interfaces; knows no
  * HTTP and no SQL. */
 #ifndef OTPD_AUTH_LOGIN_H

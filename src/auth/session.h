@@ -1,4 +1,4 @@
-/* Session use cases (API-CONTRACT "Tokens"): refresh with rotation and reuse
+/* Session use cases (docs/API.md §3 "Tokens"): refresh with rotation and reuse
  * detection, logout, the current user, and the background purge of expired
  * refresh records. */
 #ifndef OTPD_AUTH_SESSION_H

@@ -1,4 +1,4 @@
-/* POST /api/v1/usr/otp and POST /api/v1/usr/otp/verify (API-CONTRACT §3). */
+/* POST /api/v1/usr/otp and POST /api/v1/usr/otp/verify (docs/API.md §3). */
 #include <stdio.h>
 #include <string.h>
 #include "../log.h"

@@ -1,4 +1,4 @@
-/* GET /healthz and GET /readyz (API-CONTRACT §3 "Service endpoints"). */
+/* GET /healthz and GET /readyz (docs/API.md §3 "Service endpoints"). */
 #include "../store/store.h"
 #include "internal.h"
 

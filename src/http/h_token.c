@@ -1,5 +1,5 @@
 /* POST /api/v1/usr/token/refresh, POST /api/v1/usr/logout,
- * GET /api/v1/usr/me, GET /.well-known/jwks.json (API-CONTRACT "Tokens"). */
+ * GET /api/v1/usr/me, GET /.well-known/jwks.json (docs/API.md §3 "Tokens"). */
 #include <string.h>
 #include <strings.h>
 #include "internal.h"

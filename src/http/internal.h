@@ -15,7 +15,7 @@
 #include "../util/ratelimit.h"
 #include "server.h"
 
-#define HTTP_MAX_BODY 4096      /* API-CONTRACT §4: "a few KiB is plenty" */
+#define HTTP_MAX_BODY 4096      /* docs/API.md §4: "a few KiB is plenty" */
 /* libmicrohttpd's memory per connection: the request line, headers and body
  * being read, and the response's headers.  libmicrohttpd zeroes it between
  * requests, so it is kept small (16 KiB: was 32, memset was 4 % of a
@@ -121,7 +121,7 @@ bool http_field_code(struct request *r, char ret[7]);
  * (and an error added) when present but not a string. */
 bool http_field_optional_string(struct request *r, const char *name, const char **ret);
 /* A cookie-authenticated state-changing request with an Origin header must
- * come from the request's own host or OTPD_ALLOWED_ORIGINS (API-CONTRACT
+ * come from the request's own host or OTPD_ALLOWED_ORIGINS (docs/API.md
  * "Tokens": CSRF defence on top of SameSite=Lax). */
 bool http_origin_allowed(struct request *r);
 const char *http_cookie(struct request *r, const char *name);

@@ -8,7 +8,7 @@
 
 struct problem_info {
 	unsigned http_status;
-	const char *code;   /* API-CONTRACT §4 */
+	const char *code;   /* docs/API.md §4 */
 	const char *title;
 	const char *detail; /* default detail for people */
 };

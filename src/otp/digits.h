@@ -1,4 +1,4 @@
-/* Digits in the three scripts users type (API-CONTRACT §2): ASCII,
+/* Digits in the three scripts users type (docs/API.md §2): ASCII,
  * Arabic-Indic (U+0660..U+0669) and Persian (U+06F0..U+06F9), read from
  * strict UTF-8.  Pure: libc only.  Shared by phone.c and code.c. */
 #ifndef OTPD_OTP_DIGITS_H

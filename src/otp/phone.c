@@ -1,4 +1,4 @@
-/* Iranian mobile numbers (API-CONTRACT §2).  Pure: libc only. */
+/* Iranian mobile numbers (docs/API.md §2).  Pure: libc only. */
 #include "phone.h"
 #include "digits.h"
 

@@ -1,4 +1,4 @@
-/* Iranian mobile numbers (API-CONTRACT §2).  Pure: libc only. */
+/* Iranian mobile numbers (docs/API.md §2).  Pure: libc only. */
 #ifndef OTPD_OTP_PHONE_H
 #define OTPD_OTP_PHONE_H
 

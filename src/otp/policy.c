@@ -1,4 +1,4 @@
-/* The OTP rules as pure decisions (API-CONTRACT §3).  No clock, no I/O. */
+/* The OTP rules as pure decisions (docs/API.md §3).  No clock, no I/O. */
 #include "policy.h"
 
 #include <limits.h>

@@ -1,4 +1,4 @@
-/* The OTP rules as pure decisions (API-CONTRACT §3): expiry, attempts, the
+/* The OTP rules as pure decisions (docs/API.md §3): expiry, attempts, the
  * per-phone send limit.  `now_ms` is always passed in; no clock, no I/O.
  * The store calls these inside its transactions, so the decision and the
  * write that follows are atomic. */

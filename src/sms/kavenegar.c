@@ -1,5 +1,5 @@
 /* Kavenegar REST client pieces used by the worker in sms.c.
- * REFERENCE §1 (request), §2-§3 (envelope, HTTP status), §10 (client rules).
+ * docs/KAVENEGAR.md §1 (request), §2-§3 (envelope, HTTP status), §10 (client rules).
  *
  * The API key is a path segment of the URL, so the URL is never logged, and
  * neither are curl's error texts (they can carry the URL) nor
@@ -44,7 +44,7 @@ struct sms_kavenegar_call {
 	bool resp_too_big;
 };
 
-/* Alert-worthy refusals (REFERENCE §10): configuration or account problems
+/* Alert-worthy refusals (docs/KAVENEGAR.md §10): configuration or account problems
  * an operator must fix.  Logged as errors; other refusals as warnings. */
 static const int alert_codes[] = {401, 403, 407, 412, 416, 418, 424, 426, 432, 501};
 
@@ -91,7 +91,7 @@ static const char *curl_code_name(int code)
 /* ---- the pure part ---------------------------------------------------- */
 
 /* An envelope is a JSON object whose "return" is an object with an integer
- * "status" (REFERENCE §2).  Returns true and sets *ret_status if body is one. */
+ * "status" (docs/KAVENEGAR.md §2).  Returns true and sets *ret_status if body is one. */
 static bool parse_envelope(const char *body, size_t len, int *ret_status)
 {
 	json_error_t err;
@@ -149,7 +149,7 @@ struct sms_result sms_kavenegar_classify(int transport_ok, long http_status,
 {
 	int envelope;
 
-	/* REFERENCE §3: the envelope decides whatever the HTTP status. */
+	/* docs/KAVENEGAR.md §3: the envelope decides whatever the HTTP status. */
 	(void)http_status;
 	return classify(transport_ok, body, len, &envelope);
 }
@@ -429,7 +429,7 @@ enum otpd_status sms_kavenegar_call_new(const struct sms_kavenegar *kv,
 	if (!call->body)
 		goto out;
 
-	/* REFERENCE §1 recipe.  POSTFIELDS (not COPYPOSTFIELDS): curl does not
+	/* docs/KAVENEGAR.md §1 recipe.  POSTFIELDS (not COPYPOSTFIELDS): curl does not
 	 * keep its own copy of the code; ours is wiped in call_free. */
 	if (!rc) rc = curl_easy_setopt(h, CURLOPT_URL, kv->url);
 	if (!rc) rc = curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");

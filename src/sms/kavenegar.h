@@ -1,4 +1,4 @@
-/* The Kavenegar backend of sms.c (../shared/kavenegar/REFERENCE.md).
+/* The Kavenegar backend of sms.c (docs/KAVENEGAR.md).
  *
  * Only sms.c and kavenegar.c include curl/curl.h, so this header speaks of
  * easy handles as `void *` (libcurl's CURL is a typedef of void). */
@@ -9,11 +9,11 @@
 #include <stddef.h>
 #include "sms.h"
 
-/* Responses larger than this are a transport failure (REFERENCE §2 bodies
+/* Responses larger than this are a transport failure (docs/KAVENEGAR.md §2 bodies
  * are a few hundred bytes). */
 #define SMS_KAVENEGAR_MAX_RESPONSE (64 * 1024)
 
-/* Decide the outcome of one call (REFERENCE §3, §10).  Pure.
+/* Decide the outcome of one call (docs/KAVENEGAR.md §3, §10).  Pure.
  * transport_ok: the transfer completed (CURLE_OK).  When it did and body is
  * a JSON object with an integer return.status, that decides, whatever the
  * HTTP status: 200 -> OTPD_OK, 409 (busy, retry later) ->
@@ -28,7 +28,7 @@ struct sms_result sms_kavenegar_classify(int transport_ok, long http_status,
 /* 1..max ASCII letters and digits (keys, codes, national numbers). */
 bool sms_alnum_is_valid(const char *s, size_t max);
 
-/* Kavenegar API keys are letters and digits only (REFERENCE §1). */
+/* Kavenegar API keys are letters and digits only (docs/KAVENEGAR.md §1). */
 bool sms_kavenegar_key_is_valid(const char *key);
 
 /* The backend's settings, built once from the config (holds the URL, which

@@ -3,7 +3,7 @@
  * (libcurl multi for kavenegar) runs it and calls done() from that thread.
  *
  * Backends: "console" (writes the code to the log: development only) and
- * "kavenegar" (REST API, ../shared/kavenegar/REFERENCE.md). */
+ * "kavenegar" (REST API, docs/KAVENEGAR.md). */
 #ifndef OTPD_SMS_H
 #define OTPD_SMS_H
 

@@ -26,7 +26,7 @@ const char *const store_sqlite_migrations[] = {
 	"  last_login_ms INTEGER\n"
 	") STRICT;\n"
 
-	/* One row per send request that passed validation (API-CONTRACT §3:
+	/* One row per send request that passed validation (docs/API.md §3:
 	 * every one counts towards the per-phone limit).  The id of a send is
 	 * the otp_id of the code it issued; AUTOINCREMENT so that an id is
 	 * never reused after old rows are pruned. */

@@ -786,7 +786,7 @@ static enum otpd_status issue_tx(struct conn *c,
 	otp_id = sqlite3_last_insert_rowid(c->db); /* under the lock */
 
 	/* One current code per phone: the new row replaces any earlier code,
-	 * which stops working (API-CONTRACT §3). */
+	 * which stops working (docs/API.md §3). */
 	status = prepare(c, ST_CODE_UPSERT, &st);
 	if (status != OTPD_OK)
 		return status;
@@ -1102,7 +1102,7 @@ static enum otpd_status verify_tx(struct conn *c,
 	if (status != OTPD_OK)
 		return status;
 	if (!res->user.is_active) {
-		/* API-CONTRACT §3: user_inactive; the code is used up all the
+		/* docs/API.md §3: user_inactive; the code is used up all the
 		 * same, and it is not a login (no last_login, no session). */
 		*ret_result = OTPD_USER_INACTIVE;
 		return OTPD_OK;
@@ -1336,7 +1336,7 @@ static enum otpd_status rotate_tx(struct conn *c, const char *jti,
 		}
 	}
 
-	/* A replay of a rotated-out token (API-CONTRACT "Tokens", RFC 9700
+	/* A replay of a rotated-out token (docs/API.md §3 "Tokens", RFC 9700
 	 * §4.14): the whole family goes, committed with the refusal. */
 	status = family_revoke(c, cur.sess.jti, &revoked);
 	if (status != OTPD_OK)

@@ -136,7 +136,7 @@ enum otpd_status store_secret_get_or_create(struct store *s, const char *name,
                                             const uint8_t *fresh, size_t len,
                                             uint8_t *ret, size_t ret_len);
 
-/* Send request (API-CONTRACT §3), one transaction: if the phone already has
+/* Send request (docs/API.md §3), one transaction: if the phone already has
  * send_limit sends within the last send_window, answer OTPD_OTP_RATE_LIMITED
  * with retry_after_s (a refused request is not recorded); else record the
  * send (it counts whether or not its SMS goes out), replace any earlier code
@@ -152,7 +152,7 @@ enum otpd_status store_otp_issue(struct store *s, const struct otp_policy *p,
 enum otpd_status store_otp_cancel(struct store *s, const char *phone,
                                   int64_t otp_id);
 
-/* Verify (API-CONTRACT §3), one transaction: load the phone's code, judge it
+/* Verify (docs/API.md §3), one transaction: load the phone's code, judge it
  * with otp_policy_judge() (hash compared with otp_hash_equal()), apply the
  * verdict (count the attempt / mark used).  On a right code: get or create
  * the user (username = digits, email = digits@email_domain); if the user is
@@ -170,7 +170,7 @@ enum otpd_status store_otp_verify(struct store *s, const struct otp_policy *p,
 enum otpd_status store_user_get(struct store *s, int64_t id,
                                 struct store_user *ret);
 
-/* Refresh-token rotation with reuse detection (API-CONTRACT "Tokens",
+/* Refresh-token rotation with reuse detection (docs/API.md §3 "Tokens",
  * RFC 9700 §4.14), one transaction:
  * - jti unknown, revoked, expired, of another user than user_id, or the user
  *   is gone: OTPD_INVALID_TOKEN, nothing changes;

@@ -1,4 +1,4 @@
-"""Configuration and commands (API-CONTRACT §1, issue 3): bad values stop the start with one line
+"""Configuration and commands (docs/API.md §1, issue 3): bad values stop the start with one line
 naming the variable and exit status 1; production's strict checks; the embedded default with no
 configuration at all; --help on every command; migrate."""
 
@@ -126,7 +126,7 @@ def test_no_configuration_at_all(otpd_factory, fake):
 
 def test_true_default_listen_address(otpd_factory, fake):
     if not port_is_free("127.0.0.1", 8000):
-        pytest.skip("127.0.0.1:8000 is in use")
+        pytest.fail("127.0.0.1:8000 is in use: stop whatever listens there (tools/run.sh?) and run again")
     otpd = otpd_factory.start({}, base=False)
     assert otpd.url == "http://127.0.0.1:8000"
     _dev_mode_checks(otpd, fake)
@@ -158,7 +158,7 @@ def test_log_level_error_is_quiet(otpd_factory, fake):
 
 def test_listen_ipv6(otpd_factory, fake):
     if not have_ipv6():
-        pytest.skip("no IPv6 loopback")
+        pytest.fail("no IPv6 loopback (::1) on this machine")
     otpd = otpd_factory.start({"OTPD_LISTEN": "[::1]:%d" % free_port("::1")})
     assert otpd.url.startswith("http://[::1]:")
     assert otpd.get("/healthz").status_code == 200

@@ -1,4 +1,4 @@
-"""Problem responses (API-CONTRACT §4) and hostile input: every bad body gets a clear 4xx
+"""Problem responses (docs/API.md §4) and hostile input: every bad body gets a clear 4xx
 problem+json, never a 500 and never a crash (the after-test checks also fail on any 500 and on
 a server that died)."""
 

@@ -1,4 +1,4 @@
-"""The fake Kavenegar server itself (tools/fake_kavenegar.py), without otpd: REFERENCE §11."""
+"""The fake Kavenegar server itself (tools/fake_kavenegar.py), without otpd: docs/KAVENEGAR.md §11."""
 
 import concurrent.futures
 import json
@@ -12,7 +12,7 @@ import requests
 
 from conftest import REPO, fake_kavenegar, free_port, new_api_key
 
-FIXTURES = REPO.parent / "shared" / "kavenegar" / "fixtures"
+FIXTURES = REPO / "tests" / "fixtures" / "kavenegar"
 PERSIAN_CODE_TEXT = "کد ورود شما: 482913"
 
 
@@ -34,8 +34,7 @@ def api(fk, method, key=None, verb="POST", **params):
 
 def fixture(name):
     p = FIXTURES / name
-    if not p.exists():
-        pytest.skip("fixtures not found at %s" % FIXTURES)
+    assert p.exists(), "fixture missing: %s" % p
     return json.loads(p.read_text(encoding="utf-8"))
 
 

@@ -1,4 +1,4 @@
-"""Asymmetric signing (issue 4, API-CONTRACT "Tokens"): JWT_ALGORITHM=ES256 with a P-256 key from
+"""Asymmetric signing (issue 4, docs/API.md §3 "Tokens"): JWT_ALGORITHM=ES256 with a P-256 key from
 JWT_PRIVATE_KEY_FILE, the kid (RFC 7638 thumbprint, computed here independently), the JWK Set at
 /.well-known/jwks.json that other services verify with (PyJWT here), sessions under ES256, key
 rotation with JWT_PREVIOUS_PUBLIC_KEY_FILE, refused configurations.  With HS256 (the default)

@@ -285,7 +285,7 @@ def test_trusted_proxy_on_verify(otpd):
 
 def test_trusted_proxy_ipv6(otpd_factory):
     if not have_ipv6():
-        pytest.skip("no IPv6 loopback")
+        pytest.fail("no IPv6 loopback (::1) on this machine")
     otpd = otpd_factory.start({"OTPD_LISTEN": "[::1]:%d" % free_port("::1"),
                                "OTPD_TRUSTED_PROXIES": "::1, fd00::/8",
                                "OTP_THROTTLE_RATE": "2/min"})

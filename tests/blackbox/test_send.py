@@ -1,4 +1,4 @@
-"""POST /api/v1/usr/otp: the 200 body, JSON and form bodies, every phone form of API-CONTRACT §2
+"""POST /api/v1/usr/otp: the 200 body, JSON and form bodies, every phone form of docs/API.md §2
 (ASCII, Persian, Arabic-Indic, mixed) and every rejected class, the per-phone send limit."""
 
 import time

@@ -1,4 +1,4 @@
-"""Sessions (issue 4, API-CONTRACT "Tokens"): refresh with rotation, the grace window and reuse
+"""Sessions (issue 4, docs/API.md §3 "Tokens"): refresh with rotation, the grace window and reuse
 detection (a replayed rotated-out token revokes its whole family), the parallel refresh race,
 logout, /me, inactive and deleted users, the cookie-only browser flow, the Origin check on
 cookie-authenticated requests, the background purge of expired refresh records, a day of

@@ -1,4 +1,4 @@
-"""The Kavenegar backend against the fake (../shared/kavenegar/REFERENCE.md): the request otpd
+"""The Kavenegar backend against the fake (docs/KAVENEGAR.md): the request otpd
 makes, sms/send vs verify/lookup, refusals -> 502 sms_rejected, outages -> 503 sms_unavailable,
 a code whose SMS was not accepted never verifies, recovery once the provider is back."""
 

@@ -1,5 +1,5 @@
 """Every token check refuses, with 401 invalid_token and nothing that tells an attacker why
-(issue 4, API-CONTRACT "Tokens" and §4): missing, malformed, bad signature, tampered payload or
+(issue 4, docs/API.md §3 "Tokens" and §4): missing, malformed, bad signature, tampered payload or
 header, alg none, an algorithm other than the configured one (HS384/HS512 with the right key;
 with ES256: HS256 signed with the public key, the alg confusion), expired, not yet valid,
 missing or ill-typed claims, the wrong token type, wrong or missing kid, an unknown user.

@@ -1,11 +1,11 @@
-/* The store conformance suite (store.h, API-CONTRACT §3): every operation
+/* The store conformance suite (store.h, docs/API.md §3): every operation
  * and rule, on a temporary SQLite file.  The races run on one store handle
  * (threads of one node) and on two handles of the same file (two nodes).
  *
  * Only store/sqlite.c may include the driver, so where a test must reach
  * under the store (deactivate a user, count session rows, hold the write
  * lock from another process) it runs the sqlite3 command-line shell; those
- * tests are skipped when /usr/bin/sqlite3 is missing. */
+ * tests fail when /usr/bin/sqlite3 is missing. */
 #include <setjmp.h>
 #include <sqlite3.h>
 #include <stdarg.h>
@@ -38,7 +38,7 @@
 #define PHONE2 "+989351112233"
 #define UNTOUCHED (-12345)
 
-/* The contract's defaults (API-CONTRACT §1): OTP_EXPIRY_TIME 300,
+/* The contract's defaults (docs/API.md §1): OTP_EXPIRY_TIME 300,
  * OTP_MAX_ATTEMPTS 3, OTP_SEND_LIMIT 3, OTP_SEND_WINDOW 120. */
 static const struct otp_policy defaults = {
 	.expiry_ms = 300000,
@@ -76,9 +76,13 @@ static void hash_of(int seed, uint8_t ret[OTP_HASH_LEN])
 		ret[i] = (uint8_t)(u >> (8 * i));
 }
 
+/* The shell is installed by tools/deps.sh: a test that needs it fails
+ * without it, it is never skipped. */
 static bool have_cli(void)
 {
-	return access(SQLITE_CLI, X_OK) == 0;
+	if (access(SQLITE_CLI, X_OK) != 0)
+		fail_msg("%s is missing (tools/deps.sh installs sqlite3)", SQLITE_CLI);
+	return true;
 }
 
 static void remove_dir(const char *dir)
@@ -147,7 +151,7 @@ static int teardown(void **state)
 	store_close(fx->s);
 	log_set_fd(2);
 	close(fx->log_fd);
-	/* Phone numbers reach the log only masked (API-CONTRACT §4). */
+	/* Phone numbers reach the log only masked (docs/API.md §4). */
 	if (log_contains(fx, "9123456789") || log_contains(fx, "9351112233")) {
 		fprintf(stderr, "an unmasked phone number was logged (%s)\n", fx->log);
 		rc = -1;
@@ -425,7 +429,7 @@ static void test_login_creates_user_once(void **state)
 	                 OTPD_OK);
 	assert_true(vr.is_new_user);
 	assert_true(vr.user.id > 0);
-	/* API-CONTRACT §3, the example user. */
+	/* docs/API.md §3, the example user. */
 	assert_string_equal(vr.user.phone_number, PHONE);
 	assert_string_equal(vr.user.username, "989123456789");
 	assert_string_equal(vr.user.email, "989123456789@temp.pilito.com");
@@ -530,7 +534,7 @@ static void test_used_code_stays_used(void **state)
 	expect_plain(fx->s, PHONE, 9, T0 + 3, OTPD_OTP_EXPIRED);
 }
 
-/* A new send replaces the code (API-CONTRACT §3: every earlier unused code
+/* A new send replaces the code (docs/API.md §3: every earlier unused code
  * stops working).  The store keeps only the current code's hash, so an
  * earlier code presented afterwards is a wrong guess against the current
  * one: invalid_code, and it uses one of the new code's attempts. */
@@ -660,8 +664,7 @@ static void test_inactive_user(void **state)
 	struct store_verify_result vr = untouched_verify();
 	struct store_session sess;
 
-	if (!have_cli())
-		skip();
+	have_cli();
 	issue_ok(fx->s, &defaults, PHONE, 1, T0);
 	assert_int_equal(verify(fx->s, &defaults, PHONE, 1, T0, NULL, &vr), OTPD_OK);
 	int64_t user_id = vr.user.id;
@@ -719,7 +722,7 @@ static void test_survives_reopen(void **state)
 	assert_true(vr.is_new_user);
 }
 
-/* ---- sessions: rotate, revoke, purge (store.h, API-CONTRACT "Tokens") ---- */
+/* ---- sessions: rotate, revoke, purge (store.h, docs/API.md §3 "Tokens") ---- */
 
 #define DAY_MS 86400000LL
 #define GRACE_MS 10000LL
@@ -842,8 +845,7 @@ static void test_session_fields_recorded(void **state)
 	/* created_ms is the tokens' iat (whole seconds), not the verify's now. */
 	struct store_session ss = session_of(1, T0 - 500);
 
-	if (!have_cli())
-		skip();
+	have_cli();
 	issue_ok(fx->s, &defaults, PHONE, 1, T0);
 	assert_int_equal(verify(fx->s, &defaults, PHONE, 1, T0, &ss, &vr), OTPD_OK);
 	assert_int_equal(cli_intf(fx, "SELECT count(*) FROM refresh_tokens WHERE"
@@ -1084,8 +1086,7 @@ static void test_rotate_inactive_user(void **state)
 	char before[8192], after[8192];
 	int64_t uid;
 
-	if (!have_cli())
-		skip();
+	have_cli();
 	uid = login(fx, PHONE, &s0);
 	rotate_ok(fx->s, &s0, uid, &n1, GRACE_MS, T0 + 1000);
 	assert_int_equal(cli(fx, "UPDATE users SET is_active = 0;", NULL, 0), 0);
@@ -1111,8 +1112,7 @@ static void test_rotate_user_gone(void **state)
 	char before[8192], after[8192], sql[128];
 	int64_t a, b;
 
-	if (!have_cli())
-		skip();
+	have_cli();
 	a = login(fx, PHONE, &s0);
 	b = login(fx, PHONE2, &t0);
 	/* Deleted behind the store's back (foreign keys off): the records stay,
@@ -1276,8 +1276,7 @@ static void test_migration_from_v1(void **state)
 	/* Version 2 is the one that added rotation; a fresh database gets all. */
 	assert_true(store_sqlite_migrations_count >= 2);
 	assert_int_equal(fx->applied, (int)store_sqlite_migrations_count);
-	if (!have_cli())
-		skip();
+	have_cli();
 
 	snprintf(v1, sizeof(v1), "%s/v1.db", fx->dir);
 	len = strlen(store_sqlite_migrations[0]) + 2048;
@@ -1445,8 +1444,7 @@ static void test_locked_is_unavailable(void **state)
 	FILE *shell;
 	int64_t t;
 
-	if (!have_cli())
-		skip();
+	have_cli();
 	issue_ok(fx->s, &defaults, PHONE, 1, T0);
 	assert_int_equal(store_open(fx->url, 100, &s), OTPD_OK);
 	shell = hold_write_lock(fx);
@@ -1630,7 +1628,7 @@ static void race_single_use(struct fixture *fx, int nstores)
 	issue_ok(fx->s, &defaults, PHONE, 1, T0);
 	race_init(fx, &r, nstores, RACERS, &defaults);
 	race_run(&r, rs, RACERS, verify_right);
-	/* A code is used at most once, even raced (API-CONTRACT §3). */
+	/* A code is used at most once, even raced (docs/API.md §3). */
 	assert_int_equal(count_status(rs, RACERS, OTPD_OK), 1);
 	assert_int_equal(count_status(rs, RACERS, OTPD_OTP_EXPIRED), RACERS - 1);
 }
@@ -2171,8 +2169,7 @@ static void test_group_commit_batch_fails_whole(void **state)
 	FILE *shell;
 	int64_t uid;
 
-	if (!have_cli())
-		skip();
+	have_cli();
 	uid = login(fx, PHONE, &s0);
 	memset(vs, 0, sizeof(vs));
 	for (int i = 0; i < GC_JOBS; i++) {

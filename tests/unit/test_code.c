@@ -1,5 +1,5 @@
 /* otp/code.c: HMAC against RFC 4231, rejection sampling, uniformity of
- * generated codes (API-CONTRACT §3), normalisation of submitted codes. */
+ * generated codes (docs/API.md §3), normalisation of submitted codes. */
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>

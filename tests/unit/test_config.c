@@ -1,4 +1,4 @@
-/* config.c against the environment table of API-CONTRACT §1: every default,
+/* config.c against the environment table of docs/API.md §1: every default,
  * the derived defaults (SMS_BACKEND, COOKIE_SECURE), "a bad value stops the
  * start with one clear line naming the variable", secrets never echoed
  * (§4), and the production checks (OTPD_ENV=production: secret set, real SMS
@@ -112,7 +112,7 @@ static void expect_sockaddr(int family, const char *host, unsigned port)
 
 /* ---- defaults ---- */
 
-/* With no configuration at all: every default of API-CONTRACT §1. */
+/* With no configuration at all: every default of docs/API.md §1. */
 static void test_defaults(void **state)
 {
 	static const struct kv none[] = {{NULL, NULL}};
@@ -365,7 +365,7 @@ static void test_bad_among_good(void **state)
 	expect_refused(vars, "OTP_MAX_ATTEMPTS");
 }
 
-/* ---- secrets (API-CONTRACT §4: never the API key or SECRET_KEY) ---- */
+/* ---- secrets (docs/API.md §4: never the API key or SECRET_KEY) ---- */
 
 static void expect_not_echoed(const char *secret)
 {

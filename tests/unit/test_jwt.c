@@ -1,4 +1,4 @@
-/* auth/jwt.c: signing, verification and JWKS (API-CONTRACT "Tokens").
+/* auth/jwt.c: signing, verification and JWKS (docs/API.md §3 "Tokens").
  * Tokens are forged here independently of the module: with libjwt, or by
  * hand (base64url segments + HMAC / ECDSA through OpenSSL) for headers libjwt
  * would never write.  Every refusal must be OTPD_INVALID_TOKEN. */

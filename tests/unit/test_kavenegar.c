@@ -1,6 +1,6 @@
-/* sms_kavenegar_classify() on the shared fixture bodies
- * (../shared/kavenegar/fixtures, README there gives each file's HTTP status)
- * and on bodies that are not an envelope (REFERENCE §3, §10).
+/* sms_kavenegar_classify() on the fixture bodies
+ * (tests/fixtures/kavenegar, README there gives each file's HTTP status)
+ * and on bodies that are not an envelope (docs/KAVENEGAR.md §3, §10).
  *
  * Run from the repository root; KAVENEGAR_FIXTURES overrides the directory. */
 #include <setjmp.h>
@@ -24,7 +24,7 @@ struct fixture_case {
 	int provider_status;
 };
 
-/* Expected values: fixtures/README.md and REFERENCE §5, §10 (200 accepted,
+/* Expected values: fixtures/README.md and docs/KAVENEGAR.md §5, §10 (200 accepted,
  * 409 retry later, every other code refused). */
 static const struct fixture_case cases[] = {
 	{"sms_send_success.json", 200, OTPD_OK, 0},
@@ -46,7 +46,7 @@ static const struct fixture_case cases[] = {
 static const char *fixture_dir(void)
 {
 	const char *d = getenv("KAVENEGAR_FIXTURES");
-	return d && d[0] ? d : "../shared/kavenegar/fixtures";
+	return d && d[0] ? d : "tests/fixtures/kavenegar";
 }
 
 static size_t read_fixture(const char *name, char *buf, size_t cap)
@@ -85,7 +85,7 @@ static void test_fixtures_documented_http(void **state)
 	}
 }
 
-/* REFERENCE §3: some gateways answer errors with HTTP 200 + envelope. */
+/* docs/KAVENEGAR.md §3: some gateways answer errors with HTTP 200 + envelope. */
 static void test_fixtures_http_200(void **state)
 {
 	static char buf[FIXTURE_MAX];

@@ -1,5 +1,5 @@
 /* util/netaddr.c: addresses, OTPD_TRUSTED_PROXIES lists, the client address
- * behind trusted proxies (API-CONTRACT §1: "only a request from one of them
+ * behind trusted proxies (docs/API.md §1: "only a request from one of them
  * may name the client in X-Forwarded-For") and OTPD_LISTEN.
  * Expected bytes come from RFC 791 / RFC 4291 notation (2.2; 2.5.5.2 for
  * ::ffff:a.b.c.d), prefix arithmetic from RFC 4632 and RFC 4291 2.3. */

@@ -1,5 +1,5 @@
 /* util/parse.c: the bounded integer, boolean and rate parsers behind every
- * configuration value (API-CONTRACT §1: "a non-number, a rate that does not
+ * configuration value (docs/API.md §1: "a non-number, a rate that does not
  * parse ... stops the start").  Expected values are arithmetic facts:
  * INT64_MAX is 9223372036854775807, a minute is 60000 ms, and so on. */
 #include <setjmp.h>
@@ -172,7 +172,7 @@ static void test_rate_units(void **state)
 		const char *in;
 		int64_t count, period_ms;
 	} cases[] = {
-		/* the contract's four spellings (API-CONTRACT §1) */
+		/* the contract's four spellings (docs/API.md §1) */
 		{"5/sec", 5, SEC_MS},
 		{"5/min", 5, MIN_MS},
 		{"5/hour", 5, HOUR_MS},

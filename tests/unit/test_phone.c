@@ -1,4 +1,4 @@
-/* otp/phone.c against API-CONTRACT §2 and the masking rule of §4. */
+/* otp/phone.c against docs/API.md §2 and the masking rule of §4. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

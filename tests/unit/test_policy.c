@@ -1,5 +1,5 @@
 /* otp/policy.c: the verify verdict and the per-phone send limit
- * (API-CONTRACT §3, §4), with the defaults of the environment table. */
+ * (docs/API.md §3, §4), with the defaults of the environment table. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,7 +14,7 @@
 #define UNTOUCHED (-12345)
 
 /* OTP_EXPIRY_TIME 300, OTP_MAX_ATTEMPTS 3, OTP_SEND_LIMIT 3,
- * OTP_SEND_WINDOW 120 (API-CONTRACT §1). */
+ * OTP_SEND_WINDOW 120 (docs/API.md §1). */
 static const struct otp_policy defaults = {
 	.expiry_ms = 300000,
 	.max_attempts = 3,

@@ -1,4 +1,4 @@
-/* http/problem.c against API-CONTRACT §4: every enum otpd_status value maps
+/* http/problem.c against docs/API.md §4: every enum otpd_status value maps
  * to the contract's {HTTP status, code}, and the problem+json body (RFC 9457
  * section 3.1: type, title, status, detail; plus the contract's `code` and
  * extra members) has `status` equal to the HTTP status. */
@@ -19,7 +19,7 @@
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
-/* API-CONTRACT §4, one row per status value (OTPD_NOMEM is the out-of-memory
+/* docs/API.md §4, one row per status value (OTPD_NOMEM is the out-of-memory
  * flavour of internal_error, see status.h). */
 static const struct {
 	enum otpd_status status;

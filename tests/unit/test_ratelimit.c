@@ -1,5 +1,5 @@
 /* util/ratelimit.c: the per-address throttle (OTP_THROTTLE_RATE,
- * OTP_VERIFY_THROTTLE_RATE; API-CONTRACT §1 and the `throttled` row of §4).
+ * OTP_VERIFY_THROTTLE_RATE; docs/API.md §1 and the `throttled` row of §4).
  *
  * Expected values come from the GCRA definition (ITU-T I.371 virtual
  * scheduling; "N per period, bursts up to N"): the emission interval is
