@@ -35,8 +35,19 @@ TESTSRC  := $(sort $(wildcard tests/unit/test_*.c tests/store/test_*.c tests/aut
 TESTBIN  := $(TESTSRC:tests/%.c=$(BUILD)/tests/%)
 PYTHON   ?= /usr/bin/python3
 
-.PHONY: all test unit blackbox clean boundaries selfcontained
+.PHONY: all test unit blackbox clean boundaries selfcontained FORCE
 all: $(BUILD)/otpd
+
+# The version: VERSION, plus the commit when built from a git checkout.  The
+# stamp file changes only when the version does, so only version.o rebuilds.
+VERSION_STR := $(shell v=$$(cat VERSION 2>/dev/null || echo 0); \
+                 g=$$(git describe --always --dirty --abbrev=7 2>/dev/null); \
+                 echo "$$v$${g:++g$$g}")
+$(BUILD)/version.stamp: FORCE
+	@mkdir -p $(dir $@)
+	@echo '$(VERSION_STR)' | cmp -s - $@ || echo '$(VERSION_STR)' > $@
+$(BUILD)/obj/src/version.o: $(BUILD)/version.stamp
+$(BUILD)/obj/src/version.o: CFLAGS += -DOTPD_VERSION='"$(VERSION_STR)"'
 
 $(BUILD)/otpd: $(OBJ)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
@@ -69,6 +80,7 @@ boundaries:
 	@! grep -rl 'curl/curl.h' src | grep -v '^src/sms/' || (echo "curl.h outside sms/"; false)
 	@! grep -rlE 'include .*(sqlite|store/sqlite|sms/kavenegar)' src/http || (echo "http/ includes a backend"; false)
 	@! grep -rlE '\btime\(|gettimeofday|clock_gettime' src/otp || (echo "otp/ reads the clock"; false)
+	@! grep -rnE '\bmemset\(.*(secret|cfg|config)' src || (echo "a secret is wiped with memset, which the compiler may remove: use otp_wipe / OPENSSL_cleanse"; false)
 
 clean:
 	rm -rf build build-asan

@@ -1,6 +1,7 @@
 #include "config.h"
 
 #include <ctype.h>
+#include <openssl/crypto.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -263,7 +264,7 @@ bool config_load_from(const char *(*lookup)(const char *name), struct config *re
 	*ret = *c;
 	ok = true;
 out:
-	memset(c, 0, sizeof(*c)); /* holds the secret */
+	OPENSSL_cleanse(c, sizeof(*c)); /* holds the secret; a memset before free is optimised away */
 	free(c);
 	return ok;
 }

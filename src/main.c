@@ -17,6 +17,7 @@
 #include "otp/code.h"
 #include "sms/sms.h"
 #include "store/store.h"
+#include "version.h"
 
 #define SECRET_NAME "secret_key"
 #define SECRET_GENERATED_LEN 32
@@ -25,6 +26,7 @@ static void usage(FILE *out)
 {
 	fprintf(out,
 	        "usage: otpd <command> [--help]\n"
+	        "       otpd --version\n"
 	        "\n"
 	        "A phone-number login service: SMS one-time codes, JWT sessions.\n"
 	        "\n"
@@ -206,7 +208,9 @@ static int cmd_serve(void)
 		goto out;
 	if (auth_new(&cfg, store, sms, secret, secret_len, &auth) != OTPD_OK)
 		goto out;
+	/* The key schedule holds it now: no copy stays behind. */
 	otp_wipe(secret, sizeof(secret));
+	otp_wipe(cfg.secret_key, sizeof(cfg.secret_key));
 	if (http_server_start(&cfg, auth, store, &http) != OTPD_OK)
 		goto out;
 	if (auth_janitor_start(auth, (int)cfg.purge_interval_s, &janitor) != OTPD_OK)
@@ -256,6 +260,10 @@ int main(int argc, char **argv)
 	const char *cmd = argc > 1 ? argv[1] : NULL;
 	bool help = argc > 2 && (strcmp(argv[2], "--help") == 0 || strcmp(argv[2], "-h") == 0);
 
+	if (cmd && (strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0) && argc == 2) {
+		printf("otpd %s\n", otpd_version());
+		return 0;
+	}
 	if (!cmd || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
 		usage(cmd ? stdout : stderr);
 		return cmd ? 0 : 2;

@@ -8,7 +8,7 @@ import sqlite3
 
 import pytest
 
-from conftest import (PHONE, PHONE_MASKED, assert_problem, cookies_of, free_port,
+from conftest import (PHONE, PHONE_MASKED, REPO, assert_problem, cookies_of, free_port,
                       have_ipv6, log_objects, new_secret, port_is_free)
 
 BAD_VALUES = [
@@ -177,6 +177,18 @@ def test_help(otpd_factory, args):
     if len(args) == 2:
         assert args[0] in res.output
     assert not (res.cwd / "otpd.db").exists(), "--help must not create a database"
+
+
+def test_version(otpd_factory):
+    """otpd --version: the VERSION file's version, and the commit in a git checkout."""
+    want = (REPO / "VERSION").read_text().strip()
+    res = otpd_factory.run(["--version"], {}, base=False, timeout=5)
+    assert res.rc == 0, res
+    m = re.fullmatch(r"otpd (\S+)\n", res.output)
+    assert m, res
+    assert m.group(1) == want or m.group(1).startswith(want + "+g"), (want, res.output)
+    assert "--version" in otpd_factory.run(["--help"], {}, base=False, timeout=5).output
+    assert not (res.cwd / "otpd.db").exists()
 
 
 def test_unknown_command(otpd_factory):
