@@ -89,11 +89,16 @@ static enum MHD_Result respond(struct request *r, enum otpd_status st, const cha
 	enum MHD_Result ret;
 	bool problem = st != OTPD_OK || (!r->resp && !r->no_body);
 
-	if (st == OTPD_INTERNAL || st == OTPD_NOMEM)
-		log_error("http.internal_error", "internal error on %s %s", r->method, r->path);
+	/* Log once: an OTPD_INTERNAL was logged where it arose (store, SMS,
+	 * auth); only what surfaces here unlogged is logged here. */
+	if (st == OTPD_NOMEM)
+		log_error("http.internal_error", "out of memory on %s %s", r->method, r->path);
 	if (problem) {
-		if (st == OTPD_OK)
+		if (st == OTPD_OK) {
+			log_error("http.internal_error", "%s %s: the handler gave no answer",
+			          r->method, r->path);
 			st = OTPD_INTERNAL;
+		}
 		body = http_problem_new(st, r->detail, r->extra);
 		r->extra = NULL;
 		r->http_status = http_problem_info(st)->http_status;

@@ -471,12 +471,18 @@ struct sms_result sms_kavenegar_call_finish(struct sms_kavenegar_call *call,
 	const char *name = curl_code_name(curl_code);
 	json_t *fields;
 
+	curl_off_t total_us = 0;
+
 	curl_easy_getinfo((CURL *)easy, CURLINFO_RESPONSE_CODE, &http);
+	curl_easy_getinfo((CURL *)easy, CURLINFO_TOTAL_TIME_T, &total_us);
 	r = classify(curl_code == CURLE_OK, call->resp, call->resp_len, &envelope);
 	otp_phone_mask(call->phone, masked);
 
-	fields = json_pack("{s:s, s:i, s:I}", "phone", masked, "curl_code", curl_code,
-	                   "http_status", (json_int_t)http);
+	/* The one line per provider failure (nothing above logs it again):
+	 * status, masked number, latency; never the URL, which holds the key. */
+	fields = json_pack("{s:s, s:i, s:I, s:I}", "phone", masked, "curl_code", curl_code,
+	                   "http_status", (json_int_t)http,
+	                   "duration_ms", (json_int_t)(total_us / 1000));
 	if (fields && envelope >= 0)
 		json_object_set_new(fields, "provider_status", json_integer(envelope));
 

@@ -509,8 +509,12 @@ static enum otpd_status job_answer(const struct job *j)
 			*j->u.verify.ret = j->u.verify.res;
 		return j->result;
 	case JOB_ROTATE:
-		if (j->result == OTPD_OK)
+		if (j->result == OTPD_OK) {
 			*j->u.rotate.ret = j->u.rotate.res;
+		} else if (j->result == OTPD_INVALID_TOKEN) {
+			j->u.rotate.ret->reuse_detected = j->u.rotate.res.reuse_detected;
+			j->u.rotate.ret->revoked_records = j->u.rotate.res.revoked_records;
+		}
 		return j->result;
 	default:
 		return OTPD_OK;
@@ -1289,6 +1293,8 @@ static enum otpd_status rotate_tx(struct conn *c, const char *jti,
 	int revoked = 0;
 
 	*ret_result = OTPD_INVALID_TOKEN;
+	res->reuse_detected = false;
+	res->revoked_records = 0;
 	status = session_get(c, jti, &found, &cur);
 	if (status != OTPD_OK || !found)
 		return status;
@@ -1341,10 +1347,8 @@ static enum otpd_status rotate_tx(struct conn *c, const char *jti,
 	status = family_revoke(c, cur.sess.jti, &revoked);
 	if (status != OTPD_OK)
 		return status;
-	log_warn("store.token_reuse",
-	         "rotated-out refresh token of user %lld presented again: "
-	         "its family is revoked (%d record(c))",
-	         (long long)user_id, revoked);
+	res->reuse_detected = true;
+	res->revoked_records = revoked;
 	return OTPD_OK;
 }
 

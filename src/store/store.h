@@ -55,6 +55,11 @@ struct store_rotate_result {
 	struct store_session session; /* the pair to hand out (new, or the one
 	                                 already minted inside the grace window) */
 	bool replayed;                /* true: inside the grace window */
+	/* With OTPD_INVALID_TOKEN: a rotated-out token was presented again and
+	 * its family (revoked_records records) is revoked.  Not logged by the
+	 * store: the caller reports it, once. */
+	bool reuse_detected;
+	int revoked_records;
 };
 
 struct store_issue_result {
