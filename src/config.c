@@ -62,6 +62,7 @@ static const struct var vars[] = {
 	{"OTPD_SMS_MAX_QUEUE", K_INT, F(sms_max_queue), "10000", 1, 1000000, "SMS jobs waiting or in flight at most (beyond: 503)"},
 	{"OTPD_PURGE_INTERVAL", K_INT, F(purge_interval_s), "300", 1, 86400, "seconds between purges of expired refresh records"},
 	{"OTPD_LOG_LEVEL", K_LOGLEVEL, F(log_level), "info", 0, 0, "error, warn, info or debug"},
+	{"OTPD_METRICS_TOKEN", K_STR, F(metrics_token), "", 0, 0, "when set, GET /metrics requires Authorization: Bearer <token> (never logged)"},
 };
 
 struct word {
@@ -253,7 +254,7 @@ bool config_load_from(const char *(*lookup)(const char *name), struct config *re
 			continue;
 		if (!parse_var(v, val, c, expected, sizeof(expected))) {
 			/* Never echo a secret back. */
-			bool secret = strstr(v->name, "KEY") != NULL;
+			bool secret = strstr(v->name, "KEY") != NULL || strstr(v->name, "TOKEN") != NULL;
 			snprintf(err, errlen, "%s: expected %s, got '%.64s'", v->name, expected,
 			         secret ? "(hidden)" : val);
 			goto out;

@@ -57,6 +57,7 @@ struct config {
 	int64_t sms_max_queue;
 	int64_t purge_interval_s;
 	int log_level;                  /* enum log_level */
+	char metrics_token[256];        /* "" = /metrics open */
 };
 
 /* Fill *ret from getenv.  On a bad value writes one line to err (e.g.

@@ -14,6 +14,7 @@
 #include "config.h"
 #include "http/server.h"
 #include "log.h"
+#include "metrics.h"
 #include "otp/code.h"
 #include "sms/sms.h"
 #include "store/store.h"
@@ -181,6 +182,7 @@ static int cmd_serve(void)
 	signal(SIGPIPE, SIG_IGN);
 	raise_nofile();
 
+	metrics_init(otpd_version(), cfg.sms_backend == SMS_CONSOLE ? "console" : "kavenegar");
 	if (store_open(cfg.database_url, (int)cfg.db_busy_timeout_ms, &store) != OTPD_OK)
 		goto out;
 	if (cfg.auto_migrate) {

@@ -8,6 +8,7 @@ PKGS=(
   libmicrohttpd-dev libjansson-dev libsqlite3-dev libpq-dev
   libcurl4-openssl-dev libssl-dev libjwt-dev libcmocka-dev
   python3 python3-pytest python3-requests python3-jwt python3-cryptography
+  python3-prometheus-client
   sqlite3 curl openssl
 )
 [ "${1:-}" = "--bench" ] && PKGS+=(wrk nginx-light linux-perf)

@@ -41,6 +41,9 @@ struct http_server {
 struct request;
 typedef enum otpd_status (*http_handler_fn)(struct request *r);
 
+/* What a route's answers count in the metrics besides the HTTP ones. */
+enum route_count { COUNT_NONE = 0, COUNT_SEND, COUNT_VERIFY, COUNT_REFRESH };
+
 struct route {
 	const char *path;
 	const char *method;     /* "GET" routes also answer HEAD */
@@ -48,6 +51,7 @@ struct route {
 	/* When the handler has suspended the connection (http_suspend()): the
 	 * answer, once another thread has resumed it (http_resume()). */
 	http_handler_fn finish;
+	enum route_count count;
 };
 
 enum body_kind { BODY_NONE = 0, BODY_JSON, BODY_FORM };
@@ -64,6 +68,7 @@ struct request {
 	struct http_server *srv;
 	struct MHD_Connection *conn;
 	const struct route *route;
+	size_t route_index;      /* in the route table (its size: no such path) */
 	char id[17];
 	int64_t start_ns;
 	char method[8];
@@ -79,7 +84,12 @@ struct request {
 
 	/* What the handler produced. */
 	unsigned http_status;
+	enum otpd_status status; /* what was answered (with answered) */
+	bool answered;
 	json_t *resp;            /* success body, or NULL */
+	char *raw_body;          /* or a success body that is not JSON (malloc'ed) */
+	size_t raw_len;
+	const char *raw_type;    /* its Content-Type (static) */
 	json_t *extra;           /* problem members (errors, retry_after, ...) */
 	int retry_after_s;       /* > 0: Retry-After header */
 	const char *detail;      /* problem detail override (static string) */
@@ -158,5 +168,6 @@ enum otpd_status http_h_me(struct request *r);
 enum otpd_status http_h_jwks(struct request *r);
 enum otpd_status http_h_healthz(struct request *r);
 enum otpd_status http_h_readyz(struct request *r);
+enum otpd_status http_h_metrics(struct request *r);
 
 #endif

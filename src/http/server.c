@@ -7,23 +7,28 @@
 #include <time.h>
 #include <unistd.h>
 #include "../log.h"
+#include "../metrics.h"
 #include "../store/store.h"
 #include "../util/random.h"
 #include "internal.h"
 #include "problem.h"
 
 static const struct route routes[] = {
-	{"/api/v1/usr/otp", "POST", http_h_otp_send, http_h_otp_send_finish},
-	{"/api/v1/usr/otp/verify", "POST", http_h_otp_verify, http_h_otp_verify_finish},
-	{"/api/v1/usr/token/refresh", "POST", http_h_refresh, http_h_refresh_finish},
-	{"/api/v1/usr/logout", "POST", http_h_logout, http_h_logout_finish},
-	{"/api/v1/usr/me", "GET", http_h_me, NULL},
-	{"/.well-known/jwks.json", "GET", http_h_jwks, NULL},
-	{"/healthz", "GET", http_h_healthz, NULL},
-	{"/readyz", "GET", http_h_readyz, NULL},
+	{"/api/v1/usr/otp", "POST", http_h_otp_send, http_h_otp_send_finish, COUNT_SEND},
+	{"/api/v1/usr/otp/verify", "POST", http_h_otp_verify, http_h_otp_verify_finish, COUNT_VERIFY},
+	{"/api/v1/usr/token/refresh", "POST", http_h_refresh, http_h_refresh_finish, COUNT_REFRESH},
+	{"/api/v1/usr/logout", "POST", http_h_logout, http_h_logout_finish, COUNT_NONE},
+	{"/api/v1/usr/me", "GET", http_h_me, NULL, COUNT_NONE},
+	{"/.well-known/jwks.json", "GET", http_h_jwks, NULL, COUNT_NONE},
+	{"/healthz", "GET", http_h_healthz, NULL, COUNT_NONE},
+	{"/readyz", "GET", http_h_readyz, NULL, COUNT_NONE},
+	{"/metrics", "GET", http_h_metrics, NULL, COUNT_NONE},
 };
 
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
+
+/* The route templates, in table order: the metrics' `route` label. */
+static const char *route_paths[NROUTES];
 
 static int64_t mono_ns(void)
 {
@@ -47,18 +52,22 @@ static bool method_matches(const struct route *rt, const char *method)
 }
 
 /* The route for url+method; NULL with *ret_status NOT_FOUND or
- * METHOD_NOT_ALLOWED (then allow holds the Allow header). */
+ * METHOD_NOT_ALLOWED (then allow holds the Allow header).  *ret_index is
+ * the table index of the route, or of the path a 405 names (NROUTES: no
+ * such path). */
 static const struct route *route_find(const char *url, const char *method,
                                       char *allow, size_t allow_len,
-                                      enum otpd_status *ret_status)
+                                      enum otpd_status *ret_status, size_t *ret_index)
 {
 	bool path_known = false;
 	size_t n = 0;
 
 	allow[0] = '\0';
+	*ret_index = NROUTES;
 	for (size_t i = 0; i < NROUTES; i++) {
 		if (!path_is(url, routes[i].path))
 			continue;
+		*ret_index = i;
 		if (method_matches(&routes[i], method))
 			return &routes[i];
 		path_known = true;
@@ -87,7 +96,7 @@ static enum MHD_Result respond(struct request *r, enum otpd_status st, const cha
 	json_t *body;
 	char *text;
 	enum MHD_Result ret;
-	bool problem = st != OTPD_OK || (!r->resp && !r->no_body);
+	bool problem = st != OTPD_OK || (!r->resp && !r->raw_body && !r->no_body);
 
 	/* Log once: an OTPD_INTERNAL was logged where it arose (store, SMS,
 	 * auth); only what surfaces here unlogged is logged here. */
@@ -108,7 +117,13 @@ static enum MHD_Result respond(struct request *r, enum otpd_status st, const cha
 	}
 	text = body ? json_dumps(body, JSON_COMPACT) : NULL;
 	json_decref(body);
-	if (!problem && r->no_body) {
+	if (!problem && r->raw_body) {
+		free(text);
+		text = NULL;
+		resp = MHD_create_response_from_buffer(r->raw_len, r->raw_body, MHD_RESPMEM_MUST_FREE);
+		if (resp)
+			r->raw_body = NULL; /* the response owns it now */
+	} else if (!problem && r->no_body) {
 		free(text);
 		text = NULL;
 		resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
@@ -126,7 +141,8 @@ static enum MHD_Result respond(struct request *r, enum otpd_status st, const cha
 	}
 	if (problem || !r->no_body)
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
-		                        problem ? "application/problem+json" : "application/json");
+		                        problem ? "application/problem+json"
+		                        : r->raw_type ? r->raw_type : "application/json");
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
 	MHD_add_response_header(resp, "X-Request-Id", r->id);
 	if (allow && *allow)
@@ -151,6 +167,8 @@ static enum MHD_Result respond(struct request *r, enum otpd_status st, const cha
 		                        "Bearer error=\"invalid_token\"");
 	if (r->close)
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+	r->status = st;
+	r->answered = true;
 	atomic_store(&r->phase, PHASE_ANSWERED);
 	ret = MHD_queue_response(r->conn, r->http_status, resp);
 	MHD_destroy_response(resp);
@@ -169,6 +187,7 @@ static struct request *request_new(struct http_server *srv, struct MHD_Connectio
 	r->srv = srv;
 	r->conn = conn;
 	r->start_ns = mono_ns();
+	r->route_index = NROUTES;
 	if (!util_random_id_bytes(rnd, sizeof(rnd)))
 		memset(rnd, 0, sizeof(rnd));
 	for (size_t i = 0; i < sizeof(rnd); i++) {
@@ -234,7 +253,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 			r->detail = "The request headers are too large (at most 8 KiB).";
 			return respond(r, OTPD_MALFORMED_REQUEST, NULL);
 		}
-		r->route = route_find(url, method, allow, sizeof(allow), &st);
+		r->route = route_find(url, method, allow, sizeof(allow), &st, &r->route_index);
 		if (!r->route)
 			return respond(r, st, allow);
 		if (strcmp(r->route->method, "POST") == 0) {
@@ -300,17 +319,95 @@ void http_note(struct request *r, const char *event, const char *fmt, ...)
 	r->note_event = event;
 }
 
+static enum metrics_send send_result(enum otpd_status st)
+{
+	switch (st) {
+	case OTPD_OK: return METRICS_SEND_SENT;
+	case OTPD_OTP_RATE_LIMITED: return METRICS_SEND_RATE_LIMITED;
+	case OTPD_THROTTLED: return METRICS_SEND_THROTTLED;
+	case OTPD_FORBIDDEN: return METRICS_SEND_FORBIDDEN;
+	case OTPD_SMS_REJECTED: return METRICS_SEND_REJECTED;
+	case OTPD_SMS_UNAVAILABLE: return METRICS_SEND_UNAVAILABLE;
+	case OTPD_MALFORMED_REQUEST:
+	case OTPD_VALIDATION_ERROR:
+	case OTPD_PAYLOAD_TOO_LARGE:
+	case OTPD_UNSUPPORTED_MEDIA_TYPE: return METRICS_SEND_INVALID;
+	default: return METRICS_SEND_ERROR;
+	}
+}
+
+static enum metrics_verify verify_result(enum otpd_status st)
+{
+	switch (st) {
+	case OTPD_OK: return METRICS_VERIFY_OK;
+	case OTPD_INVALID_CODE: return METRICS_VERIFY_INVALID_CODE;
+	case OTPD_TOO_MANY_ATTEMPTS: return METRICS_VERIFY_TOO_MANY_ATTEMPTS;
+	case OTPD_OTP_EXPIRED: return METRICS_VERIFY_EXPIRED;
+	case OTPD_USER_INACTIVE: return METRICS_VERIFY_INACTIVE;
+	case OTPD_THROTTLED: return METRICS_VERIFY_THROTTLED;
+	case OTPD_MALFORMED_REQUEST:
+	case OTPD_VALIDATION_ERROR:
+	case OTPD_PAYLOAD_TOO_LARGE:
+	case OTPD_UNSUPPORTED_MEDIA_TYPE: return METRICS_VERIFY_INVALID;
+	default: return METRICS_VERIFY_ERROR;
+	}
+}
+
+static enum metrics_refresh refresh_result(const struct request *r)
+{
+	switch (r->status) {
+	case OTPD_OK: return METRICS_REFRESH_OK;
+	case OTPD_INVALID_TOKEN:
+		return r->session_op.rr.reuse_detected ? METRICS_REFRESH_REUSE_DETECTED
+		                                       : METRICS_REFRESH_INVALID;
+	case OTPD_USER_INACTIVE: return METRICS_REFRESH_INACTIVE;
+	case OTPD_FORBIDDEN:
+	case OTPD_MALFORMED_REQUEST:
+	case OTPD_VALIDATION_ERROR:
+	case OTPD_PAYLOAD_TOO_LARGE:
+	case OTPD_UNSUPPORTED_MEDIA_TYPE: return METRICS_REFRESH_INVALID;
+	default: return METRICS_REFRESH_ERROR;
+	}
+}
+
+/* Counted once per answered request, off the answer's path. */
+static void count(const struct request *r, int64_t duration_ns)
+{
+	metrics_http(r->route_index, r->http_status, duration_ns);
+	if (!r->route)
+		return;
+	switch (r->route->count) {
+	case COUNT_SEND:
+		metrics_otp_send(send_result(r->status), METRICS_CHANNEL_SMS);
+		break;
+	case COUNT_VERIFY:
+		metrics_otp_verify(verify_result(r->status));
+		if (r->status == OTPD_OK && r->login.is_new_user)
+			metrics_user_created();
+		break;
+	case COUNT_REFRESH:
+		metrics_token_refresh(refresh_result(r));
+		break;
+	case COUNT_NONE:
+		break;
+	}
+}
+
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
 	struct http_server *srv = cls;
 	struct request *r = *con_cls;
+	int64_t duration_ns;
 
 	(void)conn;
 	if (!r)
 		return;
+	duration_ns = mono_ns() - r->start_ns;
+	if (r->answered)
+		count(r, duration_ns);
 	if (log_enabled(LOG_LEVEL_INFO)) {
-		json_int_t us = (json_int_t)((mono_ns() - r->start_ns) / 1000);
+		json_int_t us = (json_int_t)(duration_ns / 1000);
 		json_t *f = json_object(), *path = json_string(r->path);
 		json_t *method = json_string(r->method);
 
@@ -335,6 +432,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	json_decref(r->fields);
 	json_decref(r->resp);
 	json_decref(r->extra);
+	free(r->raw_body);
 	auth_login_release(&r->login);
 	auth_tokens_release(&r->tokens);
 	free(r->body);
@@ -366,6 +464,9 @@ enum otpd_status http_server_start(const struct config *cfg, struct auth *auth,
 		return OTPD_NOMEM;
 	if (threads < 1)
 		threads = 1;
+	for (size_t i = 0; i < NROUTES; i++)
+		route_paths[i] = routes[i].path;
+	metrics_set_routes(route_paths, NROUTES);
 	s->cfg = cfg;
 	s->auth = auth;
 	s->store = store;

@@ -126,13 +126,14 @@ out:
 static struct sms_result classify(int transport_ok, const char *body,
                                   size_t len, int *ret_envelope)
 {
-	struct sms_result r = {OTPD_SMS_UNAVAILABLE, 0};
+	struct sms_result r = {OTPD_SMS_UNAVAILABLE, 0, -1};
 	int status;
 
 	*ret_envelope = -1;
 	if (!transport_ok || !parse_envelope(body, len, &status))
 		return r;
 	*ret_envelope = status;
+	r.return_status = status;
 	if (status == 200) {
 		r.status = OTPD_OK;
 	} else if (status == 409) {

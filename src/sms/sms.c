@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "../log.h"
+#include "../metrics.h"
 #include "../otp/phone.h"
 #include "kavenegar.h"
 
@@ -45,6 +46,7 @@ struct job {
 	sms_done_fn done;
 	void *arg;
 	char request_id[LOG_REQUEST_ID_MAX]; /* the caller's, for the worker's log lines */
+	int64_t start_ns;                 /* CLOCK_MONOTONIC when started (metrics) */
 	CURL *easy;                       /* kavenegar, while in flight */
 	struct sms_kavenegar_call *call;
 };
@@ -149,13 +151,27 @@ static void job_free(struct job *j)
 /* ---- the worker ------------------------------------------------------- */
 
 /* Hand the result to the caller, then forget the job. */
-static void job_finish(struct sms *s, struct job *j, enum otpd_status status,
-                       int provider_status)
+static int64_t mono_ns(void)
 {
-	struct sms_result r = {status, provider_status};
+	struct timespec ts;
 
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static enum metrics_sms metric_of(enum otpd_status st)
+{
+	return st == OTPD_OK ? METRICS_SMS_ACCEPTED
+	       : st == OTPD_SMS_REJECTED ? METRICS_SMS_REJECTED : METRICS_SMS_UNAVAILABLE;
+}
+
+static void job_finish(struct sms *s, struct job *j, const struct sms_result *r)
+{
+	metrics_sms_request(metric_of(r->status), r->return_status,
+	                    j->start_ns ? mono_ns() - j->start_ns : 0);
+	metrics_sms_in_flight_add(-1);
 	log_set_request_id(j->request_id);
-	j->done(j->arg, &r);
+	j->done(j->arg, r);
 	log_set_request_id(NULL);
 	easy_release(s, j->easy);
 	j->easy = NULL;
@@ -185,7 +201,7 @@ static void start_console(struct sms *s, struct job *j)
 	log_fields(LOG_LEVEL_WARN, "sms.console",
 	           json_pack("{s:s, s:s}", "phone", masked, "code", j->code),
 	           "development SMS backend: code for %s", masked);
-	job_finish(s, j, OTPD_OK, 0);
+	job_finish(s, j, &(struct sms_result){OTPD_OK, 0, -1});
 }
 
 static void start_kavenegar(struct sms *s, struct job *j)
@@ -216,11 +232,12 @@ fail:
 	otp_phone_mask(j->phone, masked);
 	log_error("sms.internal", "cannot start the SMS request for %s: %s", masked,
 	          st == OTPD_NOMEM ? "out of memory" : "internal error");
-	job_finish(s, j, OTPD_SMS_UNAVAILABLE, 0);
+	job_finish(s, j, &(struct sms_result){OTPD_SMS_UNAVAILABLE, 0, -1});
 }
 
 static void start(struct sms *s, struct job *j)
 {
+	j->start_ns = mono_ns();
 	log_set_request_id(j->request_id);
 	if (s->backend == SMS_KAVENEGAR)
 		start_kavenegar(s, j);
@@ -252,7 +269,7 @@ static void reap(struct sms *s)
 		r = sms_kavenegar_call_finish(j->call, h, (int)rc);
 		curl_multi_remove_handle(s->multi, h);
 		active_remove(s, j);
-		job_finish(s, j, r.status, r.provider_status);
+		job_finish(s, j, &r);
 	}
 }
 
@@ -268,7 +285,7 @@ static void abandon_active(struct sms *s)
 		curl_multi_remove_handle(s->multi, j->easy);
 		otp_phone_mask(j->phone, masked);
 		log_warn("sms.unavailable", "SMS worker stopping: SMS for %s abandoned", masked);
-		job_finish(s, j, OTPD_SMS_UNAVAILABLE, 0);
+		job_finish(s, j, &(struct sms_result){OTPD_SMS_UNAVAILABLE, 0, -1});
 	}
 }
 
@@ -527,10 +544,12 @@ enum otpd_status sms_send(struct sms *s, const char *phone, const char *code,
 		*s->queue_tail = j;
 		s->queue_tail = &j->next;
 		s->count++;
+		metrics_sms_in_flight_add(1);
 	}
 	pthread_mutex_unlock(&s->lock);
 
 	if (st != OTPD_OK) {
+		metrics_sms_request(METRICS_SMS_UNAVAILABLE, -1, 0);
 		otp_phone_mask(phone, masked);
 		if (full)
 			log_warn("sms.unavailable", "SMS queue full (%d jobs): SMS for %s refused",

@@ -33,6 +33,8 @@ struct sms_config {
 struct sms_result {
 	enum otpd_status status;  /* OTPD_OK, OTPD_SMS_REJECTED, OTPD_SMS_UNAVAILABLE */
 	int provider_status;      /* with OTPD_SMS_REJECTED: Kavenegar's return.status */
+	int return_status;        /* the envelope's return.status whenever the provider
+	                             answered one (200 too), else -1: for the metrics */
 };
 
 typedef void (*sms_done_fn)(void *arg, const struct sms_result *result);

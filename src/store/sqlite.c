@@ -39,6 +39,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include "../log.h"
+#include "../metrics.h"
+
+/* A database error: logged once, here, and counted (otpd_store_errors_total). */
+#define store_error(...)                                  \
+	do {                                              \
+		metrics_store_error();                    \
+		log_error("store.error", __VA_ARGS__);    \
+	} while (0)
 
 enum stmt_id {
 	ST_BEGIN,
@@ -316,7 +324,7 @@ static enum otpd_status fail(struct conn *c, int rc, const char *what)
 {
 	enum otpd_status status = status_of(rc);
 
-	log_error("store.error", "sqlite: %s: %s", what,
+	store_error( "sqlite: %s: %s", what,
 	          c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc));
 	return status == OTPD_OK ? OTPD_INTERNAL : status;
 }
@@ -464,7 +472,7 @@ static void submit(struct sqlite_store *s, struct job *j)
 {
 	j->on_done = NULL;
 	if (sem_init(&j->done, 0, 0) != 0) {
-		log_error("store.error", "cannot create a semaphore");
+		store_error( "cannot create a semaphore");
 		j->status = OTPD_INTERNAL;
 		return;
 	}
@@ -676,14 +684,14 @@ static enum otpd_status secret_tx(struct conn *c, const char *name,
 	if (status != OTPD_OK)
 		return status;
 	if (!found) {
-		log_error("store.error", "sqlite: secret '%s' vanished", name);
+		store_error( "sqlite: secret '%s' vanished", name);
 		return OTPD_INTERNAL;
 	}
 	const void *value = sqlite3_column_blob(st, 0);
 	int n = sqlite3_column_bytes(st, 0);
 	if (!value || n < 0 || (size_t)n != len) {
 		/* The length only: never the value. */
-		log_error("store.error",
+		store_error(
 		          "sqlite: secret '%s' holds %d bytes, expected %zu",
 		          name, n, len);
 		status = OTPD_INTERNAL;
@@ -705,7 +713,7 @@ static enum otpd_status sq_secret_get_or_create(struct store *base,
 	uint8_t *value;
 
 	if (len == 0 || len > 65536 || ret_len != len) {
-		log_error("store.error", "secret '%s': bad length %zu (buffer %zu)",
+		store_error( "secret '%s': bad length %zu (buffer %zu)",
 		          name, len, ret_len);
 		return OTPD_INTERNAL;
 	}
@@ -890,7 +898,7 @@ static enum otpd_status code_get(struct conn *c, const char *phone,
 	}
 	const void *hash = sqlite3_column_blob(st, 0);
 	if (!hash || sqlite3_column_bytes(st, 0) != OTP_HASH_LEN) {
-		log_error("store.error", "sqlite: otp_codes.code_hash has %d bytes",
+		store_error( "sqlite: otp_codes.code_hash has %d bytes",
 		          sqlite3_column_bytes(st, 0));
 		release(st);
 		return OTPD_INTERNAL;
@@ -949,7 +957,7 @@ static enum otpd_status user_row(sqlite3_stmt *st, struct store_user *ret)
 	                 &u.has_first_name) ||
 	    !column_text(st, 5, u.last_name, sizeof(u.last_name),
 	                 &u.has_last_name)) {
-		log_error("store.error",
+		store_error(
 		          "sqlite: user %lld has a field longer than otpd allows",
 		          (long long)u.id);
 		return OTPD_INTERNAL;
@@ -1004,7 +1012,7 @@ static enum otpd_status user_login(struct conn *c, const char *phone,
 	           : -1;
 	if (n < 0 || (size_t)n >= sizeof(u.email) ||
 	    strlen(phone) >= sizeof(u.phone_number) || strlen(digits) >= sizeof(u.username)) {
-		log_error("store.error", "not a normalised phone number, or e-mail domain too long");
+		store_error( "not a normalised phone number, or e-mail domain too long");
 		return OTPD_INTERNAL;
 	}
 	strcpy(u.phone_number, phone);
@@ -1026,7 +1034,7 @@ static enum otpd_status user_login(struct conn *c, const char *phone,
 		return status;
 	if (sqlite3_changes(c->db) != 1) {
 		/* Cannot happen under the write lock: the read found no row. */
-		log_error("store.error", "sqlite: a new user's number is taken");
+		store_error( "sqlite: a new user's number is taken");
 		return OTPD_INTERNAL;
 	}
 	u.id = sqlite3_last_insert_rowid(c->db);
@@ -1217,7 +1225,7 @@ static enum otpd_status session_get(struct conn *c, const char *jti,
 	    !column_text(st, 1, r.sess.access_jti, sizeof(r.sess.access_jti), NULL) ||
 	    !column_text(st, 2, r.sess.family, sizeof(r.sess.family), NULL) ||
 	    !column_text(st, 8, r.replaced_by, sizeof(r.replaced_by), NULL)) {
-		log_error("store.error",
+		store_error(
 		          "sqlite: a refresh_tokens record has a jti longer than %d",
 		          STORE_JTI_LEN);
 		release(st);
@@ -1271,7 +1279,7 @@ static enum otpd_status session_mark_rotated(struct conn *c,
 	status = finish(c, ST_SESSION_ROTATE, rc);
 	if (status == OTPD_OK && sqlite3_changes(c->db) != 1) {
 		/* We hold the write lock and have just read state 0. */
-		log_error("store.error", "sqlite: a live refresh record changed under the write lock");
+		store_error( "sqlite: a live refresh record changed under the write lock");
 		return OTPD_INTERNAL;
 	}
 	return status;
@@ -1364,7 +1372,7 @@ static enum otpd_status sq_session_rotate(struct store *base, const char *jti,
 	if (!jti)
 		return OTPD_INVALID_TOKEN;
 	if (!next) {
-		log_error("store.error", "session rotate: no successor given");
+		store_error( "session rotate: no successor given");
 		return OTPD_INTERNAL;
 	}
 	j.u.rotate.jti = jti;
@@ -1382,7 +1390,7 @@ static enum otpd_status sq_session_revoke(struct store *base, const char *jti,
 	struct job j = {.op = JOB_REVOKE};
 
 	if (!jti) {
-		log_error("store.error", "session revoke: no jti given");
+		store_error( "session revoke: no jti given");
 		return OTPD_INTERNAL;
 	}
 	j.u.revoke.jti = jti;
@@ -1460,7 +1468,7 @@ static enum otpd_status job_run(struct conn *c, struct job *j)
 	case JOB_MIGRATE: /* never inside a batch */
 		break;
 	}
-	log_error("store.error", "sqlite: job %d cannot run in a batch", (int)j->op);
+	store_error( "sqlite: job %d cannot run in a batch", (int)j->op);
 	return OTPD_INTERNAL;
 }
 
@@ -1618,7 +1626,7 @@ static void conn_close(struct conn *c)
 		sqlite3_finalize(c->stmt[i]);
 	rc = sqlite3_close(c->db); /* accepts NULL */
 	if (rc != SQLITE_OK)
-		log_error("store.error", "sqlite: close: %s", sqlite3_errstr(rc));
+		store_error( "sqlite: close: %s", sqlite3_errstr(rc));
 	memset(c, 0, sizeof(*c));
 }
 

@@ -541,7 +541,7 @@ class OtpdFactory:
     def all_secrets(self):
         out = {self.fake.api_key, self.secret_key} | self.extra_secrets
         for h in self.handles:
-            for k in ("SECRET_KEY", "KAVENEGAR_API_KEY"):
+            for k in ("SECRET_KEY", "KAVENEGAR_API_KEY", "OTPD_METRICS_TOKEN"):
                 if h.env.get(k):
                     out.add(h.env[k])
         return {s for s in out if s}
