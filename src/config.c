@@ -53,6 +53,8 @@ static const struct var vars[] = {
 	{"COOKIE_SECURE", K_BOOL, F(cookie_secure), NULL, 0, 0, "Secure attribute on auth cookies (default: true in production)"},
 	{"EMAIL_PLACEHOLDER_DOMAIN", K_STR, F(email_domain), "temp.pilito.com", 0, 0, "domain of the placeholder e-mail of new users"},
 	{"OTPD_AUTO_MIGRATE", K_BOOL, F(auto_migrate), "true", 0, 0, "serve applies pending migrations on start"},
+	{"KAVENEGAR_CREDIT_INTERVAL", K_INT, F(kavenegar_credit_interval_s), "300", 0, 86400, "seconds between reads of the provider's credit (account/info; also at start; 0: never)"},
+	{"KAVENEGAR_CREDIT_ALERT", K_INT, F(kavenegar_credit_alert), "0", 0, 1000000000000000, "credit (Rial) below which otpd warns once and otpd_sms_credit_low is 1 (0: off)"},
 	{"KAVENEGAR_TIMEOUT_MS", K_INT, F(kavenegar_timeout_ms), "10000", 100, 120000, "total time for one provider call"},
 	{"KAVENEGAR_CONNECT_TIMEOUT_MS", K_INT, F(kavenegar_connect_timeout_ms), "3000", 100, 60000, "time to connect to the provider"},
 	{"OTPD_DB_BUSY_TIMEOUT_MS", K_INT, F(db_busy_timeout_ms), "5000", 0, 600000, "how long a write waits for a database lock before 503"},

@@ -58,6 +58,8 @@ struct config {
 	int64_t purge_interval_s;
 	int log_level;                  /* enum log_level */
 	char metrics_token[256];        /* "" = /metrics open */
+	int64_t kavenegar_credit_interval_s;
+	int64_t kavenegar_credit_alert;  /* Rial; 0 = no alert */
 };
 
 /* Fill *ret from getenv.  On a bad value writes one line to err (e.g.

@@ -205,6 +205,8 @@ static int cmd_serve(void)
 		.connect_timeout_ms = (long)cfg.kavenegar_connect_timeout_ms,
 		.timeout_ms = (long)cfg.kavenegar_timeout_ms,
 		.max_queue = (int)cfg.sms_max_queue,
+		.credit_interval_s = (long)cfg.kavenegar_credit_interval_s,
+		.credit_alert = (double)cfg.kavenegar_credit_alert,
 	};
 	if (sms_new(&sc, &sms) != OTPD_OK)
 		goto out;

@@ -500,6 +500,9 @@ class OtpdFactory:
                 "OTP_THROTTLE_RATE": "10000/min",
                 "OTP_VERIFY_THROTTLE_RATE": "10000/min",
                 "OTPD_LOG_LEVEL": "debug",
+                # the credit check (account/info at start and every interval) would add
+                # calls to the fake's request log; its own tests turn it on
+                "KAVENEGAR_CREDIT_INTERVAL": "0",
             })
         for k, v in (overrides or {}).items():
             if v is None:

@@ -147,6 +147,9 @@ static void test_defaults(void **state)
 	assert_false(cfg.cookie_secure);                  /* false outside production */
 	assert_string_equal(cfg.email_domain, "temp.pilito.com");
 	assert_true(cfg.auto_migrate);                    /* serve migrates unless false */
+	assert_string_equal(cfg.metrics_token, "");       /* /metrics open */
+	assert_true(cfg.kavenegar_credit_interval_s == 300);
+	assert_true(cfg.kavenegar_credit_alert == 0);     /* off */
 
 	/* OTP_MESSAGE: "a short Persian text with {code}": contains {code} and
 	 * at least one letter of the Arabic block U+0600..U+06FF (UTF-8 lead
