@@ -61,7 +61,7 @@ static const struct var vars[] = {
 	{"OTPD_SMS_MAX_QUEUE", K_INT, F(sms_max_queue), "10000", 1, 1000000, "SMS jobs waiting or in flight at most (beyond: 503)"},
 	{"OTPD_PURGE_INTERVAL", K_INT, F(purge_interval_s), "300", 1, 86400, "seconds between purges of expired refresh records"},
 	{"OTPD_LOG_LEVEL", K_LOGLEVEL, F(log_level), "info", 0, 0, "error, warn, info or debug"},
-	{"OTPD_LOG_FORMAT", K_LOGFORMAT, F(log_format), "auto", 0, 0, "json (one object per line), text (short lines for a person), or auto: text when stderr is a terminal and OTPD_ENV=development, else json"},
+	{"OTPD_LOG_FORMAT", K_LOGFORMAT, F(log_format), "auto", 0, 0, "json, text (short lines for a person) or auto: text when stderr is a terminal and OTPD_ENV=development"},
 };
 
 struct word {
