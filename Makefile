@@ -1,5 +1,6 @@
 # otpd — one Makefile, pkg-config, -> build/otpd
-#   make                 build/otpd (gcc; CC=clang works too)
+#   make                 build/otpd (gcc; CC=clang works too); needs only the build
+#                        packages (tools/deps.sh run): no clang, no cmocka, no python
 #   make test            build, unit + store tests (cmocka), black-box tests (pytest)
 #   make SAN=1 test      the same under AddressSanitizer + UBSan (into build-asan/)
 #   make unit            only the cmocka tests
@@ -56,8 +57,10 @@ $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
 
+# cmocka is asked for here, when a test is built, never when the Makefile is read.
 $(BUILD)/tests/%: tests/%.c $(LIBOBJ)
 	@mkdir -p $(dir $@)
+	@pkg-config --exists cmocka || { echo "the unit tests need cmocka (libcmocka-dev): tools/deps.sh installs it" >&2; exit 1; }
 	$(CC) $(CFLAGS) -Isrc $(LDFLAGS) -o $@ $< $(LIBOBJ) $(LDLIBS) $(shell pkg-config --libs cmocka)
 
 unit: $(TESTBIN)

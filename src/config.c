@@ -10,7 +10,7 @@
 #include "sms/kavenegar.h"
 
 enum kind { K_STR, K_INT, K_BOOL, K_RATE, K_ENV, K_SMS, K_JWTALG, K_LOGLEVEL,
-            K_LISTEN, K_URL, K_DBURL, K_CIDRS };
+            K_LOGFORMAT, K_LISTEN, K_URL, K_DBURL, K_CIDRS };
 
 struct var {
 	const char *name;
@@ -65,6 +65,7 @@ static const struct var vars[] = {
 	{"OTPD_PURGE_INTERVAL", K_INT, F(purge_interval_s), "300", 1, 86400, "seconds between purges of expired refresh records"},
 	{"OTPD_LOG_LEVEL", K_LOGLEVEL, F(log_level), "info", 0, 0, "error, warn, info or debug"},
 	{"OTPD_METRICS_TOKEN", K_STR, F(metrics_token), "", 0, 0, "when set, GET /metrics requires Authorization: Bearer <token> (never logged)"},
+	{"OTPD_LOG_FORMAT", K_LOGFORMAT, F(log_format), "auto", 0, 0, "json, text (short lines for a person) or auto: text when stderr is a terminal and OTPD_ENV=development"},
 };
 
 struct word {
@@ -76,6 +77,7 @@ static const struct word env_words[] = {{"development", CONFIG_ENV_DEVELOPMENT},
 static const struct word sms_words[] = {{"console", SMS_CONSOLE}, {"kavenegar", SMS_KAVENEGAR}, {NULL, 0}};
 static const struct word alg_words[] = {{"HS256", CONFIG_JWT_HS256}, {"ES256", CONFIG_JWT_ES256}, {NULL, 0}};
 static const struct word level_words[] = {{"error", LOG_LEVEL_ERROR}, {"warn", LOG_LEVEL_WARN}, {"info", LOG_LEVEL_INFO}, {"debug", LOG_LEVEL_DEBUG}, {NULL, 0}};
+static const struct word format_words[] = {{"auto", CONFIG_LOG_FORMAT_AUTO}, {"json", CONFIG_LOG_FORMAT_JSON}, {"text", CONFIG_LOG_FORMAT_TEXT}, {NULL, 0}};
 
 static bool parse_word(const struct word *w, const char *s, int *ret)
 {
@@ -140,10 +142,12 @@ static bool parse_var(const struct var *v, const char *val, struct config *c,
 	case K_ENV:
 	case K_SMS:
 	case K_JWTALG:
-	case K_LOGLEVEL: {
+	case K_LOGLEVEL:
+	case K_LOGFORMAT: {
 		const struct word *words = v->kind == K_ENV ? env_words
 		                           : v->kind == K_SMS ? sms_words
-		                           : v->kind == K_JWTALG ? alg_words : level_words;
+		                           : v->kind == K_JWTALG ? alg_words
+		                           : v->kind == K_LOGLEVEL ? level_words : format_words;
 		size_t n = 0;
 		expected[0] = '\0';
 		for (const struct word *p = words; p->name; p++)
@@ -157,6 +161,8 @@ static bool parse_var(const struct var *v, const char *val, struct config *c,
 			*(enum config_env *)(void *)field = (enum config_env)w;
 		else if (v->kind == K_SMS)
 			*(enum sms_backend *)(void *)field = (enum sms_backend)w;
+		else if (v->kind == K_LOGFORMAT)
+			*(enum config_log_format *)(void *)field = (enum config_log_format)w;
 		else
 			*(enum config_jwt_alg *)(void *)field = (enum config_jwt_alg)w;
 		return true;
@@ -270,6 +276,13 @@ out:
 	OPENSSL_cleanse(c, sizeof(*c)); /* holds the secret; a memset before free is optimised away */
 	free(c);
 	return ok;
+}
+
+bool config_log_is_text(const struct config *c, bool stderr_is_tty)
+{
+	if (c->log_format == CONFIG_LOG_FORMAT_AUTO)
+		return stderr_is_tty && c->env == CONFIG_ENV_DEVELOPMENT;
+	return c->log_format == CONFIG_LOG_FORMAT_TEXT;
 }
 
 static const char *env_lookup(const char *name) { return getenv(name); }

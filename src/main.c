@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 #include "auth/jwt.h"
 #include "auth/login.h"
 #include "auth/session.h"
@@ -75,6 +76,7 @@ static int load_config(struct config *cfg)
 		auth_jwt_free(probe);
 	}
 	log_set_level((enum log_level)cfg->log_level);
+	log_set_format(config_log_is_text(cfg, isatty(2)) ? LOG_FORMAT_TEXT : LOG_FORMAT_JSON);
 	return 0;
 }
 

@@ -407,26 +407,19 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	if (r->answered)
 		count(r, duration_ns);
 	if (log_enabled(LOG_LEVEL_INFO)) {
-		json_int_t us = (json_int_t)(duration_ns / 1000);
-		json_t *f = json_object(), *path = json_string(r->path);
-		json_t *method = json_string(r->method);
+		struct log_access a = {
+			.method = r->method,
+			.path = r->path,
+			.status = r->http_status,
+			.duration_us = (long long)(duration_ns / 1000),
+			.client = r->client_str,
+			.completed = toe == MHD_REQUEST_TERMINATED_COMPLETED_OK,
+			.outcome = r->note_event,
+			.msg = r->note_msg,
+		};
 
-		/* method and path come from the client: checked as UTF-8. */
-		json_object_set_new_nocheck(f, "method", method ? method : json_string_nocheck("?"));
-		json_object_set_new_nocheck(f, "path", path ? path : json_string_nocheck("(not UTF-8)"));
-		json_object_set_new_nocheck(f, "status", json_integer((json_int_t)r->http_status));
-		json_object_set_new_nocheck(f, "duration_us", json_integer(us));
-		json_object_set_new_nocheck(f, "client", json_string_nocheck(r->client_str));
-		json_object_set_new_nocheck(f, "completed",
-		                            json_boolean(toe == MHD_REQUEST_TERMINATED_COMPLETED_OK));
 		log_set_request_id(r->id);
-		if (r->note_event) {
-			json_object_set_new_nocheck(f, "outcome", json_string_nocheck(r->note_event));
-			log_fields(LOG_LEVEL_INFO, "http.access", f, "%s", r->note_msg);
-		} else {
-			log_fields(LOG_LEVEL_INFO, "http.access", f, "%s %s %u",
-			           method ? r->method : "?", path ? r->path : "-", r->http_status);
-		}
+		log_access(&a);
 	}
 	log_set_request_id(NULL);
 	json_decref(r->fields);

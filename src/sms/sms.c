@@ -318,9 +318,7 @@ static void start_console(struct sms *s, struct job *j)
 
 	otp_phone_mask(j->phone, masked);
 	/* The only place a code is ever logged (development backend). */
-	log_fields(LOG_LEVEL_WARN, "sms.console",
-	           json_pack("{s:s, s:s}", "phone", masked, "code", j->code),
-	           "development SMS backend: code for %s", masked);
+	log_sms_code(masked, j->code);
 	job_finish(s, j, &(struct sms_result){.status = OTPD_OK, .return_status = -1});
 }
 

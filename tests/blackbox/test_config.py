@@ -42,6 +42,7 @@ BAD_VALUES = [
     ("OTPD_DB_BUSY_TIMEOUT_MS", "soon"),
     ("OTPD_SHUTDOWN_TIMEOUT", "x"),
     ("OTPD_LOG_LEVEL", "loud"),
+    ("OTPD_LOG_FORMAT", "xml"),
     ("OTPD_AUTO_MIGRATE", "perhaps"),
 ]
 

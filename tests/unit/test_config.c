@@ -150,6 +150,7 @@ static void test_defaults(void **state)
 	assert_string_equal(cfg.metrics_token, "");       /* /metrics open */
 	assert_true(cfg.kavenegar_credit_interval_s == 300);
 	assert_true(cfg.kavenegar_credit_alert == 0);     /* off */
+	assert_int_equal(cfg.log_format, CONFIG_LOG_FORMAT_AUTO);
 
 	/* OTP_MESSAGE: "a short Persian text with {code}": contains {code} and
 	 * at least one letter of the Arabic block U+0600..U+06FF (UTF-8 lead
@@ -341,6 +342,9 @@ static void test_bad_values(void **state)
 		{"DATABASE_URL", "sqlite:"},
 		{"OTPD_TRUSTED_PROXIES", "10.0.0.0/8, junk"},
 		{"OTPD_TRUSTED_PROXIES", "localhost"},
+		{"OTPD_LOG_FORMAT", "xml"},
+		{"OTPD_LOG_FORMAT", "JSON"},
+		{"OTPD_LOG_FORMAT", "tty"},
 	};
 
 	(void)state;
@@ -506,6 +510,43 @@ static void test_development_lenient(void **state)
 	assert_false(cfg.cookie_secure);
 }
 
+/* OTPD_LOG_FORMAT: json and text are taken as they are; auto (the
+ * default) is text only with stderr a terminal in development. */
+static void test_log_format(void **state)
+{
+	static const struct kv json[] = {{"OTPD_LOG_FORMAT", "json"}, {NULL, NULL}};
+	static const struct kv text[] = {{"OTPD_LOG_FORMAT", "text"}, {NULL, NULL}};
+	static const struct kv autow[] = {{"OTPD_LOG_FORMAT", "auto"}, {NULL, NULL}};
+	static const struct kv none[] = {{NULL, NULL}};
+	static const struct kv prod_auto[] = {
+		{"OTPD_ENV", "production"}, {"SECRET_KEY", SECRET32},
+		{"KAVENEGAR_API_KEY", GOOD_KEY}, {NULL, NULL}};
+	static const struct kv prod_text[] = {
+		{"OTPD_ENV", "production"}, {"SECRET_KEY", SECRET32},
+		{"KAVENEGAR_API_KEY", GOOD_KEY}, {"OTPD_LOG_FORMAT", "text"}, {NULL, NULL}};
+
+	(void)state;
+	load_ok(none);
+	assert_int_equal(cfg.log_format, CONFIG_LOG_FORMAT_AUTO);
+	assert_true(config_log_is_text(&cfg, true));
+	assert_false(config_log_is_text(&cfg, false));
+	load_ok(autow);
+	assert_int_equal(cfg.log_format, CONFIG_LOG_FORMAT_AUTO);
+	assert_true(config_log_is_text(&cfg, true));
+	load_ok(json);
+	assert_int_equal(cfg.log_format, CONFIG_LOG_FORMAT_JSON);
+	assert_false(config_log_is_text(&cfg, true));
+	assert_false(config_log_is_text(&cfg, false));
+	load_ok(text);
+	assert_int_equal(cfg.log_format, CONFIG_LOG_FORMAT_TEXT);
+	assert_true(config_log_is_text(&cfg, true));
+	assert_true(config_log_is_text(&cfg, false));
+	load_ok(prod_auto);
+	assert_false(config_log_is_text(&cfg, true));  /* production: JSON even on a terminal */
+	load_ok(prod_text);
+	assert_true(config_log_is_text(&cfg, false));  /* unless asked for */
+}
+
 /* A tiny error buffer is never overrun and still starts with the name. */
 static void test_small_error_buffer(void **state)
 {
@@ -539,6 +580,7 @@ int main(void)
 		cmocka_unit_test(test_production_good),
 		cmocka_unit_test(test_development_lenient),
 		cmocka_unit_test(test_small_error_buffer),
+		cmocka_unit_test(test_log_format),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
