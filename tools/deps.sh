@@ -8,8 +8,14 @@ PKGS=(
   libmicrohttpd-dev libjansson-dev libsqlite3-dev libpq-dev
   libcurl4-openssl-dev libssl-dev libjwt-dev libcmocka-dev
   python3 python3-pytest python3-requests python3-jwt python3-cryptography
+  python3-jsonschema
   sqlite3 curl openssl
 )
+# make lint-openapi runs the linter of package-lock.json with node and npm.
+# Debian's nodejs + npm only where there is no node at all: a newer node
+# (e.g. from another repository) comes with its own npm, which Debian's npm
+# package conflicts with.
+command -v node >/dev/null 2>&1 || PKGS+=(nodejs npm)
 [ "${1:-}" = "--bench" ] && PKGS+=(wrk nginx-light linux-perf)
 
 missing=()

@@ -86,6 +86,11 @@ struct request {
 	struct auth_login login; /* verify: the login and its tokens */
 	struct auth_tokens tokens; /* refresh: the new pair */
 	bool no_body;            /* 204 */
+	/* A success body that is not JSON built here (an embedded file): sent
+	 * as it is, with its own Content-Type (http_set_static_body()). */
+	const void *static_body;
+	size_t static_len;
+	const char *static_type;
 	bool close;              /* Connection: close (shutting down) */
 	/* Auth cookies to set (pointing into login or tokens), or to clear. */
 	const char *cookie_access;
@@ -131,6 +136,9 @@ json_t *http_user_json(const struct store_user *u);
 void http_set_auth_cookies(struct request *r, const char *access, const char *refresh,
                            int64_t access_ttl_s, int64_t refresh_ttl_s);
 enum otpd_status http_throttle(struct request *r, struct ratelimit *rl);
+/* Answer with these bytes (static storage: never copied nor freed) and this
+ * Content-Type. */
+void http_set_static_body(struct request *r, const void *body, size_t len, const char *type);
 
 /* Suspend the connection before starting asynchronous work whose callback
  * calls http_resume() (from any thread, exactly once); the handler then
@@ -158,5 +166,6 @@ enum otpd_status http_h_me(struct request *r);
 enum otpd_status http_h_jwks(struct request *r);
 enum otpd_status http_h_healthz(struct request *r);
 enum otpd_status http_h_readyz(struct request *r);
+enum otpd_status http_h_schema(struct request *r);
 
 #endif

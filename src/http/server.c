@@ -21,6 +21,7 @@ static const struct route routes[] = {
 	{"/.well-known/jwks.json", "GET", http_h_jwks, NULL},
 	{"/healthz", "GET", http_h_healthz, NULL},
 	{"/readyz", "GET", http_h_readyz, NULL},
+	{"/api/v1/schema", "GET", http_h_schema, NULL},
 };
 
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
@@ -87,7 +88,7 @@ static enum MHD_Result respond(struct request *r, enum otpd_status st, const cha
 	json_t *body;
 	char *text;
 	enum MHD_Result ret;
-	bool problem = st != OTPD_OK || (!r->resp && !r->no_body);
+	bool problem = st != OTPD_OK || (!r->resp && !r->no_body && !r->static_body);
 
 	if (st == OTPD_INTERNAL || st == OTPD_NOMEM)
 		log_error("http.internal_error", "internal error on %s %s", r->method, r->path);
@@ -107,6 +108,9 @@ static enum MHD_Result respond(struct request *r, enum otpd_status st, const cha
 		free(text);
 		text = NULL;
 		resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
+	} else if (!problem && r->static_body) {
+		resp = MHD_create_response_from_buffer(r->static_len, (void *)r->static_body,
+		                                       MHD_RESPMEM_PERSISTENT);
 	} else if (!text) {
 		static const char oom[] = "{\"type\":\"urn:otpd:error:internal_error\",\"title\":\"Internal error\",\"status\":500,\"detail\":\"out of memory\",\"code\":\"internal_error\"}";
 		r->http_status = 500;
@@ -121,7 +125,8 @@ static enum MHD_Result respond(struct request *r, enum otpd_status st, const cha
 	}
 	if (problem || !r->no_body)
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
-		                        problem ? "application/problem+json" : "application/json");
+		                        problem ? "application/problem+json"
+		                        : r->static_body ? r->static_type : "application/json");
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
 	MHD_add_response_header(resp, "X-Request-Id", r->id);
 	if (allow && *allow)
