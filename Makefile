@@ -6,6 +6,7 @@
 #   make unit            only the cmocka tests
 #   make blackbox        only the pytest suite
 #   make WERROR=1 ...    warnings are errors (tools/test.sh, CI)
+#   make lint-openapi    lint docs/openapi.json (Spectral, pinned by package-lock.json)
 
 CC      ?= cc
 PKGS    := libmicrohttpd jansson sqlite3 libpq libcurl libcrypto libjwt
@@ -30,13 +31,16 @@ BUILD   ?= build
 endif
 
 SRC      := $(shell find src -name '*.c' | sort)
-OBJ      := $(SRC:%.c=$(BUILD)/obj/%.o)
+# Files embedded in the binary: generated C sources in the build folder.
+GENSRC   := $(BUILD)/gen/openapi_json.c
+GENOBJ   := $(GENSRC:$(BUILD)/gen/%.c=$(BUILD)/obj/gen/%.o)
+OBJ      := $(SRC:%.c=$(BUILD)/obj/%.o) $(GENOBJ)
 LIBOBJ   := $(filter-out $(BUILD)/obj/src/main.o,$(OBJ))
 TESTSRC  := $(sort $(wildcard tests/unit/test_*.c tests/store/test_*.c tests/auth/test_*.c))
 TESTBIN  := $(TESTSRC:tests/%.c=$(BUILD)/tests/%)
 PYTHON   ?= /usr/bin/python3
 
-.PHONY: all test unit blackbox clean boundaries selfcontained FORCE
+.PHONY: all test unit blackbox clean boundaries selfcontained lint-openapi FORCE
 all: $(BUILD)/otpd
 
 # The version: VERSION, plus the commit when built from a git checkout.  The
@@ -57,6 +61,15 @@ $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
 
+# docs/openapi.json, served by GET /api/v1/schema (src/http/h_docs.c).
+$(BUILD)/gen/openapi_json.c: docs/openapi.json tools/embed.sh
+	@mkdir -p $(dir $@)
+	sh tools/embed.sh otpd_openapi_json docs/openapi.json > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/obj/gen/%.o: $(BUILD)/gen/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
+
 # cmocka is asked for here, when a test is built, never when the Makefile is read.
 $(BUILD)/tests/%: tests/%.c $(LIBOBJ)
 	@mkdir -p $(dir $@)
@@ -69,7 +82,19 @@ unit: $(TESTBIN)
 blackbox: $(BUILD)/otpd
 	OTPD_BIN=$(abspath $(BUILD)/otpd) $(PYTHON) -m pytest -q tests/blackbox
 
-test: all selfcontained boundaries unit blackbox
+test: all selfcontained boundaries lint-openapi unit blackbox
+
+# The OpenAPI document must lint clean (errors and warnings; the rules and the
+# ones turned off, with why, are in .spectral.yaml).  The linter is the exact
+# version of package-lock.json, installed by `npm ci` into node_modules/ (no
+# install scripts: it needs none); linting itself needs no network.
+NPM     ?= npm
+node_modules/.package-lock.json: package.json package-lock.json
+	$(NPM) ci --ignore-scripts --no-audit --no-fund
+	@touch $@
+
+lint-openapi: node_modules/.package-lock.json
+	node_modules/.bin/spectral lint --ruleset .spectral.yaml --fail-severity=warn docs/openapi.json
 
 # A clone has nothing beside it: no tracked file may point outside the
 # repository (a folder that sits beside one checkout is missing from the next).

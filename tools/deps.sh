@@ -16,7 +16,7 @@ RUN_PKGS=(
 TEST_PKGS=(
   clang libclang-rt-14-dev libcmocka-dev
   python3 python3-pytest python3-requests python3-jwt python3-cryptography
-  python3-prometheus-client
+  python3-prometheus-client python3-jsonschema
 )
 BENCH_PKGS=(wrk nginx-light linux-perf)
 
@@ -35,6 +35,12 @@ done
 PKGS=("${RUN_PKGS[@]}")
 [ "$mode" != run ] && PKGS+=("${TEST_PKGS[@]}")
 [ "$mode" = bench ] && PKGS+=("${BENCH_PKGS[@]}")
+# make lint-openapi (tests) runs the linter of package-lock.json with node and npm:
+# Debian's nodejs + npm only where there is no node at all (a newer node, e.g. from
+# another repository, comes with its own npm, which Debian's npm package conflicts with).
+if [ "$mode" != run ] && ! command -v node >/dev/null 2>&1; then
+  PKGS+=(nodejs npm)
+fi
 
 missing=()
 for p in "${PKGS[@]}"; do

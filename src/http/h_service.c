@@ -49,11 +49,11 @@ enum otpd_status http_h_metrics(struct request *r)
 
 	if (!metrics_allowed(r))
 		return OTPD_INVALID_TOKEN;
-	r->raw_body = metrics_render(&len);
-	if (!r->raw_body)
+	char *text = metrics_render(&len);
+
+	if (!text)
 		return OTPD_NOMEM;
-	r->raw_len = len;
-	r->raw_type = "text/plain; version=0.0.4; charset=utf-8";
+	http_set_owned_body(r, text, len, "text/plain; version=0.0.4; charset=utf-8");
 	r->http_status = MHD_HTTP_OK;
 	return OTPD_OK;
 }

@@ -87,9 +87,12 @@ struct request {
 	enum otpd_status status; /* what was answered (with answered) */
 	bool answered;
 	json_t *resp;            /* success body, or NULL */
-	char *raw_body;          /* or a success body that is not JSON (malloc'ed) */
+	/* Or a success body that is not JSON, sent as it is with its own
+	 * Content-Type: malloc'ed (raw_owned) or static (an embedded file). */
+	const void *raw_body;
 	size_t raw_len;
-	const char *raw_type;    /* its Content-Type (static) */
+	const char *raw_type;
+	bool raw_owned;
 	json_t *extra;           /* problem members (errors, retry_after, ...) */
 	int retry_after_s;       /* > 0: Retry-After header */
 	const char *detail;      /* problem detail override (static string) */
@@ -141,6 +144,10 @@ json_t *http_user_json(const struct store_user *u);
 void http_set_auth_cookies(struct request *r, const char *access, const char *refresh,
                            int64_t access_ttl_s, int64_t refresh_ttl_s);
 enum otpd_status http_throttle(struct request *r, struct ratelimit *rl);
+/* Answer with these bytes and this Content-Type: static storage (never
+ * copied nor freed), or a malloc'ed buffer the request then owns. */
+void http_set_static_body(struct request *r, const void *body, size_t len, const char *type);
+void http_set_owned_body(struct request *r, char *body, size_t len, const char *type);
 
 /* Suspend the connection before starting asynchronous work whose callback
  * calls http_resume() (from any thread, exactly once); the handler then
@@ -169,5 +176,6 @@ enum otpd_status http_h_jwks(struct request *r);
 enum otpd_status http_h_healthz(struct request *r);
 enum otpd_status http_h_readyz(struct request *r);
 enum otpd_status http_h_metrics(struct request *r);
+enum otpd_status http_h_schema(struct request *r);
 
 #endif

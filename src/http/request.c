@@ -400,3 +400,19 @@ void http_set_auth_cookies(struct request *r, const char *access, const char *re
 	r->cookie_access_ttl = access_ttl_s;
 	r->cookie_refresh_ttl = refresh_ttl_s;
 }
+
+void http_set_static_body(struct request *r, const void *body, size_t len, const char *type)
+{
+	r->raw_body = body;
+	r->raw_len = len;
+	r->raw_type = type;
+	r->raw_owned = false;
+}
+
+void http_set_owned_body(struct request *r, char *body, size_t len, const char *type)
+{
+	r->raw_body = body;
+	r->raw_len = len;
+	r->raw_type = type;
+	r->raw_owned = true;
+}

@@ -23,6 +23,7 @@ static const struct route routes[] = {
 	{"/healthz", "GET", http_h_healthz, NULL, COUNT_NONE},
 	{"/readyz", "GET", http_h_readyz, NULL, COUNT_NONE},
 	{"/metrics", "GET", http_h_metrics, NULL, COUNT_NONE},
+	{"/api/v1/schema", "GET", http_h_schema, NULL, COUNT_NONE},
 };
 
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
@@ -120,9 +121,11 @@ static enum MHD_Result respond(struct request *r, enum otpd_status st, const cha
 	if (!problem && r->raw_body) {
 		free(text);
 		text = NULL;
-		resp = MHD_create_response_from_buffer(r->raw_len, r->raw_body, MHD_RESPMEM_MUST_FREE);
+		resp = MHD_create_response_from_buffer(r->raw_len, (void *)r->raw_body,
+		                                       r->raw_owned ? MHD_RESPMEM_MUST_FREE
+		                                                    : MHD_RESPMEM_PERSISTENT);
 		if (resp)
-			r->raw_body = NULL; /* the response owns it now */
+			r->raw_owned = false; /* the response owns it now */
 	} else if (!problem && r->no_body) {
 		free(text);
 		text = NULL;
@@ -425,7 +428,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	json_decref(r->fields);
 	json_decref(r->resp);
 	json_decref(r->extra);
-	free(r->raw_body);
+	if (r->raw_owned)
+		free((void *)r->raw_body);
 	auth_login_release(&r->login);
 	auth_tokens_release(&r->tokens);
 	free(r->body);

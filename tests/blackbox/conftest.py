@@ -9,7 +9,9 @@ Fixtures
                 file), .run(args, env, ...) for one-shot commands, .env(...) the base
                 environment.  After the test every server still running is stopped with
                 SIGTERM (it must exit 0), and every log, command output and response seen is
-                checked: no API key, no SECRET_KEY, no code, no full phone number, no 500.
+                checked: no API key, no SECRET_KEY, no code, no full phone number, no 500, and
+                every response as docs/openapi.json documents it (status, content type, body,
+                headers: openapi_check.py, with its list of exceptions).
   otpd          otpd_factory.start() with the env of @pytest.mark.otpd_env(NAME="value", ...)
 
 Helpers (import them: `from conftest import ...`)
@@ -41,6 +43,7 @@ import requests
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tools"))
 import fake_kavenegar  # noqa: E402
+import openapi_check  # noqa: E402
 
 OTPD_BIN = Path(os.environ.get("OTPD_BIN") or (REPO / "build" / "otpd")).absolute()
 
@@ -686,6 +689,8 @@ class OtpdFactory:
             if code_re is not None and code_re.search(blob.translate(_DIGITS)):
                 problems.append("a response to %s %s holds a code: %s"
                                 % (r.request.method, r.request.path_url, r.text[:300]))
+            problems += ["not as docs/openapi.json says: %s" % p
+                         for p in openapi_check.check_response(r)]
         if problems:
             pytest.fail("after-test checks:\n" + "\n".join(problems[:30]), pytrace=False)
 

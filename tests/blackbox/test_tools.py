@@ -17,7 +17,7 @@ RUN_SET = {"build-essential", "pkg-config", "libmicrohttpd-dev", "libjansson-dev
            "sqlite3", "curl", "openssl", "ca-certificates"}
 TEST_ONLY = {"clang", "libclang-rt-14-dev", "libcmocka-dev", "python3", "python3-pytest",
              "python3-requests", "python3-jwt", "python3-cryptography",
-             "python3-prometheus-client"}
+             "python3-prometheus-client", "python3-jsonschema"}
 
 LOG = "build/run-setup.log"
 
@@ -57,6 +57,9 @@ def tree(tmp_path, makefile=NOISY_MAKEFILE, installed=True, apt_fails=False):
                     % (calls, "echo 'E: Unable to locate package libjwt-dev' >&2; exit 100"
                        if apt_fails else "echo 'Setting up libjwt-dev ... (apt noise)'")),
         "sudo": "#!/bin/sh\nexec \"$@\"\n",
+        # a node on PATH: deps.sh then leaves Debian's nodejs and npm out, whatever this
+        # machine has (test_deps_adds_node_where_there_is_none covers the other case)
+        "node": "#!/bin/sh\nexit 0\n",
     }
     for name, text in scripts.items():
         (fake / name).write_text(text)
@@ -86,6 +89,23 @@ def test_deps_modes(tmp_path):
     assert missing(root, env, "--bench") >= RUN_SET | TEST_ONLY | {"wrk", "nginx-light", "linux-perf"}
     rc, _, err = run([str(root / "tools" / "deps.sh"), "everything"], env)
     assert rc == 2 and "usage" in err
+
+
+def test_deps_adds_node_where_there_is_none(tmp_path):
+    """Without a node on PATH, the test set has Debian's nodejs and npm (the OpenAPI lint);
+    the run set never has them."""
+    root, env, _ = tree(tmp_path, installed=False)
+    (tmp_path / "fakebin" / "node").unlink()
+    # a PATH with no node: the fake tools plus links to what deps.sh itself runs
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    for name in ("bash", "sh", "grep", "id", "cat", "tr", "sed", "printf", "env", "dirname"):
+        real = shutil.which(name)
+        if real:
+            os.symlink(real, tools / name)
+    env["PATH"] = "%s:%s" % (tmp_path / "fakebin", tools)
+    assert missing(root, env) == RUN_SET | TEST_ONLY | {"nodejs", "npm"}
+    assert missing(root, env, "run") == RUN_SET
 
 
 def test_run_quiet_when_installed(tmp_path):
