@@ -7,6 +7,7 @@
 #   make blackbox        only the pytest suite
 #   make WERROR=1 ...    warnings are errors (tools/test.sh, CI)
 #   make lint-openapi    lint docs/openapi.json (Spectral, pinned by package-lock.json)
+#   make check-vendored  third_party/swagger-ui-dist/ = the npm package of package-lock.json
 
 CC      ?= cc
 PKGS    := libmicrohttpd jansson sqlite3 libpq libcurl libcrypto libjwt
@@ -40,7 +41,7 @@ TESTSRC  := $(sort $(wildcard tests/unit/test_*.c tests/store/test_*.c tests/aut
 TESTBIN  := $(TESTSRC:tests/%.c=$(BUILD)/tests/%)
 PYTHON   ?= /usr/bin/python3
 
-.PHONY: all test unit blackbox clean boundaries selfcontained lint-openapi FORCE
+.PHONY: all test unit blackbox clean boundaries selfcontained lint-openapi check-vendored FORCE
 all: $(BUILD)/otpd
 
 # The version: VERSION, plus the commit when built from a git checkout.  The
@@ -82,7 +83,7 @@ unit: $(TESTBIN)
 blackbox: $(BUILD)/otpd
 	OTPD_BIN=$(abspath $(BUILD)/otpd) $(PYTHON) -m pytest -q tests/blackbox
 
-test: all selfcontained boundaries lint-openapi unit blackbox
+test: all selfcontained boundaries lint-openapi check-vendored unit blackbox
 
 # The OpenAPI document must lint clean (errors and warnings; the rules and the
 # ones turned off, with why, are in .spectral.yaml).  The linter is the exact
@@ -95,6 +96,11 @@ node_modules/.package-lock.json: package.json package-lock.json
 
 lint-openapi: node_modules/.package-lock.json
 	node_modules/.bin/spectral lint --ruleset .spectral.yaml --fail-severity=warn docs/openapi.json
+
+# The docs viewer's files are kept in third_party/ (a plain `make` needs no node
+# nor network); they must be those of the npm package that package-lock.json pins.
+check-vendored: node_modules/.package-lock.json
+	sh tools/check_vendored.sh
 
 # A clone has nothing beside it: no tracked file may point outside the
 # repository (a folder that sits beside one checkout is missing from the next).
