@@ -33,7 +33,15 @@ endif
 
 SRC      := $(shell find src -name '*.c' | sort)
 # Files embedded in the binary: generated C sources in the build folder.
-GENSRC   := $(BUILD)/gen/openapi_json.c
+# The docs page (GET /api/v1/docs and /api/v1/docs/{file}, src/http/h_docs.c):
+# Swagger UI's files as npm publishes them (third_party/, see its README.md),
+# the page's own (src/http/docs/), and the page, made from its template.
+DOCS_VENDOR := $(addprefix third_party/swagger-ui-dist/,swagger-ui-bundle.js swagger-ui.css \
+               LICENSE NOTICE swagger-ui-bundle.js.LICENSE.txt)
+DOCS_OWN    := src/http/docs/otpd-docs.js src/http/docs/otpd-docs.css
+DOCS_FILES  := $(DOCS_VENDOR) $(DOCS_OWN)
+GENSRC   := $(BUILD)/gen/openapi_json.c $(BUILD)/gen/docs/index.html.c \
+            $(patsubst %,$(BUILD)/gen/docs/%.c,$(notdir $(DOCS_FILES)))
 GENOBJ   := $(GENSRC:$(BUILD)/gen/%.c=$(BUILD)/obj/gen/%.o)
 OBJ      := $(SRC:%.c=$(BUILD)/obj/%.o) $(GENOBJ)
 LIBOBJ   := $(filter-out $(BUILD)/obj/src/main.o,$(OBJ))
@@ -66,6 +74,24 @@ $(BUILD)/obj/%.o: %.c
 $(BUILD)/gen/openapi_json.c: docs/openapi.json tools/embed.sh
 	@mkdir -p $(dir $@)
 	sh tools/embed.sh otpd_openapi_json docs/openapi.json > $@.tmp && mv $@.tmp $@
+
+# Kept (made by pattern rules, they would be deleted as intermediate files).
+.SECONDARY: $(GENSRC) $(BUILD)/gen/docs/index.html
+# Each file of the docs page -> otpd_docs_NAME (NAME: its name, . and - as _).
+docs_cname = otpd_docs_$(subst -,_,$(subst .,_,$(1)))
+$(BUILD)/gen/docs/%.c: third_party/swagger-ui-dist/% tools/embed.sh
+	@mkdir -p $(dir $@)
+	sh tools/embed.sh $(call docs_cname,$*) $< > $@.tmp && mv $@.tmp $@
+$(BUILD)/gen/docs/%.c: src/http/docs/% tools/embed.sh
+	@mkdir -p $(dir $@)
+	sh tools/embed.sh $(call docs_cname,$*) $< > $@.tmp && mv $@.tmp $@
+# The page links each file with its version tag (tools/docs_page.sh).
+$(BUILD)/gen/docs/index.html: src/http/docs/index.html tools/docs_page.sh $(DOCS_FILES) \
+                              third_party/swagger-ui-dist/package.json
+	@mkdir -p $(dir $@)
+	sh tools/docs_page.sh $< third_party/swagger-ui-dist/package.json $(DOCS_FILES) > $@.tmp && mv $@.tmp $@
+$(BUILD)/gen/docs/index.html.c: $(BUILD)/gen/docs/index.html tools/embed.sh
+	sh tools/embed.sh $(call docs_cname,index.html) $< > $@.tmp && mv $@.tmp $@
 
 $(BUILD)/obj/gen/%.o: $(BUILD)/gen/%.c
 	@mkdir -p $(dir $@)

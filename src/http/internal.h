@@ -45,6 +45,9 @@ typedef enum otpd_status (*http_handler_fn)(struct request *r);
 enum route_count { COUNT_NONE = 0, COUNT_SEND, COUNT_VERIFY, COUNT_REFRESH };
 
 struct route {
+	/* An exact path; or a template whose last segment is {NAME}: the path
+	 * up to it, then one segment, non-empty and without '/' (in
+	 * request.route_param for the handler).  One trailing slash may follow. */
 	const char *path;
 	const char *method;     /* "GET" routes also answer HEAD */
 	http_handler_fn handler;
@@ -69,6 +72,9 @@ struct request {
 	struct MHD_Connection *conn;
 	const struct route *route;
 	size_t route_index;      /* in the route table (its size: no such path) */
+	/* The {NAME} segment of a template route's path ("" when it does not
+	 * fit: no such name is that long). */
+	char route_param[64];
 	char id[17];
 	int64_t start_ns;
 	char method[8];
@@ -106,6 +112,11 @@ struct request {
 	int64_t cookie_access_ttl;
 	int64_t cookie_refresh_ttl;
 	bool cookies_clear;
+	/* Pages and files for browsers (the docs): on success, the page's
+	 * security headers (respond(): Content-Security-Policy, ...), and a
+	 * Cache-Control other than no-store (static string; NULL: no-store). */
+	bool page_headers;
+	const char *cache_control;
 
 	/* Suspended work: its outcome is handed over by a store or SMS thread. */
 	atomic_int phase;
@@ -177,5 +188,7 @@ enum otpd_status http_h_healthz(struct request *r);
 enum otpd_status http_h_readyz(struct request *r);
 enum otpd_status http_h_metrics(struct request *r);
 enum otpd_status http_h_schema(struct request *r);
+enum otpd_status http_h_docs(struct request *r);
+enum otpd_status http_h_docs_file(struct request *r);
 
 #endif

@@ -24,6 +24,8 @@ static const struct route routes[] = {
 	{"/readyz", "GET", http_h_readyz, NULL, COUNT_NONE},
 	{"/metrics", "GET", http_h_metrics, NULL, COUNT_NONE},
 	{"/api/v1/schema", "GET", http_h_schema, NULL, COUNT_NONE},
+	{"/api/v1/docs", "GET", http_h_docs, NULL, COUNT_NONE},
+	{"/api/v1/docs/{file}", "GET", http_h_docs_file, NULL, COUNT_NONE},
 };
 
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
@@ -38,11 +40,29 @@ static int64_t mono_ns(void)
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-/* Exact path, or with one trailing slash. */
-static bool path_is(const char *url, const char *path)
+/* The route's path (struct route), or with one trailing slash.  A template's
+ * {NAME} segment is copied into param ("" when it does not fit). */
+static bool path_is(const char *url, const char *path, char *param, size_t param_len)
 {
-	size_t n = strlen(path);
-	return strncmp(url, path, n) == 0 && (url[n] == '\0' || (url[n] == '/' && url[n + 1] == '\0'));
+	const char *brace = strchr(path, '{');
+	size_t n = brace ? (size_t)(brace - path) : strlen(path);
+	const char *seg = url + n;
+	size_t len;
+
+	if (strncmp(url, path, n) != 0)
+		return false;
+	if (!brace)
+		return seg[0] == '\0' || (seg[0] == '/' && seg[1] == '\0');
+	len = strcspn(seg, "/");
+	if (len == 0 || !(seg[len] == '\0' || (seg[len] == '/' && seg[len + 1] == '\0')))
+		return false;
+	if (len < param_len) {
+		memcpy(param, seg, len);
+		param[len] = '\0';
+	} else {
+		param[0] = '\0';
+	}
+	return true;
 }
 
 static bool method_matches(const struct route *rt, const char *method)
@@ -55,9 +75,10 @@ static bool method_matches(const struct route *rt, const char *method)
 /* The route for url+method; NULL with *ret_status NOT_FOUND or
  * METHOD_NOT_ALLOWED (then allow holds the Allow header).  *ret_index is
  * the table index of the route, or of the path a 405 names (NROUTES: no
- * such path). */
+ * such path).  param gets a template route's {NAME} segment. */
 static const struct route *route_find(const char *url, const char *method,
                                       char *allow, size_t allow_len,
+                                      char *param, size_t param_len,
                                       enum otpd_status *ret_status, size_t *ret_index)
 {
 	bool path_known = false;
@@ -66,7 +87,7 @@ static const struct route *route_find(const char *url, const char *method,
 	allow[0] = '\0';
 	*ret_index = NROUTES;
 	for (size_t i = 0; i < NROUTES; i++) {
-		if (!path_is(url, routes[i].path))
+		if (!path_is(url, routes[i].path, param, param_len))
 			continue;
 		*ret_index = i;
 		if (method_matches(&routes[i], method))
@@ -89,6 +110,16 @@ static void add_cookie(struct MHD_Response *resp, const char *name, const char *
 	         name, value, (long long)max_age, secure ? "; Secure" : "");
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_SET_COOKIE, buf);
 }
+
+/* The docs page's security headers (on its files too: harmless there, and
+ * one rule).  Everything comes from otpd itself: scripts and styles are
+ * files (no inline script or style, no eval), images are files or data: URIs
+ * (Swagger UI's CSS draws its icons with them), "Try it out" and the
+ * document are fetched from this origin; no plugin, no <base>, no framing. */
+#define PAGE_CSP "default-src 'self'; script-src 'self'; style-src 'self'; " \
+                 "img-src 'self' data:; connect-src 'self'; font-src 'self'; " \
+                 "object-src 'none'; base-uri 'none'; form-action 'self'; " \
+                 "frame-ancestors 'none'"
 
 /* The one place that turns a handler's status into an answer. */
 static enum MHD_Result respond(struct request *r, enum otpd_status st, const char *allow)
@@ -146,8 +177,15 @@ static enum MHD_Result respond(struct request *r, enum otpd_status st, const cha
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
 		                        problem ? "application/problem+json"
 		                        : r->raw_type ? r->raw_type : "application/json");
-	MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL,
+	                        !problem && r->cache_control ? r->cache_control : "no-store");
 	MHD_add_response_header(resp, "X-Request-Id", r->id);
+	if (!problem && r->page_headers) {
+		MHD_add_response_header(resp, "Content-Security-Policy", PAGE_CSP);
+		MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
+		MHD_add_response_header(resp, "Referrer-Policy", "no-referrer");
+		MHD_add_response_header(resp, "X-Frame-Options", "DENY");
+	}
 	if (allow && *allow)
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
 	if (r->retry_after_s > 0) {
@@ -256,7 +294,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 			r->detail = "The request headers are too large (at most 8 KiB).";
 			return respond(r, OTPD_MALFORMED_REQUEST, NULL);
 		}
-		r->route = route_find(url, method, allow, sizeof(allow), &st, &r->route_index);
+		r->route = route_find(url, method, allow, sizeof(allow), r->route_param,
+		                      sizeof(r->route_param), &st, &r->route_index);
 		if (!r->route)
 			return respond(r, st, allow);
 		if (strcmp(r->route->method, "POST") == 0) {
