@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Install the Debian 12 packages otpd needs.  Idempotent: asks apt only for what is missing.
-#   tools/deps.sh            build, run and test (tools/test.sh): the run set + clang, cmocka, pytest…
+#   tools/deps.sh            build, run and test (tools/test.sh): the run set + clang, cmocka, pytest…,
+#                            headless Chromium + chromedriver + selenium, iproute2 and a font (the docs
+#                            page's browser test, tests/blackbox/test_docs_page.py)
 #   tools/deps.sh run        build and run only (tools/run.sh): compiler, pkg-config, the -dev
 #                            libraries, sqlite3, curl, openssl, ca-certificates
 #   tools/deps.sh --bench    the test set + wrk, nginx, perf (make bench)
@@ -17,6 +19,7 @@ TEST_PKGS=(
   clang libclang-rt-14-dev libcmocka-dev
   python3 python3-pytest python3-requests python3-jwt python3-cryptography
   python3-prometheus-client python3-jsonschema
+  chromium chromium-driver python3-selenium iproute2 fonts-dejavu-core
 )
 BENCH_PKGS=(wrk nginx-light linux-perf)
 
