@@ -283,15 +283,19 @@ def chromium(tmp_path):
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
     service = Service(CHROMEDRIVER, log_path=str(tmp_path / "chromedriver.log"))
     d = webdriver.Chrome(service=service, options=opts)
-    d.set_page_load_timeout(30)
-    # Registered before any page script runs (DevTools scripts are not subject to the CSP):
-    # every CSP violation of the page, besides the console's own report of it.
-    d.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": """
-        window.__otpdViolations = [];
-        document.addEventListener("securitypolicyviolation", function (e) {
-            window.__otpdViolations.push({directive: e.violatedDirective,
-                                          blocked: e.blockedURI, source: e.sourceFile});
-        });"""})
+    try:
+        d.set_page_load_timeout(30)
+        # Registered before any page script runs (DevTools scripts are not subject to the
+        # CSP): every CSP violation of the page, besides the console's own report of it.
+        d.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": """
+            window.__otpdViolations = [];
+            document.addEventListener("securitypolicyviolation", function (e) {
+                window.__otpdViolations.push({directive: e.violatedDirective,
+                                              blocked: e.blockedURI, source: e.sourceFile});
+            });"""})
+    except BaseException:
+        d.quit()
+        raise
     return d
 
 
@@ -362,7 +366,10 @@ def test_docs_page_offline_in_chromium(otpd_factory, tmp_path, capsys, monkeypat
             d.get(page_url)
 
             # -- every operation of the document is listed ----------------------------------
-            def listed():
+            checker = openapi_check.Checker(doc())
+            served, planned = checker.served_operations(), checker.planned_operations()
+
+            def listed():       # once Swagger UI has rendered them all
                 ops = d.execute_script("""
                     return Array.from(document.querySelectorAll('.opblock')).map(function (b) {
                         return [b.querySelector('.opblock-summary-method').textContent,
@@ -370,10 +377,8 @@ def test_docs_page_offline_in_chromium(otpd_factory, tmp_path, capsys, monkeypat
                                 b.querySelector('.opblock-summary-description') ?
                                     b.querySelector('.opblock-summary-description').textContent : ''];
                     });""")
-                return ops if ops else None
+                return ops if len(ops) >= len(served | planned) else None
             ops = wait(d, listed, "the operations on the page")
-            checker = openapi_check.Checker(doc())
-            served, planned = checker.served_operations(), checker.planned_operations()
             shown = {(p, m.upper()) for m, p, _ in ops}
             assert served - shown == set(), "operations of the document missing from the page"
             assert shown == served | planned, shown ^ (served | planned)
