@@ -17,7 +17,9 @@ RUN_SET = {"build-essential", "pkg-config", "libmicrohttpd-dev", "libjansson-dev
            "sqlite3", "curl", "openssl", "ca-certificates"}
 TEST_ONLY = {"clang", "libclang-rt-14-dev", "libcmocka-dev", "python3", "python3-pytest",
              "python3-requests", "python3-jwt", "python3-cryptography",
-             "python3-prometheus-client", "python3-jsonschema"}
+             "python3-prometheus-client", "python3-jsonschema",
+             # the docs page in a browser (test_docs_page.py)
+             "chromium", "chromium-driver", "python3-selenium", "iproute2", "fonts-dejavu-core"}
 
 LOG = "build/run-setup.log"
 
