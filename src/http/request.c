@@ -311,7 +311,7 @@ enum otpd_status http_throttle(struct request *r, struct ratelimit *rl)
 	                  http_now_ms(), &retry))
 		return OTPD_OK;
 	r->retry_after_s = retry;
-	r->extra = json_pack("{s:i}", "retry_after", retry);
+	r->extra = json_pack("{s:i, s:s}", "retry_after", retry, "limit", "client_rate");
 	return OTPD_THROTTLED;
 }
 
