@@ -24,6 +24,9 @@
  * token cookies, about 1 KiB). */
 #define HTTP_CONNECTION_MEMORY (16 * 1024)
 #define HTTP_MAX_HEADERS (8 * 1024)
+/* Every X-Forwarded-For header of a request from a trusted proxy, joined:
+ * longer is 400 malformed_request. */
+#define HTTP_MAX_XFF 2048
 #define HTTP_SMS_RETRY_AFTER 30 /* seconds, with sms_unavailable */
 
 struct http_server {
@@ -70,6 +73,7 @@ struct request {
 	char path[96];
 	struct netaddr client;
 	char client_str[NETADDR_STRLEN];
+	bool xff_too_long;       /* from a trusted proxy, past HTTP_MAX_XFF */
 
 	enum body_kind kind;
 	char *body;

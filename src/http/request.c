@@ -194,7 +194,7 @@ enum otpd_status http_request_decode(struct request *r)
 
 /* Gather every X-Forwarded-For header, in order, comma-joined. */
 struct xff {
-	char buf[2048];
+	char buf[HTTP_MAX_XFF];
 	size_t len;
 	bool overflow;
 };
@@ -236,6 +236,10 @@ void http_request_client(struct request *r)
 		x.overflow = false;
 		x.buf[0] = '\0';
 		MHD_get_connection_values(r->conn, MHD_HEADER_KIND, xff_iter, &x);
+		/* Too long to read whole: the client is unknown.  Falling back
+		 * to the proxy would put it in the proxy's shared throttle
+		 * bucket; the request is refused instead (on_request). */
+		r->xff_too_long = x.overflow;
 		if (x.len > 0 && !x.overflow)
 			netaddr_client(&peer, x.buf, &r->srv->cfg->trusted_proxies, &r->client);
 	}

@@ -229,6 +229,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 			r->detail = "The request headers are too large (at most 8 KiB).";
 			return respond(r, OTPD_MALFORMED_REQUEST, NULL);
 		}
+		if (r->xff_too_long) {
+			r->detail = "The X-Forwarded-For headers are too long (at most 2 KiB in all).";
+			return respond(r, OTPD_MALFORMED_REQUEST, NULL);
+		}
 		r->route = route_find(url, method, allow, sizeof(allow), &st);
 		if (!r->route)
 			return respond(r, st, allow);
