@@ -236,11 +236,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		r->route = route_find(url, method, allow, sizeof(allow), &st);
 		if (!r->route)
 			return respond(r, st, allow);
-		if (strcmp(r->route->method, "POST") == 0) {
-			st = http_request_headers(r);
-			if (st != OTPD_OK)
-				return respond(r, st, NULL);
-		}
+		st = http_request_headers(r);
+		if (st != OTPD_OK)
+			return respond(r, st, NULL);
 		return MHD_YES;
 	}
 	log_set_request_id(r->id);
