@@ -141,10 +141,11 @@ static void sleep_ms(long ms)
 		;
 }
 
-/* Wait until no request is in flight or deadline_ms passes. */
+/* Wait until no request is being answered or deadline_ms passes (requests
+ * still receiving their body are not waited for). */
 static void drain(struct http_server *http, long deadline_ms)
 {
-	for (long waited = 0; http_server_inflight(http) > 0 && waited < deadline_ms; waited += 10)
+	for (long waited = 0; http_server_busy(http) > 0 && waited < deadline_ms; waited += 10)
 		sleep_ms(10);
 }
 
@@ -168,6 +169,7 @@ static int cmd_serve(void)
 	size_t secret_len = 0;
 	sigset_t sigs;
 	int sig = 0, rc = 1, applied = 0;
+	long busy, left;
 
 	if (load_config(&cfg) < 0)
 		return 1;
@@ -230,13 +232,19 @@ static int cmd_serve(void)
 	/* Requests waiting for a commit are answered once it is done or has
 	 * failed: a batch waits at most the busy timeout for a lock. */
 	drain(http, 2000 + 2 * (long)cfg.db_busy_timeout_ms);
-	if (http_server_inflight(http) > 0) {
+	if (http_server_waiting(http) > 0) {
 		/* Their connections are suspended, and the store's writer will
 		 * still resume them: the server cannot be torn down under it. */
 		log_error("server.stopping", "%ld requests still waiting for the database: "
-		          "exiting without waiting for them", http_server_inflight(http));
+		          "exiting without waiting for them", http_server_waiting(http));
 		_Exit(1);
 	}
+	busy = http_server_busy(http);
+	left = http_server_inflight(http);
+	if (left > 0)
+		log_info("server.stopping", "closing the connections of %ld requests "
+		         "(%ld answers not sent in time, the others still being received)",
+		         left, busy);
 	rc = 0;
 out:
 	auth_janitor_stop(janitor);

@@ -36,7 +36,9 @@ struct http_server {
 	struct MHD_Daemon *daemon;
 	struct ratelimit *rl_send;
 	struct ratelimit *rl_verify;
-	atomic_long inflight;
+	atomic_long inflight;   /* requests not yet completed */
+	atomic_long busy;       /* of them, answered or being answered */
+	atomic_long waiting;    /* of them, suspended (http_suspend()) */
 	unsigned port;
 	atomic_bool stopping;   /* http_server_quiesce() was called */
 };
@@ -91,6 +93,7 @@ struct request {
 	struct auth_tokens tokens; /* refresh: the new pair */
 	bool no_body;            /* 204 */
 	bool close;              /* Connection: close (shutting down) */
+	bool busy;               /* counted in srv->busy (request_busy()) */
 	/* Auth cookies to set (pointing into login or tokens), or to clear. */
 	const char *cookie_access;
 	const char *cookie_refresh;

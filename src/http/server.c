@@ -80,6 +80,17 @@ static void add_cookie(struct MHD_Response *resp, const char *name, const char *
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_SET_COOKIE, buf);
 }
 
+/* From its handler's start (or its first answer) to its completion, a
+ * request is busy: a shutdown waits for it.  One that is still receiving its
+ * head or body is not, and is dropped by http_server_stop(). */
+static void request_busy(struct request *r)
+{
+	if (r->busy)
+		return;
+	r->busy = true;
+	atomic_fetch_add(&r->srv->busy, 1);
+}
+
 /* The one place that turns a handler's status into an answer. */
 static enum MHD_Result respond(struct request *r, enum otpd_status st, const char *allow)
 {
@@ -89,6 +100,7 @@ static enum MHD_Result respond(struct request *r, enum otpd_status st, const cha
 	enum MHD_Result ret;
 	bool problem = st != OTPD_OK || (!r->resp && !r->no_body);
 
+	request_busy(r);
 	if (st == OTPD_INTERNAL || st == OTPD_NOMEM)
 		log_error("http.internal_error", "internal error on %s %s", r->method, r->path);
 	if (problem) {
@@ -258,6 +270,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	default:
 		break;
 	}
+	/* Busy first, then the check: a shutdown that set stopping either
+	 * sees this request busy and waits for it, or is seen here. */
+	request_busy(r);
+	if (atomic_load(&r->srv->stopping)) {
+		/* Its body came in after SIGTERM: no new work either. */
+		r->close = true;
+		r->retry_after_s = 1;
+		r->detail = "The server is shutting down.";
+		return respond(r, OTPD_UNAVAILABLE, NULL);
+	}
 	if (r->too_large)
 		return respond(r, OTPD_PAYLOAD_TOO_LARGE, NULL);
 	st = r->route->handler(r);
@@ -270,14 +292,20 @@ void http_suspend(struct request *r)
 {
 	/* Suspended before the work starts, so that its resume can never
 	 * come first. */
+	atomic_fetch_add(&r->srv->waiting, 1);
 	atomic_store(&r->phase, PHASE_WAITING);
 	MHD_suspend_connection(r->conn);
 }
 
 void http_resume(struct request *r)
 {
+	/* Once resumed, r may be completed and freed at any moment. */
+	struct http_server *srv = r->srv;
+
 	atomic_store(&r->phase, PHASE_RESUMED);
 	MHD_resume_connection(r->conn);
+	/* Only now may the daemon be stopped under this thread. */
+	atomic_fetch_sub(&srv->waiting, 1);
 }
 
 void http_resume_cb(void *request)
@@ -334,6 +362,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	json_decref(r->extra);
 	auth_login_release(&r->login);
 	auth_tokens_release(&r->tokens);
+	if (r->busy)
+		atomic_fetch_sub(&srv->busy, 1);
 	free(r->body);
 	free(r);
 	*con_cls = NULL;
@@ -410,6 +440,8 @@ void http_server_quiesce(struct http_server *s)
 }
 
 long http_server_inflight(const struct http_server *s) { return atomic_load(&s->inflight); }
+long http_server_busy(const struct http_server *s) { return atomic_load(&s->busy); }
+long http_server_waiting(const struct http_server *s) { return atomic_load(&s->waiting); }
 
 void http_server_stop(struct http_server *s)
 {
