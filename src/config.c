@@ -54,6 +54,7 @@ static const struct var vars[] = {
 	{"OTPD_AUTO_MIGRATE", K_BOOL, F(auto_migrate), "true", 0, 0, "serve applies pending migrations on start"},
 	{"KAVENEGAR_TIMEOUT_MS", K_INT, F(kavenegar_timeout_ms), "10000", 100, 120000, "total time for one provider call"},
 	{"KAVENEGAR_CONNECT_TIMEOUT_MS", K_INT, F(kavenegar_connect_timeout_ms), "3000", 100, 60000, "time to connect to the provider"},
+	{"OTPD_ALLOW_SHARED_DB_FILE", K_BOOL, F(allow_shared_db_file), "false", 0, 0, "start on a database file that other users can read or write (otherwise refused; otpd creates its files 0600)"},
 	{"OTPD_DB_BUSY_TIMEOUT_MS", K_INT, F(db_busy_timeout_ms), "5000", 0, 600000, "how long a write waits for a database lock before 503"},
 	{"OTPD_SHUTDOWN_TIMEOUT", K_INT, F(shutdown_timeout_s), "10", 0, 600, "seconds to finish requests in flight on SIGTERM"},
 	{"OTPD_THREADS", K_INT, F(threads), "0", 0, 256, "HTTP worker threads (0 = one per core); no request holds one while it waits for the database or the SMS provider"},

@@ -75,6 +75,23 @@ static int load_config(struct config *cfg)
 	return 0;
 }
 
+/* A database refused as configuration (a file that others can read) gets
+ * the one line of a bad variable; other failures were logged by the store. */
+static int open_store(const struct config *cfg, struct store **ret)
+{
+	struct store_options opt = {
+		.busy_timeout_ms = (int)cfg->db_busy_timeout_ms,
+		.allow_shared_file = cfg->allow_shared_db_file,
+	};
+	char err[1400];
+
+	if (store_open(cfg->database_url, &opt, err, sizeof(err), ret) == OTPD_OK)
+		return 0;
+	if (err[0])
+		fprintf(stderr, "otpd: %s\n", err);
+	return -1;
+}
+
 static int cmd_migrate(void)
 {
 	struct config cfg;
@@ -83,7 +100,7 @@ static int cmd_migrate(void)
 
 	if (load_config(&cfg) < 0)
 		return 1;
-	if (store_open(cfg.database_url, (int)cfg.db_busy_timeout_ms, &store) != OTPD_OK)
+	if (open_store(&cfg, &store) < 0)
 		return 1;
 	if (store_migrate(store, &applied) != OTPD_OK) {
 		store_close(store);
@@ -181,7 +198,7 @@ static int cmd_serve(void)
 	signal(SIGPIPE, SIG_IGN);
 	raise_nofile();
 
-	if (store_open(cfg.database_url, (int)cfg.db_busy_timeout_ms, &store) != OTPD_OK)
+	if (open_store(&cfg, &store) < 0)
 		goto out;
 	if (cfg.auto_migrate) {
 		if (store_migrate(store, &applied) != OTPD_OK)

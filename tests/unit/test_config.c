@@ -147,6 +147,7 @@ static void test_defaults(void **state)
 	assert_false(cfg.cookie_secure);                  /* false outside production */
 	assert_string_equal(cfg.email_domain, "temp.pilito.com");
 	assert_true(cfg.auto_migrate);                    /* serve migrates unless false */
+	assert_false(cfg.allow_shared_db_file);           /* a db file others can read: refused */
 
 	/* OTP_MESSAGE: "a short Persian text with {code}": contains {code} and
 	 * at least one letter of the Arabic block U+0600..U+06FF (UTF-8 lead
@@ -203,6 +204,7 @@ static void test_overrides(void **state)
 		{"COOKIE_SECURE", "true"},
 		{"EMAIL_PLACEHOLDER_DOMAIN", "example.org"},
 		{"OTPD_AUTO_MIGRATE", "false"},
+		{"OTPD_ALLOW_SHARED_DB_FILE", "true"},
 		{"OTPD_ENV", "development"},
 		{NULL, NULL},
 	};
@@ -238,6 +240,7 @@ static void test_overrides(void **state)
 	assert_true(cfg.cookie_secure);
 	assert_string_equal(cfg.email_domain, "example.org");
 	assert_false(cfg.auto_migrate);
+	assert_true(cfg.allow_shared_db_file);
 	assert_int_equal(cfg.env, CONFIG_ENV_DEVELOPMENT);
 	assert_int_equal(cfg.sms_backend, SMS_CONSOLE);
 }
@@ -327,6 +330,7 @@ static void test_bad_values(void **state)
 		{"JWT_ALGORITHM", "RS256"},
 		{"OTPD_ENV", "staging"},
 		{"OTPD_AUTO_MIGRATE", "perhaps"},
+		{"OTPD_ALLOW_SHARED_DB_FILE", "sometimes"},
 		{"SMS_BACKEND", "twilio"},
 		{"KAVENEGAR_API_URL", "ftp://api.kavenegar.com"},
 		{"KAVENEGAR_API_URL", "api.kavenegar.com"},
