@@ -241,8 +241,8 @@ static int cmd_serve(void)
 
 	while (sigwait(&sigs, &sig) != 0)
 		;
+	http_server_quiesce(http); /* first: once the line is out, no new work starts */
 	log_info("server.stopping", "signal %d: finishing requests in flight", sig);
-	http_server_quiesce(http);
 	drain(http, (long)cfg.shutdown_timeout_s * 1000);
 	sms_free(sms, 0); /* sends still waiting get sms_unavailable */
 	sms = NULL;

@@ -298,7 +298,8 @@ def test_body_completed_after_sigterm_starts_no_work(otpd, fake):
     try:
         wait_for(lambda: fake.stats()["in_flight"] >= 1, 5, what="the send to reach the provider")
         otpd.send_signal(signal.SIGTERM)
-        time.sleep(0.2)   # SIGTERM handled: otpd is draining the send
+        # logged once otpd starts no new work: it is draining the send
+        wait_for(lambda: '"server.stopping"' in otpd.log_text(), 5, what="the SIGTERM")
         stalled.sendall(STALLED_BODY[10:])
         stalled.settimeout(10)
         answer = b""
