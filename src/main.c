@@ -159,10 +159,17 @@ static void sleep_ms(long ms)
 }
 
 /* Wait until no request is being answered or deadline_ms passes (requests
- * still receiving their body are not waited for). */
+ * still receiving their body are not waited for).  Waiting counts apart:
+ * a request can complete while the thread that resumed it is still
+ * returning from MHD_resume_connection(). */
+static bool draining(struct http_server *http)
+{
+	return http_server_busy(http) > 0 || http_server_waiting(http) > 0;
+}
+
 static void drain(struct http_server *http, long deadline_ms)
 {
-	for (long waited = 0; http_server_busy(http) > 0 && waited < deadline_ms; waited += 10)
+	for (long waited = 0; draining(http) && waited < deadline_ms; waited += 10)
 		sleep_ms(10);
 }
 
