@@ -13,7 +13,7 @@ import time
 import pytest
 
 from conftest import (PHONE, PHONE_MASKED, VERIFY, assert_log_clean, assert_problem, get_code,
-                      have_ipv6, free_port, phone_n, retry_after_of, wrong_code)
+                      have_ipv6, free_port, phone_n, retry_after_of, wait_for, wrong_code)
 
 XFF = "X-Forwarded-For"
 TIME_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:?\d\d)$")
@@ -25,6 +25,10 @@ def test_log_is_json_lines_with_request_ids(otpd, fake):
     rs = [otpd.send(PHONE), otpd.verify(PHONE, "000000"), otpd.get("/nope"),
           otpd.post("/api/v1/usr/otp", json={})]
     rs.append(otpd.verify(PHONE, get_code(fake, PHONE)))
+    # an access line is written once its answer is sent: the client may read it first
+    rids = [r.headers.get("X-Request-Id") for r in rs]
+    assert all(rids), "no X-Request-Id"
+    wait_for(lambda: all(rid in otpd.log_text() for rid in rids), 5, what="every access line")
     text = otpd.log_text()
     lines = [ln for ln in text.splitlines() if ln.strip()]
     assert lines
