@@ -27,7 +27,7 @@ struct var {
 /* docs/API.md §1, plus a few operational knobs (OTPD_*, *_MS). */
 static const struct var vars[] = {
 	{"OTPD_LISTEN", K_LISTEN, F(listen), "127.0.0.1:8000", 0, 0, "address:port to listen on ([::1]:8000 for IPv6)"},
-	{"DATABASE_URL", K_DBURL, F(database_url), "sqlite:otpd.db", 0, 0, "sqlite:PATH or postgres://user:pass@host:port/db"},
+	{"DATABASE_URL", K_DBURL, F(database_url), "sqlite:otpd.db", 0, 0, "sqlite:PATH (postgres://\xe2\x80\xa6 not yet)"},
 	{"SECRET_KEY", K_STR, F(secret_key), "", 0, 0, "signs tokens (HS256) and keys code hashes; generated and kept in the db when unset"},
 	{"OTPD_ENV", K_ENV, F(env), "development", 0, 0, "development or production (strict checks)"},
 	{"SMS_BACKEND", K_SMS, F(sms_backend), NULL, 0, 0, "console or kavenegar (default: kavenegar if KAVENEGAR_API_KEY is set)"},
@@ -57,6 +57,7 @@ static const struct var vars[] = {
 	{"KAVENEGAR_CREDIT_ALERT", K_INT, F(kavenegar_credit_alert), "0", 0, 1000000000000000, "credit (Rial) below which otpd warns once and otpd_sms_credit_low is 1 (0: off)"},
 	{"KAVENEGAR_TIMEOUT_MS", K_INT, F(kavenegar_timeout_ms), "10000", 100, 120000, "total time for one provider call"},
 	{"KAVENEGAR_CONNECT_TIMEOUT_MS", K_INT, F(kavenegar_connect_timeout_ms), "3000", 100, 60000, "time to connect to the provider"},
+	{"OTPD_ALLOW_SHARED_DB_FILE", K_BOOL, F(allow_shared_db_file), "false", 0, 0, "start on a database file that other users can read or write (otherwise refused; otpd creates its files 0600)"},
 	{"OTPD_DB_BUSY_TIMEOUT_MS", K_INT, F(db_busy_timeout_ms), "5000", 0, 600000, "how long a write waits for a database lock before 503"},
 	{"OTPD_SHUTDOWN_TIMEOUT", K_INT, F(shutdown_timeout_s), "10", 0, 600, "seconds to finish requests in flight on SIGTERM"},
 	{"OTPD_THREADS", K_INT, F(threads), "0", 0, 256, "HTTP worker threads (0 = one per core); no request holds one while it waits for the database or the SMS provider"},
@@ -110,8 +111,13 @@ static bool is_http_url(const char *s)
 
 static bool is_db_url(const char *s)
 {
-	if (strncmp(s, "sqlite:", 7) == 0)
-		return s[7] != '\0';
+	return strncmp(s, "sqlite:", 7) == 0 && s[7] != '\0';
+}
+
+/* The PostgreSQL store is planned, not built: refused here, as
+ * configuration, rather than by store_open() after the start. */
+static bool is_postgres_url(const char *s)
+{
 	return strncmp(s, "postgres://", 11) == 0 || strncmp(s, "postgresql://", 13) == 0;
 }
 
@@ -181,7 +187,7 @@ static bool parse_var(const struct var *v, const char *val, struct config *c,
 		strcpy(field, val);
 		return true;
 	case K_DBURL:
-		snprintf(expected, explen, "sqlite:PATH or postgres://user:pass@host:port/db");
+		snprintf(expected, explen, "sqlite:PATH");
 		if (strlen(val) >= v->size || !is_db_url(val))
 			return false;
 		strcpy(field, val);
@@ -230,7 +236,11 @@ static bool finish(const char *(*lookup)(const char *), struct config *c,
 			return false;
 		}
 		if (c->sms_backend == SMS_CONSOLE) {
-			snprintf(err, errlen, "SMS_BACKEND: expected kavenegar when OTPD_ENV=production, got console");
+			/* Say what to set: console is the default without a key. */
+			v = lookup("SMS_BACKEND");
+			snprintf(err, errlen, "SMS_BACKEND: expected kavenegar when OTPD_ENV=production, got console "
+			         "(set %sKAVENEGAR_API_KEY, and KAVENEGAR_SENDER or KAVENEGAR_TEMPLATE)",
+			         v && *v ? "SMS_BACKEND=kavenegar with " : "");
 			return false;
 		}
 		if (!c->cookie_secure) {
@@ -260,6 +270,12 @@ bool config_load_from(const char *(*lookup)(const char *name), struct config *re
 			val = v->def;
 		if (!val)
 			continue;
+		if (v->kind == K_DBURL && is_postgres_url(val)) {
+			/* Not echoed: the URL may carry a password. */
+			snprintf(err, errlen, "%s: postgres:// is not supported yet (planned); use sqlite:PATH",
+			         v->name);
+			goto out;
+		}
 		if (!parse_var(v, val, c, expected, sizeof(expected))) {
 			/* Never echo a secret back. */
 			bool secret = strstr(v->name, "KEY") != NULL || strstr(v->name, "TOKEN") != NULL;

@@ -80,6 +80,23 @@ static int load_config(struct config *cfg)
 	return 0;
 }
 
+/* A database refused as configuration (a file that others can read) gets
+ * the one line of a bad variable; other failures were logged by the store. */
+static int open_store(const struct config *cfg, struct store **ret)
+{
+	struct store_options opt = {
+		.busy_timeout_ms = (int)cfg->db_busy_timeout_ms,
+		.allow_shared_file = cfg->allow_shared_db_file,
+	};
+	char err[1400];
+
+	if (store_open(cfg->database_url, &opt, err, sizeof(err), ret) == OTPD_OK)
+		return 0;
+	if (err[0])
+		fprintf(stderr, "otpd: %s\n", err);
+	return -1;
+}
+
 static int cmd_migrate(void)
 {
 	struct config cfg;
@@ -88,7 +105,7 @@ static int cmd_migrate(void)
 
 	if (load_config(&cfg) < 0)
 		return 1;
-	if (store_open(cfg.database_url, (int)cfg.db_busy_timeout_ms, &store) != OTPD_OK)
+	if (open_store(&cfg, &store) < 0)
 		return 1;
 	if (store_migrate(store, &applied) != OTPD_OK) {
 		store_close(store);
@@ -146,10 +163,18 @@ static void sleep_ms(long ms)
 		;
 }
 
-/* Wait until no request is in flight or deadline_ms passes. */
+/* Wait until no request is being answered or deadline_ms passes (requests
+ * still receiving their body are not waited for).  Waiting counts apart:
+ * a request can complete while the thread that resumed it is still
+ * returning from MHD_resume_connection(). */
+static bool draining(struct http_server *http)
+{
+	return http_server_busy(http) > 0 || http_server_waiting(http) > 0;
+}
+
 static void drain(struct http_server *http, long deadline_ms)
 {
-	for (long waited = 0; http_server_inflight(http) > 0 && waited < deadline_ms; waited += 10)
+	for (long waited = 0; draining(http) && waited < deadline_ms; waited += 10)
 		sleep_ms(10);
 }
 
@@ -173,6 +198,7 @@ static int cmd_serve(void)
 	size_t secret_len = 0;
 	sigset_t sigs;
 	int sig = 0, rc = 1, applied = 0;
+	long busy, left;
 
 	if (load_config(&cfg) < 0)
 		return 1;
@@ -185,7 +211,7 @@ static int cmd_serve(void)
 	raise_nofile();
 
 	metrics_init(otpd_version(), cfg.sms_backend == SMS_CONSOLE ? "console" : "kavenegar");
-	if (store_open(cfg.database_url, (int)cfg.db_busy_timeout_ms, &store) != OTPD_OK)
+	if (open_store(&cfg, &store) < 0)
 		goto out;
 	if (cfg.auto_migrate) {
 		if (store_migrate(store, &applied) != OTPD_OK)
@@ -232,21 +258,27 @@ static int cmd_serve(void)
 
 	while (sigwait(&sigs, &sig) != 0)
 		;
+	http_server_quiesce(http); /* first: once the line is out, no new work starts */
 	log_info("server.stopping", "signal %d: finishing requests in flight", sig);
-	http_server_quiesce(http);
 	drain(http, (long)cfg.shutdown_timeout_s * 1000);
 	sms_free(sms, 0); /* sends still waiting get sms_unavailable */
 	sms = NULL;
 	/* Requests waiting for a commit are answered once it is done or has
 	 * failed: a batch waits at most the busy timeout for a lock. */
 	drain(http, 2000 + 2 * (long)cfg.db_busy_timeout_ms);
-	if (http_server_inflight(http) > 0) {
+	if (http_server_waiting(http) > 0) {
 		/* Their connections are suspended, and the store's writer will
 		 * still resume them: the server cannot be torn down under it. */
 		log_error("server.stopping", "%ld requests still waiting for the database: "
-		          "exiting without waiting for them", http_server_inflight(http));
+		          "exiting without waiting for them", http_server_waiting(http));
 		_Exit(1);
 	}
+	busy = http_server_busy(http);
+	left = http_server_inflight(http);
+	if (left > 0)
+		log_info("server.stopping", "closing the connections of %ld requests "
+		         "(%ld answers not sent in time, the others still being received)",
+		         left, busy);
 	rc = 0;
 out:
 	auth_janitor_stop(janitor);

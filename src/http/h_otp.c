@@ -51,7 +51,8 @@ enum otpd_status http_h_otp_send_finish(struct request *r)
 		return r->resp ? OTPD_OK : OTPD_NOMEM;
 	case OTPD_OTP_RATE_LIMITED:
 		r->retry_after_s = r->send.retry_after_s;
-		r->extra = json_pack("{s:i}", "retry_after", r->send.retry_after_s);
+		r->extra = json_pack("{s:i, s:s}", "retry_after", r->send.retry_after_s,
+		                     "limit", "phone_window");
 		return OTPD_OTP_RATE_LIMITED;
 	case OTPD_SMS_REJECTED:
 		/* Logged once, by the SMS backend that translated it. */

@@ -24,6 +24,9 @@
  * token cookies, about 1 KiB). */
 #define HTTP_CONNECTION_MEMORY (16 * 1024)
 #define HTTP_MAX_HEADERS (8 * 1024)
+/* Every X-Forwarded-For header of a request from a trusted proxy, joined:
+ * longer is 400 malformed_request. */
+#define HTTP_MAX_XFF 2048
 #define HTTP_SMS_RETRY_AFTER 30 /* seconds, with sms_unavailable */
 
 struct http_server {
@@ -33,7 +36,9 @@ struct http_server {
 	struct MHD_Daemon *daemon;
 	struct ratelimit *rl_send;
 	struct ratelimit *rl_verify;
-	atomic_long inflight;
+	atomic_long inflight;   /* requests not yet completed */
+	atomic_long busy;       /* of them, answered or being answered */
+	atomic_long waiting;    /* of them, suspended (http_suspend()) */
 	unsigned port;
 	atomic_bool stopping;   /* http_server_quiesce() was called */
 };
@@ -81,6 +86,7 @@ struct request {
 	char path[96];
 	struct netaddr client;
 	char client_str[NETADDR_STRLEN];
+	bool xff_too_long;       /* from a trusted proxy, past HTTP_MAX_XFF */
 
 	enum body_kind kind;
 	char *body;
@@ -106,6 +112,7 @@ struct request {
 	struct auth_tokens tokens; /* refresh: the new pair */
 	bool no_body;            /* 204 */
 	bool close;              /* Connection: close (shutting down) */
+	bool busy;               /* counted in srv->busy (request_busy()) */
 	/* Auth cookies to set (pointing into login or tokens), or to clear. */
 	const char *cookie_access;
 	const char *cookie_refresh;

@@ -111,6 +111,17 @@ static void add_cookie(struct MHD_Response *resp, const char *name, const char *
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_SET_COOKIE, buf);
 }
 
+/* From its handler's start (or its first answer) to its completion, a
+ * request is busy: a shutdown waits for it.  One that is still receiving its
+ * head or body is not, and is dropped by http_server_stop(). */
+static void request_busy(struct request *r)
+{
+	if (r->busy)
+		return;
+	r->busy = true;
+	atomic_fetch_add(&r->srv->busy, 1);
+}
+
 /* The docs page's security headers (on its files too: harmless there, and
  * one rule).  Everything comes from otpd itself: scripts and styles are
  * files (no inline script or style, no eval), images are files or data: URIs
@@ -130,6 +141,7 @@ static enum MHD_Result respond(struct request *r, enum otpd_status st, const cha
 	enum MHD_Result ret;
 	bool problem = st != OTPD_OK || (!r->resp && !r->raw_body && !r->no_body);
 
+	request_busy(r);
 	/* Log once: an OTPD_INTERNAL was logged where it arose (store, SMS,
 	 * auth); only what surfaces here unlogged is logged here. */
 	if (st == OTPD_NOMEM)
@@ -294,15 +306,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 			r->detail = "The request headers are too large (at most 8 KiB).";
 			return respond(r, OTPD_MALFORMED_REQUEST, NULL);
 		}
+		if (r->xff_too_long) {
+			r->detail = "The X-Forwarded-For headers are too long (at most 2 KiB in all).";
+			return respond(r, OTPD_MALFORMED_REQUEST, NULL);
+		}
 		r->route = route_find(url, method, allow, sizeof(allow), r->route_param,
 		                      sizeof(r->route_param), &st, &r->route_index);
 		if (!r->route)
 			return respond(r, st, allow);
-		if (strcmp(r->route->method, "POST") == 0) {
-			st = http_request_headers(r);
-			if (st != OTPD_OK)
-				return respond(r, st, NULL);
-		}
+		st = http_request_headers(r);
+		if (st != OTPD_OK)
+			return respond(r, st, NULL);
 		return MHD_YES;
 	}
 	log_set_request_id(r->id);
@@ -322,6 +336,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	default:
 		break;
 	}
+	/* Busy first, then the check: a shutdown that set stopping either
+	 * sees this request busy and waits for it, or is seen here. */
+	request_busy(r);
+	if (atomic_load(&r->srv->stopping)) {
+		/* Its body came in after SIGTERM: no new work either. */
+		r->close = true;
+		r->retry_after_s = 1;
+		r->detail = "The server is shutting down.";
+		return respond(r, OTPD_UNAVAILABLE, NULL);
+	}
 	if (r->too_large)
 		return respond(r, OTPD_PAYLOAD_TOO_LARGE, NULL);
 	st = r->route->handler(r);
@@ -334,14 +358,20 @@ void http_suspend(struct request *r)
 {
 	/* Suspended before the work starts, so that its resume can never
 	 * come first. */
+	atomic_fetch_add(&r->srv->waiting, 1);
 	atomic_store(&r->phase, PHASE_WAITING);
 	MHD_suspend_connection(r->conn);
 }
 
 void http_resume(struct request *r)
 {
+	/* Once resumed, r may be completed and freed at any moment. */
+	struct http_server *srv = r->srv;
+
 	atomic_store(&r->phase, PHASE_RESUMED);
 	MHD_resume_connection(r->conn);
+	/* Only now may the daemon be stopped under this thread. */
+	atomic_fetch_sub(&srv->waiting, 1);
 }
 
 void http_resume_cb(void *request)
@@ -373,6 +403,7 @@ static enum metrics_send send_result(enum otpd_status st)
 	case OTPD_MALFORMED_REQUEST:
 	case OTPD_VALIDATION_ERROR:
 	case OTPD_PAYLOAD_TOO_LARGE:
+	case OTPD_LENGTH_REQUIRED:
 	case OTPD_UNSUPPORTED_MEDIA_TYPE: return METRICS_SEND_INVALID;
 	default: return METRICS_SEND_ERROR;
 	}
@@ -390,6 +421,7 @@ static enum metrics_verify verify_result(enum otpd_status st)
 	case OTPD_MALFORMED_REQUEST:
 	case OTPD_VALIDATION_ERROR:
 	case OTPD_PAYLOAD_TOO_LARGE:
+	case OTPD_LENGTH_REQUIRED:
 	case OTPD_UNSUPPORTED_MEDIA_TYPE: return METRICS_VERIFY_INVALID;
 	default: return METRICS_VERIFY_ERROR;
 	}
@@ -407,6 +439,7 @@ static enum metrics_refresh refresh_result(const struct request *r)
 	case OTPD_MALFORMED_REQUEST:
 	case OTPD_VALIDATION_ERROR:
 	case OTPD_PAYLOAD_TOO_LARGE:
+	case OTPD_LENGTH_REQUIRED:
 	case OTPD_UNSUPPORTED_MEDIA_TYPE: return METRICS_REFRESH_INVALID;
 	default: return METRICS_REFRESH_ERROR;
 	}
@@ -471,6 +504,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 		free((void *)r->raw_body);
 	auth_login_release(&r->login);
 	auth_tokens_release(&r->tokens);
+	if (r->busy)
+		atomic_fetch_sub(&srv->busy, 1);
 	free(r->body);
 	free(r);
 	*con_cls = NULL;
@@ -550,6 +585,8 @@ void http_server_quiesce(struct http_server *s)
 }
 
 long http_server_inflight(const struct http_server *s) { return atomic_load(&s->inflight); }
+long http_server_busy(const struct http_server *s) { return atomic_load(&s->busy); }
+long http_server_waiting(const struct http_server *s) { return atomic_load(&s->waiting); }
 
 void http_server_stop(struct http_server *s)
 {

@@ -32,12 +32,14 @@
 #define _GNU_SOURCE /* pthread_setname_np */
 #include "backend.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <semaphore.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include "../log.h"
 #include "../metrics.h"
 
@@ -1689,6 +1691,100 @@ static const struct store_ops sqlite_ops = {
 	.close = sq_close,
 };
 
+/* The database's files are the owner's only.  The main file is created
+ * under umask 077 (the umask is per process: the opens of this file take
+ * turns; nothing else in otpd changes it).  SQLite's unix VFS creates -wal,
+ * -shm and -journal later with the main file's mode (findCreateFileMode(),
+ * unixOpenSharedMemory(): it even fchmod()s them to it), so they are 0600
+ * too. */
+static pthread_mutex_t umask_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static enum otpd_status conn_open_private(struct conn *c, const char *path, int flags,
+                                          int busy_timeout_ms)
+{
+	enum otpd_status status;
+	mode_t old;
+
+	pthread_mutex_lock(&umask_lock);
+	old = umask(077);
+	status = conn_open(c, path, flags, busy_timeout_ms);
+	umask(old);
+	pthread_mutex_unlock(&umask_lock);
+	return status;
+}
+
+/* One file of the database: refused when users other than its owner may
+ * read or write it (unless opt->allow_shared_file).  A side file (-wal,
+ * -shm) that does not exist is fine.  shown: its name as the operator wrote
+ * it. */
+static enum otpd_status file_check(const char *file, const char *shown,
+                                   const struct store_options *opt, char *err,
+                                   size_t errlen)
+{
+	struct stat st;
+	unsigned mode;
+	const char *what;
+
+	if (stat(file, &st) != 0) {
+		if (errno == ENOENT)
+			return OTPD_OK;
+		log_error("store.open", "cannot use database file '%s': %s", shown, strerror(errno));
+		return OTPD_UNAVAILABLE;
+	}
+	mode = (unsigned)(st.st_mode & 07777);
+	if ((mode & 066) == 0)
+		return OTPD_OK;
+	what = (mode & 044) ? "readable" : "writable";
+	if (opt->allow_shared_file) {
+		log_warn("store.open", "database file '%s' is %s by other users (mode %04o): "
+		         "allowed by OTPD_ALLOW_SHARED_DB_FILE", shown, what, mode);
+		return OTPD_OK;
+	}
+	if (err && errlen) {
+		snprintf(err, errlen, "DATABASE_URL: %s is %s by other users (mode %04o); "
+		         "chmod 600 it, or set OTPD_ALLOW_SHARED_DB_FILE=true", shown, what, mode);
+	} else {
+		log_error("store.open", "database file '%s' is %s by other users (mode %04o); "
+		          "chmod 600 it, or set OTPD_ALLOW_SHARED_DB_FILE=true", shown, what, mode);
+	}
+	return OTPD_FORBIDDEN;
+}
+
+/* The database file and its side files, before SQLite reads any of them
+ * (an in-memory database has none).  Names are shown as DATABASE_URL wrote
+ * them, unless it is a URI (file:...), then as SQLite resolved them. */
+static enum otpd_status files_check(struct conn *c, const char *path,
+                                    const struct store_options *opt, char *err,
+                                    size_t errlen)
+{
+	static const char *const suffix[] = {"", "-wal", "-shm"};
+	const char *file = sqlite3_db_filename(c->db, "main");
+	bool uri = strncmp(path, "file:", 5) == 0;
+	enum otpd_status status = OTPD_OK;
+	size_t flen, plen = strlen(path);
+	char *name = NULL, *shown = NULL;
+
+	if (!file || !file[0])
+		return OTPD_OK;
+	flen = strlen(file);
+	name = malloc(flen + 8);
+	shown = malloc((uri ? flen : plen) + 8);
+	if (!name || !shown) {
+		log_error("store.open", "out of memory");
+		status = OTPD_NOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < sizeof(suffix) / sizeof(suffix[0]) && status == OTPD_OK; i++) {
+		sprintf(name, "%s%s", file, suffix[i]);
+		sprintf(shown, "%s%s", uri ? file : path, suffix[i]);
+		status = file_check(name, shown, opt, err, errlen);
+	}
+out:
+	free(name);
+	free(shown);
+	return status;
+}
+
 /* journal_mode=WAL answers with the mode in effect. */
 static enum otpd_status set_wal(struct conn *c, const char *path)
 {
@@ -1716,9 +1812,10 @@ static enum otpd_status set_wal(struct conn *c, const char *path)
 	return status;
 }
 
-enum otpd_status store_sqlite_open(const char *path, int busy_timeout_ms,
-                                   struct store **ret)
+enum otpd_status store_sqlite_open(const char *path, const struct store_options *opt,
+                                   char *err, size_t errlen, struct store **ret)
 {
+	int busy_timeout_ms = opt->busy_timeout_ms;
 	struct sqlite_store *s;
 	enum otpd_status status;
 	const char *file;
@@ -1736,8 +1833,11 @@ enum otpd_status store_sqlite_open(const char *path, int busy_timeout_ms,
 		return OTPD_INTERNAL;
 	}
 
-	status = conn_open(&s->w, path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
-	                   busy_timeout_ms);
+	status = conn_open_private(&s->w, path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
+	                           busy_timeout_ms);
+	if (status != OTPD_OK)
+		goto out;
+	status = files_check(&s->w, path, opt, err, errlen);
 	if (status != OTPD_OK)
 		goto out;
 	/* The first statement that reads the file: a file that is not a

@@ -104,6 +104,15 @@ static void remove_dir(const char *dir)
 	rmdir(dir);
 }
 
+/* store_open() with a busy timeout and the default options; a refusal as
+ * configuration is logged (err NULL). */
+static enum otpd_status open_url(const char *url, int busy_timeout_ms, struct store **ret)
+{
+	struct store_options opt = {.busy_timeout_ms = busy_timeout_ms};
+
+	return store_open(url, &opt, NULL, 0, ret);
+}
+
 static int setup(void **state)
 {
 	struct fixture *fx = calloc(1, sizeof(*fx));
@@ -123,7 +132,7 @@ static int setup(void **state)
 	if (fx->log_fd < 0)
 		return -1;
 	log_set_fd(fx->log_fd);
-	if (store_open(fx->url, 10000, &fx->s) != OTPD_OK ||
+	if (open_url(fx->url, 10000, &fx->s) != OTPD_OK ||
 	    store_migrate(fx->s, &fx->applied) != OTPD_OK)
 		return -1;
 	*state = fx;
@@ -293,16 +302,16 @@ static void test_open_urls(void **state)
 	char url[300], garbage[200];
 	int fd;
 
-	assert_int_equal(store_open("postgres://u:p@localhost:5432/otpd", 100, &s),
+	assert_int_equal(open_url("postgres://u:p@localhost:5432/otpd", 100, &s),
 	                 OTPD_INTERNAL);
-	assert_int_equal(store_open("postgresql://localhost/otpd", 100, &s),
+	assert_int_equal(open_url("postgresql://localhost/otpd", 100, &s),
 	                 OTPD_INTERNAL);
 	assert_true(log_contains(fx, "PostgreSQL store not built yet"));
 	assert_false(log_contains(fx, "u:p@")); /* a password in the URL */
-	assert_int_equal(store_open("mysql://localhost/otpd", 100, &s), OTPD_INTERNAL);
-	assert_int_equal(store_open("sqlite:", 100, &s), OTPD_INTERNAL);
-	assert_int_equal(store_open("", 100, &s), OTPD_INTERNAL);
-	assert_int_equal(store_open("sqlite:/nonexistent-dir/x/otpd.db", 100, &s),
+	assert_int_equal(open_url("mysql://localhost/otpd", 100, &s), OTPD_INTERNAL);
+	assert_int_equal(open_url("sqlite:", 100, &s), OTPD_INTERNAL);
+	assert_int_equal(open_url("", 100, &s), OTPD_INTERNAL);
+	assert_int_equal(open_url("sqlite:/nonexistent-dir/x/otpd.db", 100, &s),
 	                 OTPD_UNAVAILABLE);
 	/* A file that is not a database. */
 	snprintf(garbage, sizeof(garbage), "%s/garbage.db", fx->dir);
@@ -312,12 +321,12 @@ static void test_open_urls(void **state)
 		assert_int_equal(write(fd, "this is not a database. ", 24), 24);
 	close(fd);
 	snprintf(url, sizeof(url), "sqlite:%s", garbage);
-	assert_int_equal(store_open(url, 100, &s), OTPD_INTERNAL);
+	assert_int_equal(open_url(url, 100, &s), OTPD_INTERNAL);
 	assert_ptr_equal(s, sentinel); /* untouched on every failure */
 
 	/* "sqlite://PATH" names the same file as "sqlite:PATH". */
 	snprintf(url, sizeof(url), "sqlite://%s", fx->path);
-	assert_int_equal(store_open(url, 100, &s), OTPD_OK);
+	assert_int_equal(open_url(url, 100, &s), OTPD_OK);
 	assert_ptr_not_equal(s, sentinel);
 	assert_int_equal(store_ping(s), OTPD_OK);
 	store_close(s);
@@ -336,7 +345,7 @@ static void test_migrate_idempotent(void **state)
 
 	store_close(fx->s);
 	fx->s = NULL;
-	assert_int_equal(store_open(fx->url, 1000, &fx->s), OTPD_OK);
+	assert_int_equal(open_url(fx->url, 1000, &fx->s), OTPD_OK);
 	applied = UNTOUCHED;
 	assert_int_equal(store_migrate(fx->s, &applied), OTPD_OK);
 	assert_int_equal(applied, 0);
@@ -360,7 +369,7 @@ static void test_not_migrated(void **state)
 	/* A store opened on an empty file answers ping, and refuses the
 	 * operations until it is migrated. */
 	snprintf(url, sizeof(url), "sqlite:%s/empty.db", fx->dir);
-	assert_int_equal(store_open(url, 100, &s), OTPD_OK);
+	assert_int_equal(open_url(url, 100, &s), OTPD_OK);
 	assert_int_equal(store_ping(s), OTPD_OK);
 	assert_int_equal(issue(s, &defaults, PHONE, 1, T0, &ir), OTPD_INTERNAL);
 	assert_int_equal(ir.otp_id, UNTOUCHED);
@@ -375,7 +384,7 @@ static void test_memory_url(void **state)
 
 	(void)state;
 	/* An in-memory database (what the use-case tests run on). */
-	assert_int_equal(store_open("sqlite::memory:", 100, &s), OTPD_OK);
+	assert_int_equal(open_url("sqlite::memory:", 100, &s), OTPD_OK);
 	assert_int_equal(store_migrate(s, &applied), OTPD_OK);
 	assert_true(applied >= 1);
 	issue_ok(s, &defaults, PHONE, 1, T0);
@@ -385,6 +394,109 @@ static void test_memory_url(void **state)
 }
 
 /* ---- secrets ---- */
+
+/* ---- the database's files: the owner's only ---- */
+
+static unsigned file_mode(const char *path)
+{
+	struct stat st;
+
+	assert_int_equal(stat(path, &st), 0);
+	return (unsigned)(st.st_mode & 07777);
+}
+
+/* Created 0600 whatever the umask; the -wal and -shm files SQLite creates
+ * later take the main file's mode (SQLite's unix VFS), so 0600 too. */
+static void test_files_private(void **state)
+{
+	static const char *const suffix[] = {"", "-wal", "-shm"};
+	struct fixture *fx = *state;
+	struct store *s = NULL;
+	char url[340], path[320], side[340];
+	int applied = 0;
+	mode_t old;
+
+	snprintf(path, sizeof(path), "%s/private.db", fx->dir);
+	snprintf(url, sizeof(url), "sqlite:%s", path);
+	old = umask(0);
+	assert_int_equal(open_url(url, 100, &s), OTPD_OK);
+	assert_int_equal(file_mode(path), 0600);
+	assert_int_equal(store_migrate(s, &applied), OTPD_OK);
+	issue_ok(s, &defaults, PHONE, 1, T0);
+	umask(old);
+	for (size_t i = 0; i < sizeof(suffix) / sizeof(suffix[0]); i++) {
+		snprintf(side, sizeof(side), "%s%s", path, suffix[i]);
+		if (file_mode(side) != 0600)
+			fail_msg("%s: mode %04o", side, file_mode(side));
+	}
+	store_close(s);
+	assert_int_equal(umask(old), old); /* the process umask is back */
+}
+
+static void expect_refused_file(const char *url, const char *shown, const char *what,
+                                unsigned mode)
+{
+	struct store_options strict = {.busy_timeout_ms = 100};
+	struct store *sentinel = (struct store *)&strict, *s = sentinel;
+	char err[600], want[600];
+
+	snprintf(want, sizeof(want), "DATABASE_URL: %s is %s by other users (mode %04o); "
+	         "chmod 600 it, or set OTPD_ALLOW_SHARED_DB_FILE=true", shown, what, mode);
+	assert_int_equal(store_open(url, &strict, err, sizeof(err), &s), OTPD_FORBIDDEN);
+	assert_string_equal(err, want);
+	assert_ptr_equal(s, sentinel);
+}
+
+/* A file others can read or write is refused as configuration: one line in
+ * err, nothing logged (logged when err is NULL); allow_shared_file opens it
+ * with a warning.  A side file counts too.  :memory: has no file. */
+static void test_shared_file_refused(void **state)
+{
+	struct fixture *fx = *state;
+	struct store_options strict = {.busy_timeout_ms = 100};
+	struct store_options allow = {.busy_timeout_ms = 100, .allow_shared_file = true};
+	struct store *s = NULL;
+	char url[340], path[320], wal[340], err[600];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/shared.db", fx->dir);
+	snprintf(url, sizeof(url), "sqlite:%s", path);
+	assert_int_equal(open_url(url, 100, &s), OTPD_OK);
+	store_close(s);
+	s = NULL;
+
+	assert_int_equal(chmod(path, 0640), 0);
+	expect_refused_file(url, path, "readable", 0640);
+	assert_false(log_contains(fx, "(mode 0640)"));
+	assert_int_equal(store_open(url, &strict, NULL, 0, &s), OTPD_FORBIDDEN);
+	assert_true(log_contains(fx, "(mode 0640)"));
+	assert_int_equal(chmod(path, 0602), 0);
+	expect_refused_file(url, path, "writable", 0602);
+
+	assert_int_equal(store_open(url, &allow, err, sizeof(err), &s), OTPD_OK);
+	assert_string_equal(err, "");
+	assert_true(log_contains(fx, "allowed by OTPD_ALLOW_SHARED_DB_FILE"));
+	store_close(s);
+	s = NULL;
+	assert_int_equal(file_mode(path), 0602); /* left as it was */
+
+	/* The main file is private, a -wal beside it is not. */
+	assert_int_equal(chmod(path, 0600), 0);
+	snprintf(wal, sizeof(wal), "%s-wal", path);
+	fd = open(wal, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	assert_true(fd >= 0);
+	close(fd);
+	assert_int_equal(chmod(wal, 0644), 0);
+	expect_refused_file(url, wal, "readable", 0644);
+	assert_int_equal(chmod(wal, 0600), 0);
+	assert_int_equal(store_open(url, &strict, err, sizeof(err), &s), OTPD_OK);
+	store_close(s);
+	s = NULL;
+
+	assert_int_equal(store_open("sqlite::memory:", &strict, err, sizeof(err), &s), OTPD_OK);
+	assert_string_equal(err, "");
+	store_close(s);
+}
 
 static void test_secret_get_or_create(void **state)
 {
@@ -708,7 +820,7 @@ static void test_survives_reopen(void **state)
 
 	store_close(fx->s);
 	fx->s = NULL;
-	assert_int_equal(store_open(fx->url, 1000, &fx->s), OTPD_OK);
+	assert_int_equal(open_url(fx->url, 1000, &fx->s), OTPD_OK);
 	assert_int_equal(store_migrate(fx->s, &applied), OTPD_OK);
 	assert_int_equal(applied, 0);
 
@@ -1252,7 +1364,7 @@ static void test_sessions_survive_reopen(void **state)
 	rotate_ok(fx->s, &s0, uid, &n1, GRACE_MS, T0 + 1000);
 	store_close(fx->s);
 	fx->s = NULL;
-	assert_int_equal(store_open(fx->url, 1000, &fx->s), OTPD_OK);
+	assert_int_equal(open_url(fx->url, 1000, &fx->s), OTPD_OK);
 	assert_int_equal(store_migrate(fx->s, &applied), OTPD_OK);
 	assert_int_equal(applied, 0);
 
@@ -1310,9 +1422,11 @@ static void test_migration_from_v1(void **state)
 	         (long long)T0, (long long)s0.expires_ms);
 	assert_int_equal(cli_db(fx, v1, sql, NULL, 0), 0);
 	free(sql);
+	/* made by sqlite3 under the usual umask: 0644, which the store refuses */
+	assert_int_equal(chmod(v1, 0600), 0);
 
 	snprintf(url, sizeof(url), "sqlite:%s", v1);
-	assert_int_equal(store_open(url, 1000, &s), OTPD_OK);
+	assert_int_equal(open_url(url, 1000, &s), OTPD_OK);
 	assert_int_equal(store_migrate(s, &applied), OTPD_OK);
 	assert_int_equal(applied, (int)store_sqlite_migrations_count - 1);
 	applied = UNTOUCHED;
@@ -1454,7 +1568,7 @@ static void test_locked_is_unavailable(void **state)
 
 	have_cli();
 	issue_ok(fx->s, &defaults, PHONE, 1, T0);
-	assert_int_equal(store_open(fx->url, 100, &s), OTPD_OK);
+	assert_int_equal(open_url(fx->url, 100, &s), OTPD_OK);
 	shell = hold_write_lock(fx);
 
 	/* Every write waits busy_timeout (100 ms), then answers unavailable. */
@@ -1517,7 +1631,7 @@ static void race_init(struct fixture *fx, struct race *r, int nstores, int threa
 	r->nstores = nstores;
 	r->stores[0] = fx->s;
 	if (nstores > 1)
-		assert_int_equal(store_open(fx->url, 30000, &r->stores[1]), OTPD_OK);
+		assert_int_equal(open_url(fx->url, 30000, &r->stores[1]), OTPD_OK);
 	assert_int_equal(pthread_barrier_init(&r->start, NULL, (unsigned)threads), 0);
 	r->policy = p;
 	r->phone = PHONE;
@@ -1905,7 +2019,7 @@ static void test_group_commit_many_threads(void **state)
 	/* Durable: another handle on the file sees all of it. */
 	store_close(fx->s);
 	fx->s = NULL;
-	assert_int_equal(store_open(fx->url, 1000, &fx->s), OTPD_OK);
+	assert_int_equal(open_url(fx->url, 1000, &fx->s), OTPD_OK);
 	assert_int_equal(store_migrate(fx->s, &applied), OTPD_OK);
 	assert_int_equal(applied, 0);
 	for (int i = 0; i < GC_THREADS; i++) {
@@ -1980,7 +2094,7 @@ static void test_async_start(void **state)
 	sem_t finished;
 	int applied;
 
-	assert_int_equal(store_open(fx->url, 1000, &other), OTPD_OK);
+	assert_int_equal(open_url(fx->url, 1000, &other), OTPD_OK);
 	assert_int_equal(store_migrate(other, &applied), OTPD_OK);
 	assert_int_equal(sem_init(&finished, 0, 0), 0);
 	memset(items, 0, sizeof(items));
@@ -2187,7 +2301,7 @@ static void test_group_commit_batch_fails_whole(void **state)
 		vs[i].seed = 10 + i;
 		vs[i].finished = &finished;
 	}
-	assert_int_equal(store_open(fx->url, 1500, &s), OTPD_OK);
+	assert_int_equal(open_url(fx->url, 1500, &s), OTPD_OK);
 	for (int i = 0; i < GC_JOBS; i++)
 		vs[i].s = s;
 
@@ -2235,6 +2349,8 @@ int main(void)
 		T(test_migrate_idempotent),
 		T(test_not_migrated),
 		T(test_memory_url),
+		T(test_files_private),
+		T(test_shared_file_refused),
 		T(test_secret_get_or_create),
 		T(test_login_creates_user_once),
 		T(test_user_get_not_found),
