@@ -147,6 +147,8 @@ static void test_defaults(void **state)
 	assert_false(cfg.cookie_secure);                  /* false outside production */
 	assert_string_equal(cfg.email_domain, "temp.pilito.com");
 	assert_true(cfg.auto_migrate);                    /* serve migrates unless false */
+	assert_true(cfg.purge_interval_s == 300);
+	assert_true(cfg.code_retention_s == 2592000);     /* 30 days */
 
 	/* OTP_MESSAGE: "a short Persian text with {code}": contains {code} and
 	 * at least one letter of the Arabic block U+0600..U+06FF (UTF-8 lead
@@ -249,6 +251,8 @@ static void test_other_good_values(void **state)
 	static const struct kv pg_short[] = {{"DATABASE_URL", "postgresql://otpd@localhost/otpd"}, {NULL, NULL}};
 	static const struct kv rate_day[] = {{"OTP_THROTTLE_RATE", "100/day"}, {NULL, NULL}};
 	static const struct kv bool_words[] = {{"COOKIE_SECURE", "yes"}, {"OTPD_AUTO_MIGRATE", "0"}, {NULL, NULL}};
+	static const struct kv retention_min[] = {{"OTPD_CODE_RETENTION", "3600"}, {NULL, NULL}};
+	static const struct kv retention_max[] = {{"OTPD_CODE_RETENTION", "315360000"}, {NULL, NULL}};
 
 	(void)state;
 	load_ok(listen_any);
@@ -262,6 +266,10 @@ static void test_other_good_values(void **state)
 	load_ok(bool_words);
 	assert_true(cfg.cookie_secure);
 	assert_false(cfg.auto_migrate);
+	load_ok(retention_min);
+	assert_true(cfg.code_retention_s == 3600);
+	load_ok(retention_max);
+	assert_true(cfg.code_retention_s == 315360000);
 }
 
 /* ---- SMS backend default ---- */
@@ -338,6 +346,8 @@ static void test_bad_values(void **state)
 		{"DATABASE_URL", "sqlite:"},
 		{"OTPD_TRUSTED_PROXIES", "10.0.0.0/8, junk"},
 		{"OTPD_TRUSTED_PROXIES", "localhost"},
+		{"OTPD_CODE_RETENTION", "3599"},
+		{"OTPD_CODE_RETENTION", "315360001"},
 	};
 
 	(void)state;
