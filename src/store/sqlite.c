@@ -255,6 +255,12 @@ enum job_op {
 	JOB_STATS,
 };
 
+/* What one operation adds to the stats bucket of its time (stats_5m):
+ * each event at most once. */
+struct stats_delta {
+	uint8_t sends, sms_failures, logins, new_users, wrong_guesses;
+};
+
 /* One operation for the writer: its arguments (borrowed: they stay valid
  * until the job is answered), its results, and how it is answered.  A
  * synchronous job lives on the caller's stack and the caller waits on
@@ -268,6 +274,7 @@ struct job {
 	char request_id[LOG_REQUEST_ID_MAX]; /* the caller's, for log lines */
 	sem_t done;              /* synchronous: posted once status, result and u are final */
 	bool async;              /* asynchronous: on_done (when not NULL) is called */
+	struct stats_delta counted; /* what it adds to the stats (run_one()) */
 	store_done_fn on_done;   /* instead, then the job is freed */
 	void *on_done_arg;
 	union {
@@ -815,11 +822,6 @@ static enum otpd_status sq_secret_get_or_create(struct store *base,
 
 /* ---- the dashboard's counters ---- */
 
-/* What one operation adds to its bucket. */
-struct stats_delta {
-	int sends, sms_failures, logins, new_users, wrong_guesses;
-};
-
 /* The start of the bucket holding ms (floor, also before 1970). */
 static int64_t stats_bucket(int64_t ms)
 {
@@ -828,10 +830,19 @@ static int64_t stats_bucket(int64_t ms)
 	return ms - (r < 0 ? r + STORE_STATS_BUCKET_MS : r);
 }
 
-/* One UPSERT, inside the transaction (the job's savepoint) of the
- * operation that counts: undone with it. */
-static enum otpd_status stats_add(struct conn *c, int64_t now_ms,
-                                  const struct stats_delta *d)
+static bool stats_any(const struct stats_delta *d)
+{
+	return d->sends || d->sms_failures || d->logins || d->new_users || d->wrong_guesses;
+}
+
+/* A batch's events in one bucket. */
+struct stats_sums {
+	int sends, sms_failures, logins, new_users, wrong_guesses;
+};
+
+/* One UPSERT into bucket bucket_ms. */
+static enum otpd_status stats_add(struct conn *c, int64_t bucket_ms,
+                                  const struct stats_sums *d)
 {
 	sqlite3_stmt *st = NULL;
 	enum otpd_status status = prepare(c, ST_STATS_ADD, &st);
@@ -839,7 +850,7 @@ static enum otpd_status stats_add(struct conn *c, int64_t now_ms,
 
 	if (status != OTPD_OK)
 		return status;
-	rc = sqlite3_bind_int64(st, 1, stats_bucket(now_ms));
+	rc = sqlite3_bind_int64(st, 1, bucket_ms);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_bind_int(st, 2, d->sends);
 	if (rc == SQLITE_OK)
@@ -851,6 +862,57 @@ static enum otpd_status stats_add(struct conn *c, int64_t now_ms,
 	if (rc == SQLITE_OK)
 		rc = sqlite3_bind_int(st, 6, d->wrong_guesses);
 	return finish(c, ST_STATS_ADD, rc);
+}
+
+/* The events of a batch, summed per bucket: the operations only say what
+ * they count (job.counted); run_one() adds a job's events here once its
+ * savepoint is released (a job that failed counts nothing), and
+ * run_batch() writes them, one UPSERT per bucket, just before the COMMIT:
+ * in the transaction that commits the operations, so an event is counted
+ * if and only if its operation is durable.  (One UPSERT per operation was
+ * an eighth of a verify's instructions.) */
+#define BATCH_BUCKETS 4
+
+struct batch_stats {
+	int n;
+	int64_t bucket_ms[BATCH_BUCKETS];
+	struct stats_sums d[BATCH_BUCKETS];
+};
+
+static enum otpd_status batch_stats_flush(struct conn *c, struct batch_stats *bs)
+{
+	enum otpd_status status = OTPD_OK;
+
+	for (int i = 0; i < bs->n && status == OTPD_OK; i++)
+		status = stats_add(c, bs->bucket_ms[i], &bs->d[i]);
+	bs->n = 0;
+	return status;
+}
+
+static enum otpd_status batch_stats_add(struct conn *c, struct batch_stats *bs,
+                                        int64_t now_ms, const struct stats_delta *d)
+{
+	int64_t bucket_ms = stats_bucket(now_ms);
+	enum otpd_status status = OTPD_OK;
+	int i;
+
+	for (i = 0; i < bs->n && bs->bucket_ms[i] != bucket_ms; i++)
+		;
+	if (i == BATCH_BUCKETS) { /* times far apart: write what is summed */
+		status = batch_stats_flush(c, bs);
+		i = 0;
+	}
+	if (i == bs->n) {
+		bs->bucket_ms[i] = bucket_ms;
+		memset(&bs->d[i], 0, sizeof(bs->d[i]));
+		bs->n++;
+	}
+	bs->d[i].sends += d->sends;
+	bs->d[i].sms_failures += d->sms_failures;
+	bs->d[i].logins += d->logins;
+	bs->d[i].new_users += d->new_users;
+	bs->d[i].wrong_guesses += d->wrong_guesses;
+	return status;
 }
 
 /* Bind ?1 and ?2 of a statement that takes a row id and a time. */
@@ -919,9 +981,9 @@ static enum otpd_status issue_tx(struct conn *c,
                                  const struct otp_policy *p, const char *phone,
                                  const uint8_t hash[OTP_HASH_LEN],
                                  int64_t now_ms, enum otpd_status *ret_result,
-                                 struct store_issue_result *res)
+                                 struct store_issue_result *res,
+                                 struct stats_delta *counted)
 {
-	const struct stats_delta sent = {.sends = 1};
 	sqlite3_stmt *st = NULL;
 	enum otpd_status status;
 	struct send_window w = {0};
@@ -965,10 +1027,7 @@ static enum otpd_status issue_tx(struct conn *c,
 	if (status != OTPD_OK)
 		return status;
 	res->otp_id = sqlite3_last_insert_rowid(c->db); /* under the lock */
-
-	status = stats_add(c, now_ms, &sent);
-	if (status != OTPD_OK)
-		return status;
+	counted->sends = 1;
 	*ret_result = OTPD_OK;
 	return OTPD_OK;
 }
@@ -994,9 +1053,9 @@ static enum otpd_status sq_otp_issue(struct store *base,
 /* ---- cancel a code ---- */
 
 static enum otpd_status cancel_tx(struct conn *c, const char *phone,
-                                  int64_t otp_id, int64_t now_ms)
+                                  int64_t otp_id, int64_t now_ms,
+                                  struct stats_delta *counted)
 {
-	const struct stats_delta failed = {.sms_failures = 1};
 	sqlite3_stmt *st = NULL;
 	enum otpd_status status = prepare(c, ST_CODE_CANCEL, &st);
 	int rc;
@@ -1009,9 +1068,9 @@ static enum otpd_status cancel_tx(struct conn *c, const char *phone,
 	if (rc == SQLITE_OK)
 		rc = sqlite3_bind_int64(st, 3, now_ms);
 	status = finish(c, ST_CODE_CANCEL, rc);
-	if (status != OTPD_OK || sqlite3_changes(c->db) != 1)
-		return status;
-	return stats_add(c, now_ms, &failed);
+	if (status == OTPD_OK && sqlite3_changes(c->db) == 1)
+		counted->sms_failures = 1; /* it changed: counted once */
+	return status;
 }
 
 static enum otpd_status sq_otp_cancel(struct store *base, const char *phone,
@@ -1247,12 +1306,12 @@ static enum otpd_status verify_tx(struct conn *c,
                                   const char *email_domain,
                                   const struct store_session *session,
                                   int64_t now_ms, enum otpd_status *ret_result,
-                                  struct store_verify_result *res)
+                                  struct store_verify_result *res,
+                                  struct stats_delta *counted)
 {
 	struct otp_policy judged = *p;
 	struct otp_record rec;
 	struct otp_verdict v;
-	struct stats_delta counted = {0};
 	uint8_t stored[OTP_HASH_LEN];
 	enum otpd_status status;
 	bool found = false, match = false;
@@ -1279,7 +1338,7 @@ static enum otpd_status verify_tx(struct conn *c,
 		status = code_update(c, ST_CODE_ATTEMPT, code_id, last ? now_ms : -1);
 		if (status != OTPD_OK)
 			return status;
-		counted.wrong_guesses = 1;
+		counted->wrong_guesses = 1;
 	}
 	if (v.consume) {
 		status = code_update(c, ST_CODE_USE, code_id, now_ms);
@@ -1287,11 +1346,6 @@ static enum otpd_status verify_tx(struct conn *c,
 			return status;
 	}
 	if (v.status != OTPD_OK) {
-		if (counted.wrong_guesses) {
-			status = stats_add(c, now_ms, &counted);
-			if (status != OTPD_OK)
-				return status;
-		}
 		res->remaining_attempts = v.remaining_attempts;
 		*ret_result = v.status;
 		return OTPD_OK; /* commit the counted attempt */
@@ -1312,11 +1366,8 @@ static enum otpd_status verify_tx(struct conn *c,
 		if (status != OTPD_OK)
 			return status;
 	}
-	counted.logins = 1;
-	counted.new_users = res->is_new_user;
-	status = stats_add(c, now_ms, &counted);
-	if (status != OTPD_OK)
-		return status;
+	counted->logins = 1;
+	counted->new_users = res->is_new_user;
 	*ret_result = OTPD_OK;
 	return OTPD_OK;
 }
@@ -1905,13 +1956,15 @@ static enum otpd_status job_run(struct conn *c, struct job *j)
 		                 j->u.secret.len, j->u.secret.value);
 	case JOB_ISSUE:
 		return issue_tx(c, j->u.issue.p, j->u.issue.phone, j->u.issue.hash,
-		                j->u.issue.now_ms, &j->result, &j->u.issue.res);
+		                j->u.issue.now_ms, &j->result, &j->u.issue.res, &j->counted);
 	case JOB_CANCEL:
-		return cancel_tx(c, j->u.cancel.phone, j->u.cancel.otp_id, j->u.cancel.now_ms);
+		return cancel_tx(c, j->u.cancel.phone, j->u.cancel.otp_id, j->u.cancel.now_ms,
+		                 &j->counted);
 	case JOB_VERIFY:
 		return verify_tx(c, j->u.verify.p, j->u.verify.phone, j->u.verify.hash,
 		                 j->u.verify.email_domain, j->u.verify.session,
-		                 j->u.verify.now_ms, &j->result, &j->u.verify.res);
+		                 j->u.verify.now_ms, &j->result, &j->u.verify.res,
+		                 &j->counted);
 	case JOB_ROTATE:
 		return rotate_tx(c, j->u.rotate.jti, j->u.rotate.user_id,
 		                 j->u.rotate.next, j->u.rotate.grace_ms,
@@ -1944,20 +1997,41 @@ static enum otpd_status job_run(struct conn *c, struct job *j)
 	return OTPD_INTERNAL;
 }
 
+/* The time of an operation that counts events. */
+static int64_t job_time(const struct job *j)
+{
+	switch (j->op) {
+	case JOB_ISSUE:
+		return j->u.issue.now_ms;
+	case JOB_CANCEL:
+		return j->u.cancel.now_ms;
+	case JOB_VERIFY:
+		return j->u.verify.now_ms;
+	default:
+		return 0;
+	}
+}
+
 /* Run j in a savepoint of its own: when its statements fail, they alone
- * are undone and j->status says why.  Returns the batch's status: not
- * OTPD_OK when the transaction itself is lost. */
-static enum otpd_status run_one(struct conn *c, struct job *j)
+ * are undone and j->status says why; else what it counts joins the
+ * batch's stats.  Returns the batch's status: not OTPD_OK when the
+ * transaction itself is lost. */
+static enum otpd_status run_one(struct conn *c, struct job *j, struct batch_stats *bs)
 {
 	enum otpd_status status = run_plain(c, ST_SAVEPOINT);
 
 	if (status != OTPD_OK)
 		return status;
+	memset(&j->counted, 0, sizeof(j->counted));
 	log_set_request_id(j->request_id);
 	j->status = job_run(c, j);
 	log_set_request_id(NULL);
-	if (j->status == OTPD_OK)
-		return run_plain(c, ST_RELEASE);
+	if (j->status == OTPD_OK) {
+		status = run_plain(c, ST_RELEASE);
+		if (status == OTPD_OK && stats_any(&j->counted))
+			status = batch_stats_add(c, bs, job_time(j), &j->counted);
+		return status;
+	}
 	/* IOERR, FULL, NOMEM, BUSY may have rolled back the whole
 	 * transaction, and the jobs before this one with it. */
 	if (sqlite3_get_autocommit(c->db))
@@ -1971,6 +2045,7 @@ static enum otpd_status run_one(struct conn *c, struct job *j)
 static void run_batch(struct sqlite_store *s, struct job *batch)
 {
 	struct conn *c = &s->w;
+	struct batch_stats bs = {0};
 	enum otpd_status status;
 
 	if (batch->op == JOB_MIGRATE) {
@@ -1982,7 +2057,9 @@ static void run_batch(struct sqlite_store *s, struct job *batch)
 		j->status = OTPD_OK;
 	status = tx_begin(c);
 	for (struct job *j = batch; j && status == OTPD_OK; j = j->next)
-		status = run_one(c, j);
+		status = run_one(c, j, &bs);
+	if (status == OTPD_OK)
+		status = batch_stats_flush(c, &bs);
 	if (status == OTPD_OK)
 		status = tx_commit(c);
 	if (status == OTPD_OK)

@@ -2345,6 +2345,56 @@ static void test_stats_buckets(void **state)
 	store_close(m);
 }
 
+/* The writer sums a batch's events per bucket: a batch whose operations
+ * fall in more buckets than it keeps at once still counts each once. */
+static void test_stats_one_batch(void **state)
+{
+	struct fixture *fx = *state;
+	enum { N = 14, BUCKETS = 7 };
+	static struct as_item items[N];
+	struct store_stats_bucket got[BUCKETS + 1];
+	struct store *s = NULL;
+	sem_t finished;
+	size_t n = 0;
+	FILE *shell;
+
+	have_cli();
+	assert_int_equal(store_open(fx->url, 10000, &s), OTPD_OK);
+	assert_int_equal(sem_init(&finished, 0, 0), 0);
+	memset(items, 0, sizeof(items));
+	/* Queued while another process holds the write lock: the writer waits
+	 * in BEGIN with the first, the others queue behind it. */
+	shell = hold_write_lock(fx);
+	for (int i = 0; i < N; i++) {
+		struct as_item *it = &items[i];
+
+		it->finished = &finished;
+		snprintf(it->phone, sizeof(it->phone), "+98912%07d", 2000000 + i);
+		hash_of(700 + i, it->hash);
+		assert_int_equal(store_otp_issue_start(s, &lenient, it->phone, it->hash,
+		                                       B0 + (i % BUCKETS) * BUCKET_MS + i, &it->ir,
+		                                       as_status, it),
+		                 OTPD_OK);
+		if (i == 0)
+			usleep(50000);
+	}
+	usleep(100000);
+	release_write_lock(shell);
+	for (int i = 0; i < N; i++)
+		while (sem_wait(&finished) != 0)
+			;
+	sem_destroy(&finished);
+	for (int i = 0; i < N; i++)
+		assert_int_equal(items[i].verify_status, OTPD_OK);
+	store_close(s); /* it says how it batched: the first alone, then the rest */
+	assert_true(log_contains(fx, "14 operations in 2 transactions"));
+	assert_int_equal(store_stats(fx->s, B0, B0 + BUCKETS * BUCKET_MS, got, BUCKETS + 1, &n),
+	                 OTPD_OK);
+	assert_int_equal(n, BUCKETS);
+	for (int k = 0; k < BUCKETS; k++)
+		expect_bucket(&got[k], B0 + k * BUCKET_MS, N / BUCKETS, 0, 0, 0, 0);
+}
+
 /* ---- retention (store_history_purge) ---- */
 
 static void test_history_purge(void **state)
@@ -2702,6 +2752,10 @@ static void test_group_commit_job_fails_alone(void **state)
 		assert_int_equal(cli_int(fx, "SELECT count(*) FROM refresh_tokens;"),
 		                 1 + GC_JOBS);
 		assert_int_equal(cli_int(fx, "SELECT count(*) FROM users;"), 1 + GC_JOBS);
+		/* The stats count the logins that committed, each once: the
+		 * first one, the batch's good ones, then the retried ones. */
+		assert_int_equal(cli_int(fx, "SELECT sum(logins) FROM stats_5m;"), 1 + GC_JOBS);
+		assert_int_equal(cli_int(fx, "SELECT sum(new_users) FROM stats_5m;"), 1 + GC_JOBS);
 	}
 }
 
@@ -2752,8 +2806,10 @@ static void test_group_commit_batch_fails_whole(void **state)
 		assert_int_equal(vs[i].status, OTPD_UNAVAILABLE);
 		assert_int_equal(vs[i].vr.user.id, UNTOUCHED);
 	}
-	/* Nothing recorded: no user, every code unused, no attempt counted. */
+	/* Nothing recorded: no user, every code unused, no attempt counted,
+	 * no login in the stats (the one before). */
 	assert_int_equal(cli_int(fx, "SELECT count(*) FROM users;"), 1);
+	assert_int_equal(cli_int(fx, "SELECT sum(logins) FROM stats_5m;"), 1);
 	assert_int_equal(cli_int(fx, "SELECT count(*) FROM otp_codes"
 	                             " WHERE phone LIKE '+98912%' AND state = 0"
 	                             " AND attempts = 0;"),
@@ -2768,6 +2824,7 @@ static void test_group_commit_batch_fails_whole(void **state)
 		assert_true(vs[i].vr.is_new_user);
 	}
 	store_close(s);
+	assert_int_equal(cli_int(fx, "SELECT sum(logins) FROM stats_5m;"), 1 + GC_JOBS);
 }
 
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -2828,6 +2885,7 @@ int main(void)
 		T(test_group_commit_job_fails_alone),
 		T(test_group_commit_batch_fails_whole),
 		T(test_stats_buckets),
+		T(test_stats_one_batch),
 		T(test_history_purge),
 		T(test_sms_delivery),
 		T(test_migration_from_v3),
