@@ -1,10 +1,12 @@
 # otpd — one Makefile, pkg-config, -> build/otpd
-#   make                 build/otpd (gcc; CC=clang works too)
+#   make                 build/otpd (gcc; CC=clang works too); needs only the build
+#                        packages (tools/deps.sh run): no clang, no cmocka, no python
 #   make test            build, unit + store tests (cmocka), black-box tests (pytest)
 #   make SAN=1 test      the same under AddressSanitizer + UBSan (into build-asan/)
 #   make unit            only the cmocka tests
 #   make blackbox        only the pytest suite
 #   make WERROR=1 ...    warnings are errors (tools/test.sh, CI)
+#   make lint-openapi    lint docs/openapi.json (Spectral, pinned by package-lock.json)
 
 CC      ?= cc
 PKGS    := libmicrohttpd jansson sqlite3 libpq libcurl libcrypto libjwt
@@ -29,14 +31,28 @@ BUILD   ?= build
 endif
 
 SRC      := $(shell find src -name '*.c' | sort)
-OBJ      := $(SRC:%.c=$(BUILD)/obj/%.o)
+# Files embedded in the binary: generated C sources in the build folder.
+GENSRC   := $(BUILD)/gen/openapi_json.c
+GENOBJ   := $(GENSRC:$(BUILD)/gen/%.c=$(BUILD)/obj/gen/%.o)
+OBJ      := $(SRC:%.c=$(BUILD)/obj/%.o) $(GENOBJ)
 LIBOBJ   := $(filter-out $(BUILD)/obj/src/main.o,$(OBJ))
 TESTSRC  := $(sort $(wildcard tests/unit/test_*.c tests/store/test_*.c tests/auth/test_*.c))
 TESTBIN  := $(TESTSRC:tests/%.c=$(BUILD)/tests/%)
 PYTHON   ?= /usr/bin/python3
 
-.PHONY: all test unit blackbox clean boundaries selfcontained
+.PHONY: all test unit blackbox clean boundaries selfcontained lint-openapi FORCE
 all: $(BUILD)/otpd
+
+# The version: VERSION, plus the commit when built from a git checkout.  The
+# stamp file changes only when the version does, so only version.o rebuilds.
+VERSION_STR := $(shell v=$$(cat VERSION 2>/dev/null || echo 0); \
+                 g=$$(git describe --always --dirty --abbrev=7 2>/dev/null); \
+                 echo "$$v$${g:++g$$g}")
+$(BUILD)/version.stamp: FORCE
+	@mkdir -p $(dir $@)
+	@echo '$(VERSION_STR)' | cmp -s - $@ || echo '$(VERSION_STR)' > $@
+$(BUILD)/obj/src/version.o: $(BUILD)/version.stamp
+$(BUILD)/obj/src/version.o: CFLAGS += -DOTPD_VERSION='"$(VERSION_STR)"'
 
 $(BUILD)/otpd: $(OBJ)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
@@ -45,8 +61,19 @@ $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
 
+# docs/openapi.json, served by GET /api/v1/schema (src/http/h_docs.c).
+$(BUILD)/gen/openapi_json.c: docs/openapi.json tools/embed.sh
+	@mkdir -p $(dir $@)
+	sh tools/embed.sh otpd_openapi_json docs/openapi.json > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/obj/gen/%.o: $(BUILD)/gen/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
+
+# cmocka is asked for here, when a test is built, never when the Makefile is read.
 $(BUILD)/tests/%: tests/%.c $(LIBOBJ)
 	@mkdir -p $(dir $@)
+	@pkg-config --exists cmocka || { echo "the unit tests need cmocka (libcmocka-dev): tools/deps.sh installs it" >&2; exit 1; }
 	$(CC) $(CFLAGS) -Isrc $(LDFLAGS) -o $@ $< $(LIBOBJ) $(LDLIBS) $(shell pkg-config --libs cmocka)
 
 unit: $(TESTBIN)
@@ -55,7 +82,19 @@ unit: $(TESTBIN)
 blackbox: $(BUILD)/otpd
 	OTPD_BIN=$(abspath $(BUILD)/otpd) $(PYTHON) -m pytest -q tests/blackbox
 
-test: all selfcontained boundaries unit blackbox
+test: all selfcontained boundaries lint-openapi unit blackbox
+
+# The OpenAPI document must lint clean (errors and warnings; the rules and the
+# ones turned off, with why, are in .spectral.yaml).  The linter is the exact
+# version of package-lock.json, installed by `npm ci` into node_modules/ (no
+# install scripts: it needs none); linting itself needs no network.
+NPM     ?= npm
+node_modules/.package-lock.json: package.json package-lock.json
+	$(NPM) ci --ignore-scripts --no-audit --no-fund
+	@touch $@
+
+lint-openapi: node_modules/.package-lock.json
+	node_modules/.bin/spectral lint --ruleset .spectral.yaml --fail-severity=warn docs/openapi.json
 
 # A clone has nothing beside it: no tracked file may point outside the
 # repository (a folder that sits beside one checkout is missing from the next).
@@ -69,6 +108,7 @@ boundaries:
 	@! grep -rl 'curl/curl.h' src | grep -v '^src/sms/' || (echo "curl.h outside sms/"; false)
 	@! grep -rlE 'include .*(sqlite|store/sqlite|sms/kavenegar)' src/http || (echo "http/ includes a backend"; false)
 	@! grep -rlE '\btime\(|gettimeofday|clock_gettime' src/otp || (echo "otp/ reads the clock"; false)
+	@! grep -rnE '\bmemset\(.*(secret|cfg|config)' src || (echo "a secret is wiped with memset, which the compiler may remove: use otp_wipe / OPENSSL_cleanse"; false)
 
 clean:
 	rm -rf build build-asan

@@ -312,7 +312,7 @@ int main(int argc, char **argv)
 	}
 
 	snprintf(url, sizeof(url), "sqlite:%s", db_path);
-	if (store_open(url, 5000, &s) != OTPD_OK || store_migrate(s, &applied) != OTPD_OK) {
+	if (store_open(url, &(struct store_options){.busy_timeout_ms = 5000}, NULL, 0, &s) != OTPD_OK || store_migrate(s, &applied) != OTPD_OK) {
 		fprintf(stderr, "prefill: cannot open or migrate %s\n", db_path);
 		return 1;
 	}

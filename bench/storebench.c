@@ -134,7 +134,7 @@ int main(int argc, char **argv)
 	}
 	if (threads < 1 || threads > 1024 || seconds <= 0)
 		return 2;
-	if (store_open(argv[1], 5000, &st) != OTPD_OK ||
+	if (store_open(argv[1], &(struct store_options){.busy_timeout_ms = 5000}, NULL, 0, &st) != OTPD_OK ||
 	    store_migrate(st, &applied) != OTPD_OK)
 		return 1;
 	double el = run(issuer, threads, seconds);

@@ -16,6 +16,12 @@
 
 enum config_env { CONFIG_ENV_DEVELOPMENT = 0, CONFIG_ENV_PRODUCTION = 1 };
 enum config_jwt_alg { CONFIG_JWT_HS256 = 0, CONFIG_JWT_ES256 = 1 };
+/* OTPD_LOG_FORMAT; auto is resolved at start by config_log_is_text(). */
+enum config_log_format {
+	CONFIG_LOG_FORMAT_AUTO = 0,
+	CONFIG_LOG_FORMAT_JSON = 1,
+	CONFIG_LOG_FORMAT_TEXT = 2,
+};
 
 struct config {
 	char listen[128];
@@ -51,6 +57,7 @@ struct config {
 	int64_t kavenegar_timeout_ms;
 	int64_t kavenegar_connect_timeout_ms;
 	int64_t db_busy_timeout_ms;
+	bool allow_shared_db_file;      /* OTPD_ALLOW_SHARED_DB_FILE */
 	int64_t shutdown_timeout_s;
 	int64_t threads;                /* 0 = one per core */
 	int64_t max_connections;
@@ -58,6 +65,10 @@ struct config {
 	int64_t purge_interval_s;
 	int64_t code_retention_s;       /* codes and stats kept this long */
 	int log_level;                  /* enum log_level */
+	char metrics_token[256];        /* "" = /metrics open */
+	int64_t kavenegar_credit_interval_s;
+	int64_t kavenegar_credit_alert;  /* Rial; 0 = no alert */
+	enum config_log_format log_format;
 };
 
 /* Fill *ret from getenv.  On a bad value writes one line to err (e.g.
@@ -68,6 +79,10 @@ bool config_load(struct config *ret, char *err, size_t errlen);
 /* Same, from an explicit lookup function (tests). */
 bool config_load_from(const char *(*lookup)(const char *name), struct config *ret,
                       char *err, size_t errlen);
+
+/* Whether the log is written as text lines (else JSON): OTPD_LOG_FORMAT=text,
+ * or auto with stderr a terminal and OTPD_ENV=development. */
+bool config_log_is_text(const struct config *c, bool stderr_is_tty);
 
 /* Print every variable with its default and meaning (for --help). */
 void config_print_help(FILE *out);

@@ -8,15 +8,18 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 #include "auth/jwt.h"
 #include "auth/login.h"
 #include "auth/session.h"
 #include "config.h"
 #include "http/server.h"
 #include "log.h"
+#include "metrics.h"
 #include "otp/code.h"
 #include "sms/sms.h"
 #include "store/store.h"
+#include "version.h"
 
 #define SECRET_NAME "secret_key"
 #define SECRET_GENERATED_LEN 32
@@ -25,6 +28,7 @@ static void usage(FILE *out)
 {
 	fprintf(out,
 	        "usage: otpd <command> [--help]\n"
+	        "       otpd --version\n"
 	        "\n"
 	        "A phone-number login service: SMS one-time codes, JWT sessions.\n"
 	        "\n"
@@ -72,7 +76,25 @@ static int load_config(struct config *cfg)
 		auth_jwt_free(probe);
 	}
 	log_set_level((enum log_level)cfg->log_level);
+	log_set_format(config_log_is_text(cfg, isatty(2)) ? LOG_FORMAT_TEXT : LOG_FORMAT_JSON);
 	return 0;
+}
+
+/* A database refused as configuration (a file that others can read) gets
+ * the one line of a bad variable; other failures were logged by the store. */
+static int open_store(const struct config *cfg, struct store **ret)
+{
+	struct store_options opt = {
+		.busy_timeout_ms = (int)cfg->db_busy_timeout_ms,
+		.allow_shared_file = cfg->allow_shared_db_file,
+	};
+	char err[1400];
+
+	if (store_open(cfg->database_url, &opt, err, sizeof(err), ret) == OTPD_OK)
+		return 0;
+	if (err[0])
+		fprintf(stderr, "otpd: %s\n", err);
+	return -1;
 }
 
 static int cmd_migrate(void)
@@ -83,7 +105,7 @@ static int cmd_migrate(void)
 
 	if (load_config(&cfg) < 0)
 		return 1;
-	if (store_open(cfg.database_url, (int)cfg.db_busy_timeout_ms, &store) != OTPD_OK)
+	if (open_store(&cfg, &store) < 0)
 		return 1;
 	if (store_migrate(store, &applied) != OTPD_OK) {
 		store_close(store);
@@ -141,10 +163,18 @@ static void sleep_ms(long ms)
 		;
 }
 
-/* Wait until no request is in flight or deadline_ms passes. */
+/* Wait until no request is being answered or deadline_ms passes (requests
+ * still receiving their body are not waited for).  Waiting counts apart:
+ * a request can complete while the thread that resumed it is still
+ * returning from MHD_resume_connection(). */
+static bool draining(struct http_server *http)
+{
+	return http_server_busy(http) > 0 || http_server_waiting(http) > 0;
+}
+
 static void drain(struct http_server *http, long deadline_ms)
 {
-	for (long waited = 0; http_server_inflight(http) > 0 && waited < deadline_ms; waited += 10)
+	for (long waited = 0; draining(http) && waited < deadline_ms; waited += 10)
 		sleep_ms(10);
 }
 
@@ -168,6 +198,7 @@ static int cmd_serve(void)
 	size_t secret_len = 0;
 	sigset_t sigs;
 	int sig = 0, rc = 1, applied = 0;
+	long busy, left;
 
 	if (load_config(&cfg) < 0)
 		return 1;
@@ -179,7 +210,8 @@ static int cmd_serve(void)
 	signal(SIGPIPE, SIG_IGN);
 	raise_nofile();
 
-	if (store_open(cfg.database_url, (int)cfg.db_busy_timeout_ms, &store) != OTPD_OK)
+	metrics_init(otpd_version(), cfg.sms_backend == SMS_CONSOLE ? "console" : "kavenegar");
+	if (open_store(&cfg, &store) < 0)
 		goto out;
 	if (cfg.auto_migrate) {
 		if (store_migrate(store, &applied) != OTPD_OK)
@@ -201,12 +233,16 @@ static int cmd_serve(void)
 		.connect_timeout_ms = (long)cfg.kavenegar_connect_timeout_ms,
 		.timeout_ms = (long)cfg.kavenegar_timeout_ms,
 		.max_queue = (int)cfg.sms_max_queue,
+		.credit_interval_s = (long)cfg.kavenegar_credit_interval_s,
+		.credit_alert = (double)cfg.kavenegar_credit_alert,
 	};
 	if (sms_new(&sc, &sms) != OTPD_OK)
 		goto out;
 	if (auth_new(&cfg, store, sms, secret, secret_len, &auth) != OTPD_OK)
 		goto out;
+	/* The key schedule holds it now: no copy stays behind. */
 	otp_wipe(secret, sizeof(secret));
+	otp_wipe(cfg.secret_key, sizeof(cfg.secret_key));
 	if (http_server_start(&cfg, auth, store, &http) != OTPD_OK)
 		goto out;
 	if (auth_janitor_start(auth, (int)cfg.purge_interval_s, &janitor) != OTPD_OK)
@@ -222,21 +258,27 @@ static int cmd_serve(void)
 
 	while (sigwait(&sigs, &sig) != 0)
 		;
+	http_server_quiesce(http); /* first: once the line is out, no new work starts */
 	log_info("server.stopping", "signal %d: finishing requests in flight", sig);
-	http_server_quiesce(http);
 	drain(http, (long)cfg.shutdown_timeout_s * 1000);
 	sms_free(sms, 0); /* sends still waiting get sms_unavailable */
 	sms = NULL;
 	/* Requests waiting for a commit are answered once it is done or has
 	 * failed: a batch waits at most the busy timeout for a lock. */
 	drain(http, 2000 + 2 * (long)cfg.db_busy_timeout_ms);
-	if (http_server_inflight(http) > 0) {
+	if (http_server_waiting(http) > 0) {
 		/* Their connections are suspended, and the store's writer will
 		 * still resume them: the server cannot be torn down under it. */
 		log_error("server.stopping", "%ld requests still waiting for the database: "
-		          "exiting without waiting for them", http_server_inflight(http));
+		          "exiting without waiting for them", http_server_waiting(http));
 		_Exit(1);
 	}
+	busy = http_server_busy(http);
+	left = http_server_inflight(http);
+	if (left > 0)
+		log_info("server.stopping", "closing the connections of %ld requests "
+		         "(%ld answers not sent in time, the others still being received)",
+		         left, busy);
 	rc = 0;
 out:
 	auth_janitor_stop(janitor);
@@ -256,6 +298,10 @@ int main(int argc, char **argv)
 	const char *cmd = argc > 1 ? argv[1] : NULL;
 	bool help = argc > 2 && (strcmp(argv[2], "--help") == 0 || strcmp(argv[2], "-h") == 0);
 
+	if (cmd && (strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0) && argc == 2) {
+		printf("otpd %s\n", otpd_version());
+		return 0;
+	}
 	if (!cmd || strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
 		usage(cmd ? stdout : stderr);
 		return cmd ? 0 : 2;

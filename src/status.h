@@ -17,6 +17,7 @@ enum otpd_status {
 	OTPD_FORBIDDEN,             /* 403 forbidden */
 	OTPD_NOT_FOUND,             /* 404 not_found */
 	OTPD_METHOD_NOT_ALLOWED,    /* 405 method_not_allowed */
+	OTPD_LENGTH_REQUIRED,       /* 411 length_required */
 	OTPD_PAYLOAD_TOO_LARGE,     /* 413 payload_too_large */
 	OTPD_UNSUPPORTED_MEDIA_TYPE,/* 415 unsupported_media_type */
 	OTPD_THROTTLED,             /* 429 throttled */

@@ -56,7 +56,9 @@ Failure injection (knobs below) applies to the /v1/ API only, after `latency_ms`
 HTML body, as a gateway would) > `status` (that return.status in the envelope).
 `fail_next: N` limits the failure to the next N API requests, after which the failure
 knobs are cleared (back to normal); `fail_next: null` keeps it on until changed (setting a
-failure knob without `fail_next` sets it to null).  A refused request is recorded too
+failure knob without `fail_next` sets it to null).  `fail_methods: ["account/info"]` limits
+it to those methods (null: all; setting a failure knob without it sets it to null).  A
+refused request is recorded too
 (accepted: false) with the text it carried, so a test can learn the code of an SMS that
 never went out.
 
@@ -94,6 +96,7 @@ DEFAULT_CONFIG = {
     "http_status": None,      # failure: answer this HTTP status with an HTML body
     "drop": False,            # failure: close the connection without answering
     "fail_next": None,        # N: the failure applies to the next N requests; null: always
+    "fail_methods": None,     # ["account/info", ...]: the failure applies to these only; null: all
     "credit": 1500000,        # Rial
     "price": 120,             # Rial per SMS part
     "templates": {},          # lookup templates: name -> text with %token
@@ -283,6 +286,11 @@ def _validate_knobs(knobs):
         elif k == "fail_next":
             if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
                 raise ValueError("fail_next: a non-negative integer or null")
+        elif k == "fail_methods":
+            if v is not None and (not isinstance(v, list)
+                                  or not all(isinstance(x, str) for x in v)):
+                raise ValueError("fail_methods: a list of method names or null")
+            v = list(v) if v is not None else None
         elif k in ("drop", "http_200_errors", "strict_receptor", "entries_object"):
             if not isinstance(v, bool):
                 raise ValueError("%s: true or false" % k)
@@ -463,11 +471,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return {}
         return {k: p[k] for k in ("message", "token") if k in p}
 
-    def _take_failure(self):
+    def _take_failure(self, method):
         """The failure to inject into this request, if any (consumes one fail_next)."""
         st = self.server.state
         with st.lock:
             c = st.config
+            if c["fail_methods"] is not None and method not in c["fail_methods"]:
+                return None
             if c["drop"]:
                 kind = ("drop",)
             elif c["http_status"] is not None:
@@ -506,13 +516,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _api_inner(self, path, query, body):
         st = self.server.state
-        failure = self._take_failure()
         m = re.fullmatch(r"/v1/([^/]*)/([^/]+)/([^/]+)\.(json|xml)", path)
         try:
             params = self._params(query, body)
         except (UnicodeDecodeError, ValueError):
             params = None
         method = "%s/%s" % (m.group(2), m.group(3)) if m else None
+        failure = self._take_failure(method)
         with st.lock:
             bm = st.stats["by_method"]
             bm[method or "?"] = bm.get(method or "?", 0) + 1
@@ -848,6 +858,8 @@ class FakeKavenegar:
         clean = _validate_knobs(knobs)
         if "fail_next" not in clean and any(k in clean for k in ("status", "http_status", "drop")):
             clean["fail_next"] = None  # a new failure applies until changed
+        if "fail_methods" not in clean and any(k in clean for k in ("status", "http_status", "drop")):
+            clean["fail_methods"] = None  # ... and to every method
         with self._state.lock:
             self._state.config.update(clean)
             return copy.deepcopy(self._state.config)

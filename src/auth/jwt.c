@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../log.h"
 #include "../otp/code.h"
 #include "../util/random.h"
 
@@ -285,8 +286,10 @@ enum otpd_status auth_jti_new(int64_t now_ms, char ret[AUTH_JTI_LEN + 1])
 
 	for (int i = 5; i >= 0; i--, t >>= 8)
 		b[i] = (unsigned char)(t & 0xff);
-	if (!util_random_id_bytes(b + 6, sizeof(b) - 6))
+	if (!util_random_id_bytes(b + 6, sizeof(b) - 6)) {
+		log_error("auth.internal", "cannot draw random bytes for a token id");
 		return OTPD_INTERNAL;
+	}
 	for (size_t i = 0; i < sizeof(b); i++) {
 		ret[2 * i] = hex[b[i] >> 4];
 		ret[2 * i + 1] = hex[b[i] & 15];
@@ -347,11 +350,13 @@ enum otpd_status auth_jwt_sign(const struct auth_jwt *j, enum auth_token_type ty
 	                   "user_id", (json_int_t)user_id, "sub", sub,
 	                   "iat", (json_int_t)iat_s, "exp", (json_int_t)exp_s, "jti", jti);
 	if (!claims) /* out of memory, or a jti that is not UTF-8 */
-		return OTPD_INTERNAL;
+		return OTPD_NOMEM;
 	plen = json_dumpb(claims, payload, sizeof(payload), JSON_COMPACT | JSON_PRESERVE_ORDER);
 	json_decref(claims);
-	if (plen == 0 || plen >= sizeof(payload))
+	if (plen == 0 || plen >= sizeof(payload)) {
+		log_error("auth.internal", "token claims do not fit (%zu bytes)", plen);
 		return OTPD_INTERNAL;
+	}
 
 	/* header "." payload "." signature, each base64url (no padding). */
 	n = hlen + 1 + 4 * ((plen + 2) / 3) + 1 + 4 * ((sizeof(sig) + 2) / 3) + 1;
@@ -365,6 +370,7 @@ enum otpd_status auth_jwt_sign(const struct auth_jwt *j, enum auth_token_type ty
 	if (!(j->alg == JWT_ALG_ES256 ? sign_es256(j, out, n, sig, &slen)
 	                              : sign_hs256(j, out, n, sig, &slen))) {
 		free(out);
+		log_error("auth.internal", "cannot sign a token (OpenSSL)");
 		return OTPD_INTERNAL;
 	}
 	out[n] = '.';

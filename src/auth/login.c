@@ -175,8 +175,12 @@ enum otpd_status auth_send_start(struct auth *a, const char *phone, int64_t now_
 	job->arg = arg;
 	memcpy(job->phone, phone, sizeof(job->phone));
 	st = otp_code_generate(job->code);
-	if (st == OTPD_OK && !otp_hasher_hash(a->code_hasher, phone, job->code, job->hash))
+	if (st != OTPD_OK) /* otp/ is pure: it reports, the use case logs */
+		log_error("auth.internal", "cannot draw a code from the CSPRNG");
+	if (st == OTPD_OK && !otp_hasher_hash(a->code_hasher, phone, job->code, job->hash)) {
+		log_error("auth.internal", "cannot hash a new code (OpenSSL)");
 		st = OTPD_INTERNAL;
+	}
 	if (st == OTPD_OK)
 		st = store_otp_issue_start(a->store, &a->policy, job->phone, job->hash,
 		                           now_ms, &job->issued, on_issued, job);
@@ -206,8 +210,10 @@ enum otpd_status auth_verify_start(struct auth *a, const char *phone, const char
 	v->arg = arg;
 	v->status = OTPD_INTERNAL;
 	memcpy(v->phone, phone, sizeof(v->phone));
-	if (!otp_hasher_hash(a->code_hasher, phone, code, v->hash))
+	if (!otp_hasher_hash(a->code_hasher, phone, code, v->hash)) {
+		log_error("auth.internal", "cannot hash a submitted code (OpenSSL)");
 		return OTPD_INTERNAL;
+	}
 	st = auth_session_prepare(a, now_ms, &v->session);
 	if (st != OTPD_OK)
 		return st;

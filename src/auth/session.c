@@ -99,10 +99,13 @@ enum otpd_status auth_refresh_finish(struct auth_session_op *op, struct auth_tok
 	memset(ret, 0, sizeof(*ret));
 	/* Only a genuine token the store refused (op->jti is set once the
 	 * signature and claims have passed): a bad JWT is not worth a warning. */
-	if (st == OTPD_INVALID_TOKEN && op->jti[0])
+	if (st == OTPD_INVALID_TOKEN && op->jti[0] && op->rr.reuse_detected)
+		log_warn("auth.token_reuse", "rotated-out refresh token of user %lld presented "
+		         "again: its family is revoked (%d records)",
+		         (long long)op->user_id, op->rr.revoked_records);
+	else if (st == OTPD_INVALID_TOKEN && op->jti[0])
 		log_warn("auth.refresh_refused", "refresh token of user %lld refused (unknown, "
-		         "expired, revoked or replayed: a replay revokes the family)",
-		         (long long)op->user_id);
+		         "expired or revoked)", (long long)op->user_id);
 	if (st != OTPD_OK)
 		return st;
 	st = auth_session_mint(a, op->rr.user.id, &op->rr.session, &ret->access_token,

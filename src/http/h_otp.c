@@ -51,15 +51,17 @@ enum otpd_status http_h_otp_send_finish(struct request *r)
 		return r->resp ? OTPD_OK : OTPD_NOMEM;
 	case OTPD_OTP_RATE_LIMITED:
 		r->retry_after_s = r->send.retry_after_s;
-		r->extra = json_pack("{s:i}", "retry_after", r->send.retry_after_s);
+		r->extra = json_pack("{s:i, s:s}", "retry_after", r->send.retry_after_s,
+		                     "limit", "phone_window");
 		return OTPD_OTP_RATE_LIMITED;
 	case OTPD_SMS_REJECTED:
-		log_warn("otp.sms_rejected", "provider refused the SMS to %s (status %d)",
-		         masked, r->send.provider_status);
+		/* Logged once, by the SMS backend that translated it. */
+		http_note(r, "otp.sms_rejected", "SMS to %s refused by the provider (status %d)",
+		          masked, r->send.provider_status);
 		r->extra = json_pack("{s:i}", "provider_status", r->send.provider_status);
 		return OTPD_SMS_REJECTED;
 	case OTPD_SMS_UNAVAILABLE:
-		log_warn("otp.sms_unavailable", "provider unavailable for %s", masked);
+		http_note(r, "otp.sms_unavailable", "SMS to %s not sent: provider unavailable", masked);
 		r->retry_after_s = HTTP_SMS_RETRY_AFTER;
 		return OTPD_SMS_UNAVAILABLE;
 	default:

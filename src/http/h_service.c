@@ -1,4 +1,9 @@
-/* GET /healthz and GET /readyz (docs/API.md §3 "Service endpoints"). */
+/* GET /healthz, GET /readyz and GET /metrics (docs/API.md §3 "Service
+ * endpoints", §5). */
+#include <openssl/crypto.h>
+#include <string.h>
+#include <strings.h>
+#include "../metrics.h"
 #include "../store/store.h"
 #include "internal.h"
 
@@ -18,4 +23,37 @@ enum otpd_status http_h_readyz(struct request *r)
 	r->http_status = MHD_HTTP_OK;
 	r->resp = json_pack("{s:s}", "status", "ready");
 	return r->resp ? OTPD_OK : OTPD_NOMEM;
+}
+
+/* With OTPD_METRICS_TOKEN set: "Authorization: Bearer <token>", compared in
+ * constant time. */
+static bool metrics_allowed(struct request *r)
+{
+	const char *want = r->srv->cfg->metrics_token;
+	const char *authz, *tok;
+	size_t n = strlen(want);
+
+	if (!n)
+		return true;
+	authz = http_header(r, MHD_HTTP_HEADER_AUTHORIZATION);
+	if (!authz || strncasecmp(authz, "Bearer ", 7) != 0)
+		return false;
+	for (tok = authz + 7; *tok == ' '; tok++)
+		;
+	return strlen(tok) == n && CRYPTO_memcmp(tok, want, n) == 0;
+}
+
+enum otpd_status http_h_metrics(struct request *r)
+{
+	size_t len = 0;
+
+	if (!metrics_allowed(r))
+		return OTPD_INVALID_TOKEN;
+	char *text = metrics_render(&len);
+
+	if (!text)
+		return OTPD_NOMEM;
+	http_set_owned_body(r, text, len, "text/plain; version=0.0.4; charset=utf-8");
+	r->http_status = MHD_HTTP_OK;
+	return OTPD_OK;
 }

@@ -6,18 +6,26 @@
 
 /* The refresh token from the body when it names one, else from the cookie
  * (NULL when neither).  A body is optional here (cookie-only clients send
- * none).  A token taken from the cookie must pass the Origin check. */
-static enum otpd_status refresh_token_of(struct request *r, const char **ret)
+ * none).  A token taken from the cookie must pass the Origin check.
+ * any_body (logout): a body that cannot be used (not JSON or a form that
+ * decodes, not an object, a refresh_token that is not a string) counts as
+ * a body that names no token, instead of 400; 415 stays. */
+static enum otpd_status refresh_token_of(struct request *r, bool any_body, const char **ret)
 {
 	const char *tok = NULL;
 	enum otpd_status st;
 
 	if (r->body_len > 0) {
 		st = http_request_decode(r);
-		if (st != OTPD_OK)
-			return st;
-		if (!http_field_optional_string(r, "refresh_token", &tok))
-			return OTPD_VALIDATION_ERROR;
+		if (st == OTPD_OK && !http_field_optional_string(r, "refresh_token", &tok))
+			st = OTPD_VALIDATION_ERROR;
+		if (st != OTPD_OK) {
+			if (!any_body || st == OTPD_UNSUPPORTED_MEDIA_TYPE || st == OTPD_NOMEM)
+				return st;
+			json_decref(r->extra); /* the validation errors: not answered */
+			r->extra = NULL;
+			tok = NULL;
+		}
 	}
 	if (!tok) {
 		tok = http_cookie(r, "refresh_token");
@@ -33,7 +41,7 @@ enum otpd_status http_h_refresh(struct request *r)
 	const char *tok;
 	enum otpd_status st;
 
-	st = refresh_token_of(r, &tok);
+	st = refresh_token_of(r, false, &tok);
 	if (st != OTPD_OK)
 		return st;
 	if (!tok)
@@ -70,7 +78,9 @@ enum otpd_status http_h_logout(struct request *r)
 	const char *tok;
 	enum otpd_status st;
 
-	st = refresh_token_of(r, &tok);
+	/* 204 whatever it is given: a body that cannot be used is one that
+	 * names no token (the cookie's is revoked, if any). */
+	st = refresh_token_of(r, true, &tok);
 	if (st != OTPD_OK)
 		return st;
 	/* Bad or missing tokens: nothing to revoke, answered at once. */

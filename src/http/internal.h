@@ -24,6 +24,9 @@
  * token cookies, about 1 KiB). */
 #define HTTP_CONNECTION_MEMORY (16 * 1024)
 #define HTTP_MAX_HEADERS (8 * 1024)
+/* Every X-Forwarded-For header of a request from a trusted proxy, joined:
+ * longer is 400 malformed_request. */
+#define HTTP_MAX_XFF 2048
 #define HTTP_SMS_RETRY_AFTER 30 /* seconds, with sms_unavailable */
 
 struct http_server {
@@ -33,13 +36,18 @@ struct http_server {
 	struct MHD_Daemon *daemon;
 	struct ratelimit *rl_send;
 	struct ratelimit *rl_verify;
-	atomic_long inflight;
+	atomic_long inflight;   /* requests not yet completed */
+	atomic_long busy;       /* of them, answered or being answered */
+	atomic_long waiting;    /* of them, suspended (http_suspend()) */
 	unsigned port;
 	atomic_bool stopping;   /* http_server_quiesce() was called */
 };
 
 struct request;
 typedef enum otpd_status (*http_handler_fn)(struct request *r);
+
+/* What a route's answers count in the metrics besides the HTTP ones. */
+enum route_count { COUNT_NONE = 0, COUNT_SEND, COUNT_VERIFY, COUNT_REFRESH };
 
 struct route {
 	const char *path;
@@ -48,6 +56,7 @@ struct route {
 	/* When the handler has suspended the connection (http_suspend()): the
 	 * answer, once another thread has resumed it (http_resume()). */
 	http_handler_fn finish;
+	enum route_count count;
 };
 
 enum body_kind { BODY_NONE = 0, BODY_JSON, BODY_FORM };
@@ -64,12 +73,14 @@ struct request {
 	struct http_server *srv;
 	struct MHD_Connection *conn;
 	const struct route *route;
+	size_t route_index;      /* in the route table (its size: no such path) */
 	char id[17];
 	int64_t start_ns;
 	char method[8];
 	char path[96];
 	struct netaddr client;
 	char client_str[NETADDR_STRLEN];
+	bool xff_too_long;       /* from a trusted proxy, past HTTP_MAX_XFF */
 
 	enum body_kind kind;
 	char *body;
@@ -79,7 +90,15 @@ struct request {
 
 	/* What the handler produced. */
 	unsigned http_status;
+	enum otpd_status status; /* what was answered (with answered) */
+	bool answered;
 	json_t *resp;            /* success body, or NULL */
+	/* Or a success body that is not JSON, sent as it is with its own
+	 * Content-Type: malloc'ed (raw_owned) or static (an embedded file). */
+	const void *raw_body;
+	size_t raw_len;
+	const char *raw_type;
+	bool raw_owned;
 	json_t *extra;           /* problem members (errors, retry_after, ...) */
 	int retry_after_s;       /* > 0: Retry-After header */
 	const char *detail;      /* problem detail override (static string) */
@@ -87,6 +106,7 @@ struct request {
 	struct auth_tokens tokens; /* refresh: the new pair */
 	bool no_body;            /* 204 */
 	bool close;              /* Connection: close (shutting down) */
+	bool busy;               /* counted in srv->busy (request_busy()) */
 	/* Auth cookies to set (pointing into login or tokens), or to clear. */
 	const char *cookie_access;
 	const char *cookie_refresh;
@@ -131,6 +151,10 @@ json_t *http_user_json(const struct store_user *u);
 void http_set_auth_cookies(struct request *r, const char *access, const char *refresh,
                            int64_t access_ttl_s, int64_t refresh_ttl_s);
 enum otpd_status http_throttle(struct request *r, struct ratelimit *rl);
+/* Answer with these bytes and this Content-Type: static storage (never
+ * copied nor freed), or a malloc'ed buffer the request then owns. */
+void http_set_static_body(struct request *r, const void *body, size_t len, const char *type);
+void http_set_owned_body(struct request *r, char *body, size_t len, const char *type);
 
 /* Suspend the connection before starting asynchronous work whose callback
  * calls http_resume() (from any thread, exactly once); the handler then
@@ -158,5 +182,7 @@ enum otpd_status http_h_me(struct request *r);
 enum otpd_status http_h_jwks(struct request *r);
 enum otpd_status http_h_healthz(struct request *r);
 enum otpd_status http_h_readyz(struct request *r);
+enum otpd_status http_h_metrics(struct request *r);
+enum otpd_status http_h_schema(struct request *r);
 
 #endif

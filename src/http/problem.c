@@ -14,6 +14,7 @@ static const struct problem_info table[_OTPD_STATUS_MAX] = {
 	[OTPD_FORBIDDEN] = {403, "forbidden", "Forbidden", "This request is not allowed."},
 	[OTPD_NOT_FOUND] = {404, "not_found", "Not found", "There is no such resource."},
 	[OTPD_METHOD_NOT_ALLOWED] = {405, "method_not_allowed", "Method not allowed", "This method is not allowed on this resource."},
+	[OTPD_LENGTH_REQUIRED] = {411, "length_required", "Length required", "Send the body with a Content-Length header (at most 4 KiB); chunked request bodies are not accepted."},
 	[OTPD_PAYLOAD_TOO_LARGE] = {413, "payload_too_large", "Payload too large", "The request body is too large."},
 	[OTPD_UNSUPPORTED_MEDIA_TYPE] = {415, "unsupported_media_type", "Unsupported media type", "Send application/json or application/x-www-form-urlencoded."},
 	[OTPD_THROTTLED] = {429, "throttled", "Too many requests", "Too many requests from this address; try again later."},

@@ -29,8 +29,8 @@ static bool media_type_is(const char *ct, const char *want)
 	return *ct == '\0' || *ct == ';';
 }
 
-/* The first call of a route with a body: decide 413 and 415 from the
- * headers before anything is buffered. */
+/* The first call of every routed request: decide 411, 413 and 415 from the
+ * headers before anything is read or buffered. */
 enum otpd_status http_request_headers(struct request *r)
 {
 	const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
@@ -38,12 +38,24 @@ enum otpd_status http_request_headers(struct request *r)
 	const char *ct = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
 	                                             MHD_HTTP_HEADER_CONTENT_TYPE);
 
+	/* A chunked body's size is known only at its end, and libmicrohttpd
+	 * 0.9.75 cannot answer in the middle of a body: it would be read to
+	 * the end, however long, before its 413.  Refused at once instead,
+	 * the way RFC 9110 section 15.5.12 offers, and the connection closed
+	 * (whatever the client sends after is not read). */
+	if (MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND,
+	                                MHD_HTTP_HEADER_TRANSFER_ENCODING)) {
+		r->close = true;
+		return OTPD_LENGTH_REQUIRED;
+	}
 	if (cl) {
 		char *end;
 		unsigned long long n = strtoull(cl, &end, 10);
 		if (*end == '\0' && n > HTTP_MAX_BODY)
 			return OTPD_PAYLOAD_TOO_LARGE;
 	}
+	if (strcmp(r->route->method, "POST") != 0)
+		return OTPD_OK; /* a body is read and dropped (at most HTTP_MAX_BODY) */
 	if (!ct) {
 		r->kind = BODY_NONE;
 		return OTPD_OK; /* an empty body is malformed; a body without a type is 415 */
@@ -194,7 +206,7 @@ enum otpd_status http_request_decode(struct request *r)
 
 /* Gather every X-Forwarded-For header, in order, comma-joined. */
 struct xff {
-	char buf[2048];
+	char buf[HTTP_MAX_XFF];
 	size_t len;
 	bool overflow;
 };
@@ -236,6 +248,10 @@ void http_request_client(struct request *r)
 		x.overflow = false;
 		x.buf[0] = '\0';
 		MHD_get_connection_values(r->conn, MHD_HEADER_KIND, xff_iter, &x);
+		/* Too long to read whole: the client is unknown.  Falling back
+		 * to the proxy would put it in the proxy's shared throttle
+		 * bucket; the request is refused instead (on_request). */
+		r->xff_too_long = x.overflow;
 		if (x.len > 0 && !x.overflow)
 			netaddr_client(&peer, x.buf, &r->srv->cfg->trusted_proxies, &r->client);
 	}
@@ -311,7 +327,7 @@ enum otpd_status http_throttle(struct request *r, struct ratelimit *rl)
 	                  http_now_ms(), &retry))
 		return OTPD_OK;
 	r->retry_after_s = retry;
-	r->extra = json_pack("{s:i}", "retry_after", retry);
+	r->extra = json_pack("{s:i, s:s}", "retry_after", retry, "limit", "client_rate");
 	return OTPD_THROTTLED;
 }
 
@@ -399,4 +415,20 @@ void http_set_auth_cookies(struct request *r, const char *access, const char *re
 	r->cookie_refresh = refresh;
 	r->cookie_access_ttl = access_ttl_s;
 	r->cookie_refresh_ttl = refresh_ttl_s;
+}
+
+void http_set_static_body(struct request *r, const void *body, size_t len, const char *type)
+{
+	r->raw_body = body;
+	r->raw_len = len;
+	r->raw_type = type;
+	r->raw_owned = false;
+}
+
+void http_set_owned_body(struct request *r, char *body, size_t len, const char *type)
+{
+	r->raw_body = body;
+	r->raw_len = len;
+	r->raw_type = type;
+	r->raw_owned = true;
 }

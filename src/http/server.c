@@ -7,23 +7,29 @@
 #include <time.h>
 #include <unistd.h>
 #include "../log.h"
+#include "../metrics.h"
 #include "../store/store.h"
 #include "../util/random.h"
 #include "internal.h"
 #include "problem.h"
 
 static const struct route routes[] = {
-	{"/api/v1/usr/otp", "POST", http_h_otp_send, http_h_otp_send_finish},
-	{"/api/v1/usr/otp/verify", "POST", http_h_otp_verify, http_h_otp_verify_finish},
-	{"/api/v1/usr/token/refresh", "POST", http_h_refresh, http_h_refresh_finish},
-	{"/api/v1/usr/logout", "POST", http_h_logout, http_h_logout_finish},
-	{"/api/v1/usr/me", "GET", http_h_me, NULL},
-	{"/.well-known/jwks.json", "GET", http_h_jwks, NULL},
-	{"/healthz", "GET", http_h_healthz, NULL},
-	{"/readyz", "GET", http_h_readyz, NULL},
+	{"/api/v1/usr/otp", "POST", http_h_otp_send, http_h_otp_send_finish, COUNT_SEND},
+	{"/api/v1/usr/otp/verify", "POST", http_h_otp_verify, http_h_otp_verify_finish, COUNT_VERIFY},
+	{"/api/v1/usr/token/refresh", "POST", http_h_refresh, http_h_refresh_finish, COUNT_REFRESH},
+	{"/api/v1/usr/logout", "POST", http_h_logout, http_h_logout_finish, COUNT_NONE},
+	{"/api/v1/usr/me", "GET", http_h_me, NULL, COUNT_NONE},
+	{"/.well-known/jwks.json", "GET", http_h_jwks, NULL, COUNT_NONE},
+	{"/healthz", "GET", http_h_healthz, NULL, COUNT_NONE},
+	{"/readyz", "GET", http_h_readyz, NULL, COUNT_NONE},
+	{"/metrics", "GET", http_h_metrics, NULL, COUNT_NONE},
+	{"/api/v1/schema", "GET", http_h_schema, NULL, COUNT_NONE},
 };
 
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
+
+/* The route templates, in table order: the metrics' `route` label. */
+static const char *route_paths[NROUTES];
 
 static int64_t mono_ns(void)
 {
@@ -47,18 +53,22 @@ static bool method_matches(const struct route *rt, const char *method)
 }
 
 /* The route for url+method; NULL with *ret_status NOT_FOUND or
- * METHOD_NOT_ALLOWED (then allow holds the Allow header). */
+ * METHOD_NOT_ALLOWED (then allow holds the Allow header).  *ret_index is
+ * the table index of the route, or of the path a 405 names (NROUTES: no
+ * such path). */
 static const struct route *route_find(const char *url, const char *method,
                                       char *allow, size_t allow_len,
-                                      enum otpd_status *ret_status)
+                                      enum otpd_status *ret_status, size_t *ret_index)
 {
 	bool path_known = false;
 	size_t n = 0;
 
 	allow[0] = '\0';
+	*ret_index = NROUTES;
 	for (size_t i = 0; i < NROUTES; i++) {
 		if (!path_is(url, routes[i].path))
 			continue;
+		*ret_index = i;
 		if (method_matches(&routes[i], method))
 			return &routes[i];
 		path_known = true;
@@ -80,6 +90,17 @@ static void add_cookie(struct MHD_Response *resp, const char *name, const char *
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_SET_COOKIE, buf);
 }
 
+/* From its handler's start (or its first answer) to its completion, a
+ * request is busy: a shutdown waits for it.  One that is still receiving its
+ * head or body is not, and is dropped by http_server_stop(). */
+static void request_busy(struct request *r)
+{
+	if (r->busy)
+		return;
+	r->busy = true;
+	atomic_fetch_add(&r->srv->busy, 1);
+}
+
 /* The one place that turns a handler's status into an answer. */
 static enum MHD_Result respond(struct request *r, enum otpd_status st, const char *allow)
 {
@@ -87,13 +108,19 @@ static enum MHD_Result respond(struct request *r, enum otpd_status st, const cha
 	json_t *body;
 	char *text;
 	enum MHD_Result ret;
-	bool problem = st != OTPD_OK || (!r->resp && !r->no_body);
+	bool problem = st != OTPD_OK || (!r->resp && !r->raw_body && !r->no_body);
 
-	if (st == OTPD_INTERNAL || st == OTPD_NOMEM)
-		log_error("http.internal_error", "internal error on %s %s", r->method, r->path);
+	request_busy(r);
+	/* Log once: an OTPD_INTERNAL was logged where it arose (store, SMS,
+	 * auth); only what surfaces here unlogged is logged here. */
+	if (st == OTPD_NOMEM)
+		log_error("http.internal_error", "out of memory on %s %s", r->method, r->path);
 	if (problem) {
-		if (st == OTPD_OK)
+		if (st == OTPD_OK) {
+			log_error("http.internal_error", "%s %s: the handler gave no answer",
+			          r->method, r->path);
 			st = OTPD_INTERNAL;
+		}
 		body = http_problem_new(st, r->detail, r->extra);
 		r->extra = NULL;
 		r->http_status = http_problem_info(st)->http_status;
@@ -103,7 +130,15 @@ static enum MHD_Result respond(struct request *r, enum otpd_status st, const cha
 	}
 	text = body ? json_dumps(body, JSON_COMPACT) : NULL;
 	json_decref(body);
-	if (!problem && r->no_body) {
+	if (!problem && r->raw_body) {
+		free(text);
+		text = NULL;
+		resp = MHD_create_response_from_buffer(r->raw_len, (void *)r->raw_body,
+		                                       r->raw_owned ? MHD_RESPMEM_MUST_FREE
+		                                                    : MHD_RESPMEM_PERSISTENT);
+		if (resp)
+			r->raw_owned = false; /* the response owns it now */
+	} else if (!problem && r->no_body) {
 		free(text);
 		text = NULL;
 		resp = MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
@@ -121,7 +156,8 @@ static enum MHD_Result respond(struct request *r, enum otpd_status st, const cha
 	}
 	if (problem || !r->no_body)
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE,
-		                        problem ? "application/problem+json" : "application/json");
+		                        problem ? "application/problem+json"
+		                        : r->raw_type ? r->raw_type : "application/json");
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
 	MHD_add_response_header(resp, "X-Request-Id", r->id);
 	if (allow && *allow)
@@ -146,6 +182,8 @@ static enum MHD_Result respond(struct request *r, enum otpd_status st, const cha
 		                        "Bearer error=\"invalid_token\"");
 	if (r->close)
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+	r->status = st;
+	r->answered = true;
 	atomic_store(&r->phase, PHASE_ANSWERED);
 	ret = MHD_queue_response(r->conn, r->http_status, resp);
 	MHD_destroy_response(resp);
@@ -164,6 +202,7 @@ static struct request *request_new(struct http_server *srv, struct MHD_Connectio
 	r->srv = srv;
 	r->conn = conn;
 	r->start_ns = mono_ns();
+	r->route_index = NROUTES;
 	if (!util_random_id_bytes(rnd, sizeof(rnd)))
 		memset(rnd, 0, sizeof(rnd));
 	for (size_t i = 0; i < sizeof(rnd); i++) {
@@ -229,14 +268,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 			r->detail = "The request headers are too large (at most 8 KiB).";
 			return respond(r, OTPD_MALFORMED_REQUEST, NULL);
 		}
-		r->route = route_find(url, method, allow, sizeof(allow), &st);
+		if (r->xff_too_long) {
+			r->detail = "The X-Forwarded-For headers are too long (at most 2 KiB in all).";
+			return respond(r, OTPD_MALFORMED_REQUEST, NULL);
+		}
+		r->route = route_find(url, method, allow, sizeof(allow), &st, &r->route_index);
 		if (!r->route)
 			return respond(r, st, allow);
-		if (strcmp(r->route->method, "POST") == 0) {
-			st = http_request_headers(r);
-			if (st != OTPD_OK)
-				return respond(r, st, NULL);
-		}
+		st = http_request_headers(r);
+		if (st != OTPD_OK)
+			return respond(r, st, NULL);
 		return MHD_YES;
 	}
 	log_set_request_id(r->id);
@@ -256,6 +297,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	default:
 		break;
 	}
+	/* Busy first, then the check: a shutdown that set stopping either
+	 * sees this request busy and waits for it, or is seen here. */
+	request_busy(r);
+	if (atomic_load(&r->srv->stopping)) {
+		/* Its body came in after SIGTERM: no new work either. */
+		r->close = true;
+		r->retry_after_s = 1;
+		r->detail = "The server is shutting down.";
+		return respond(r, OTPD_UNAVAILABLE, NULL);
+	}
 	if (r->too_large)
 		return respond(r, OTPD_PAYLOAD_TOO_LARGE, NULL);
 	st = r->route->handler(r);
@@ -268,14 +319,20 @@ void http_suspend(struct request *r)
 {
 	/* Suspended before the work starts, so that its resume can never
 	 * come first. */
+	atomic_fetch_add(&r->srv->waiting, 1);
 	atomic_store(&r->phase, PHASE_WAITING);
 	MHD_suspend_connection(r->conn);
 }
 
 void http_resume(struct request *r)
 {
+	/* Once resumed, r may be completed and freed at any moment. */
+	struct http_server *srv = r->srv;
+
 	atomic_store(&r->phase, PHASE_RESUMED);
 	MHD_resume_connection(r->conn);
+	/* Only now may the daemon be stopped under this thread. */
+	atomic_fetch_sub(&srv->waiting, 1);
 }
 
 void http_resume_cb(void *request)
@@ -295,43 +352,121 @@ void http_note(struct request *r, const char *event, const char *fmt, ...)
 	r->note_event = event;
 }
 
+static enum metrics_send send_result(enum otpd_status st)
+{
+	switch (st) {
+	case OTPD_OK: return METRICS_SEND_SENT;
+	case OTPD_OTP_RATE_LIMITED: return METRICS_SEND_RATE_LIMITED;
+	case OTPD_THROTTLED: return METRICS_SEND_THROTTLED;
+	case OTPD_FORBIDDEN: return METRICS_SEND_FORBIDDEN;
+	case OTPD_SMS_REJECTED: return METRICS_SEND_REJECTED;
+	case OTPD_SMS_UNAVAILABLE: return METRICS_SEND_UNAVAILABLE;
+	case OTPD_MALFORMED_REQUEST:
+	case OTPD_VALIDATION_ERROR:
+	case OTPD_PAYLOAD_TOO_LARGE:
+	case OTPD_LENGTH_REQUIRED:
+	case OTPD_UNSUPPORTED_MEDIA_TYPE: return METRICS_SEND_INVALID;
+	default: return METRICS_SEND_ERROR;
+	}
+}
+
+static enum metrics_verify verify_result(enum otpd_status st)
+{
+	switch (st) {
+	case OTPD_OK: return METRICS_VERIFY_OK;
+	case OTPD_INVALID_CODE: return METRICS_VERIFY_INVALID_CODE;
+	case OTPD_TOO_MANY_ATTEMPTS: return METRICS_VERIFY_TOO_MANY_ATTEMPTS;
+	case OTPD_OTP_EXPIRED: return METRICS_VERIFY_EXPIRED;
+	case OTPD_USER_INACTIVE: return METRICS_VERIFY_INACTIVE;
+	case OTPD_THROTTLED: return METRICS_VERIFY_THROTTLED;
+	case OTPD_MALFORMED_REQUEST:
+	case OTPD_VALIDATION_ERROR:
+	case OTPD_PAYLOAD_TOO_LARGE:
+	case OTPD_LENGTH_REQUIRED:
+	case OTPD_UNSUPPORTED_MEDIA_TYPE: return METRICS_VERIFY_INVALID;
+	default: return METRICS_VERIFY_ERROR;
+	}
+}
+
+static enum metrics_refresh refresh_result(const struct request *r)
+{
+	switch (r->status) {
+	case OTPD_OK: return METRICS_REFRESH_OK;
+	case OTPD_INVALID_TOKEN:
+		return r->session_op.rr.reuse_detected ? METRICS_REFRESH_REUSE_DETECTED
+		                                       : METRICS_REFRESH_INVALID;
+	case OTPD_USER_INACTIVE: return METRICS_REFRESH_INACTIVE;
+	case OTPD_FORBIDDEN:
+	case OTPD_MALFORMED_REQUEST:
+	case OTPD_VALIDATION_ERROR:
+	case OTPD_PAYLOAD_TOO_LARGE:
+	case OTPD_LENGTH_REQUIRED:
+	case OTPD_UNSUPPORTED_MEDIA_TYPE: return METRICS_REFRESH_INVALID;
+	default: return METRICS_REFRESH_ERROR;
+	}
+}
+
+/* Counted once per answered request, off the answer's path. */
+static void count(const struct request *r, int64_t duration_ns)
+{
+	metrics_http(r->route_index, r->http_status, duration_ns);
+	if (!r->route)
+		return;
+	switch (r->route->count) {
+	case COUNT_SEND:
+		metrics_otp_send(send_result(r->status), METRICS_CHANNEL_SMS);
+		break;
+	case COUNT_VERIFY:
+		metrics_otp_verify(verify_result(r->status));
+		if (r->status == OTPD_OK && r->login.is_new_user)
+			metrics_user_created();
+		break;
+	case COUNT_REFRESH:
+		metrics_token_refresh(refresh_result(r));
+		break;
+	case COUNT_NONE:
+		break;
+	}
+}
+
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
 	struct http_server *srv = cls;
 	struct request *r = *con_cls;
+	int64_t duration_ns;
 
 	(void)conn;
 	if (!r)
 		return;
+	duration_ns = mono_ns() - r->start_ns;
+	if (r->answered)
+		count(r, duration_ns);
 	if (log_enabled(LOG_LEVEL_INFO)) {
-		json_int_t us = (json_int_t)((mono_ns() - r->start_ns) / 1000);
-		json_t *f = json_object(), *path = json_string(r->path);
-		json_t *method = json_string(r->method);
+		struct log_access a = {
+			.method = r->method,
+			.path = r->path,
+			.status = r->http_status,
+			.duration_us = (long long)(duration_ns / 1000),
+			.client = r->client_str,
+			.completed = toe == MHD_REQUEST_TERMINATED_COMPLETED_OK,
+			.outcome = r->note_event,
+			.msg = r->note_msg,
+		};
 
-		/* method and path come from the client: checked as UTF-8. */
-		json_object_set_new_nocheck(f, "method", method ? method : json_string_nocheck("?"));
-		json_object_set_new_nocheck(f, "path", path ? path : json_string_nocheck("(not UTF-8)"));
-		json_object_set_new_nocheck(f, "status", json_integer((json_int_t)r->http_status));
-		json_object_set_new_nocheck(f, "duration_us", json_integer(us));
-		json_object_set_new_nocheck(f, "client", json_string_nocheck(r->client_str));
-		json_object_set_new_nocheck(f, "completed",
-		                            json_boolean(toe == MHD_REQUEST_TERMINATED_COMPLETED_OK));
 		log_set_request_id(r->id);
-		if (r->note_event) {
-			json_object_set_new_nocheck(f, "outcome", json_string_nocheck(r->note_event));
-			log_fields(LOG_LEVEL_INFO, "http.access", f, "%s", r->note_msg);
-		} else {
-			log_fields(LOG_LEVEL_INFO, "http.access", f, "%s %s %u",
-			           method ? r->method : "?", path ? r->path : "-", r->http_status);
-		}
+		log_access(&a);
 	}
 	log_set_request_id(NULL);
 	json_decref(r->fields);
 	json_decref(r->resp);
 	json_decref(r->extra);
+	if (r->raw_owned)
+		free((void *)r->raw_body);
 	auth_login_release(&r->login);
 	auth_tokens_release(&r->tokens);
+	if (r->busy)
+		atomic_fetch_sub(&srv->busy, 1);
 	free(r->body);
 	free(r);
 	*con_cls = NULL;
@@ -361,6 +496,9 @@ enum otpd_status http_server_start(const struct config *cfg, struct auth *auth,
 		return OTPD_NOMEM;
 	if (threads < 1)
 		threads = 1;
+	for (size_t i = 0; i < NROUTES; i++)
+		route_paths[i] = routes[i].path;
+	metrics_set_routes(route_paths, NROUTES);
 	s->cfg = cfg;
 	s->auth = auth;
 	s->store = store;
@@ -408,6 +546,8 @@ void http_server_quiesce(struct http_server *s)
 }
 
 long http_server_inflight(const struct http_server *s) { return atomic_load(&s->inflight); }
+long http_server_busy(const struct http_server *s) { return atomic_load(&s->busy); }
+long http_server_waiting(const struct http_server *s) { return atomic_load(&s->waiting); }
 
 void http_server_stop(struct http_server *s)
 {

@@ -20,6 +20,14 @@ unsigned http_server_port(const struct http_server *s);
 void http_server_quiesce(struct http_server *s);
 /* Requests accepted and not yet completed. */
 long http_server_inflight(const struct http_server *s);
+/* Of them, those whose work has started (answered or being answered): a
+ * shutdown waits for these; the others are still receiving their head or
+ * body and are dropped by http_server_stop(). */
+long http_server_busy(const struct http_server *s);
+/* Of them, those suspended while the store or the SMS worker holds them:
+ * the server must not be stopped while there are any (their resume would
+ * come after it). */
+long http_server_waiting(const struct http_server *s);
 /* Close every connection and free.  Accepts NULL. */
 void http_server_stop(struct http_server *s);
 

@@ -25,6 +25,9 @@
 struct sms_kavenegar {
 	char *url;            /* {api_url}/v1/{key}/{method}.json: secret */
 	size_t url_len;
+	char *info_url;       /* …/account/info.json: secret too */
+	char *status_url;     /* …/sms/status.json: secret too */
+	size_t side_url_len;
 	char *fixed;          /* "&sender=…" or "&template=…" (escaped), maybe "" */
 	char *message;        /* escaped OTP_MESSAGE (sms/send) or NULL (lookup) */
 	struct curl_slist *headers;
@@ -123,18 +126,37 @@ out:
 }
 
 /* sms_kavenegar_classify() plus the envelope's status (-1 if none). */
+/* entries[0].messageid of an accepted send (entries an array, or a bare
+ * object: docs/KAVENEGAR.md §4.2); 0 when there is none. */
+static int64_t first_message_id(const char *body, size_t len)
+{
+	json_t *root = json_loadb(body, len, 0, NULL), *e, *id;
+	int64_t v = 0;
+
+	e = root ? json_object_get(root, "entries") : NULL;
+	if (json_is_array(e))
+		e = json_array_get(e, 0);
+	id = json_is_object(e) ? json_object_get(e, "messageid") : NULL;
+	if (json_is_integer(id) && json_integer_value(id) > 0)
+		v = (int64_t)json_integer_value(id);
+	json_decref(root);
+	return v;
+}
+
 static struct sms_result classify(int transport_ok, const char *body,
                                   size_t len, int *ret_envelope)
 {
-	struct sms_result r = {OTPD_SMS_UNAVAILABLE, 0};
+	struct sms_result r = {OTPD_SMS_UNAVAILABLE, 0, -1, 0};
 	int status;
 
 	*ret_envelope = -1;
 	if (!transport_ok || !parse_envelope(body, len, &status))
 		return r;
 	*ret_envelope = status;
+	r.return_status = status;
 	if (status == 200) {
 		r.status = OTPD_OK;
+		r.message_id = first_message_id(body, len);
 	} else if (status == 409) {
 		r.status = OTPD_SMS_UNAVAILABLE;  /* busy: the one retryable code */
 	} else {
@@ -271,6 +293,16 @@ enum otpd_status sms_kavenegar_new(const struct sms_config *cfg,
 		goto out;
 	snprintf(kv->url, kv->url_len, "%.*s/v1/%s%s", (int)base_len, base,
 	         cfg->api_key, method);
+	kv->side_url_len = base_len + strlen("/v1/") + strlen(cfg->api_key) +
+	                   strlen("/account/info.json") + 1;
+	kv->info_url = malloc(kv->side_url_len);
+	kv->status_url = malloc(kv->side_url_len);
+	if (!kv->info_url || !kv->status_url)
+		goto out;
+	snprintf(kv->info_url, kv->side_url_len, "%.*s/v1/%s/account/info.json",
+	         (int)base_len, base, cfg->api_key);
+	snprintf(kv->status_url, kv->side_url_len, "%.*s/v1/%s/sms/status.json",
+	         (int)base_len, base, cfg->api_key);
 
 	if (lookup) {
 		kv->fixed = form_pair("template", cfg->template_name);
@@ -315,6 +347,8 @@ void sms_kavenegar_free(struct sms_kavenegar *kv)
 	if (!kv)
 		return;
 	wipe_free(kv->url, kv->url_len);
+	wipe_free(kv->info_url, kv->side_url_len);
+	wipe_free(kv->status_url, kv->side_url_len);
 	free(kv->fixed);
 	free(kv->message);
 	curl_slist_free_all(kv->headers);
@@ -402,6 +436,9 @@ static char *build_body(const struct sms_kavenegar *kv, const char *national,
 	return body;
 }
 
+static enum otpd_status configure(struct sms_kavenegar_call *call, CURL *h,
+                                  const char *url);
+
 enum otpd_status sms_kavenegar_call_new(const struct sms_kavenegar *kv,
                                         void *easy, const char *phone,
                                         const char *code,
@@ -410,7 +447,6 @@ enum otpd_status sms_kavenegar_call_new(const struct sms_kavenegar *kv,
 	struct sms_kavenegar_call *call = NULL;
 	char national[OTP_PHONE_NATIONAL_LEN + 1] = "";
 	enum otpd_status st = OTPD_INTERNAL;
-	CURLcode rc = CURLE_OK;
 	CURL *h = easy;
 
 	if (strlen(phone) != OTP_PHONE_LEN || !sms_alnum_is_valid(code, CODE_MAX))
@@ -429,9 +465,26 @@ enum otpd_status sms_kavenegar_call_new(const struct sms_kavenegar *kv,
 	if (!call->body)
 		goto out;
 
-	/* docs/KAVENEGAR.md §1 recipe.  POSTFIELDS (not COPYPOSTFIELDS): curl does not
-	 * keep its own copy of the code; ours is wiped in call_free. */
-	if (!rc) rc = curl_easy_setopt(h, CURLOPT_URL, kv->url);
+	st = configure(call, h, kv->url);
+	if (st != OTPD_OK)
+		goto out;
+	*ret = call;
+	call = NULL;
+out:
+	OPENSSL_cleanse(national, sizeof(national));
+	sms_kavenegar_call_free(call);
+	return st;
+}
+
+/* docs/KAVENEGAR.md §1 recipe, for any method: a form POST of call->body to
+ * url.  POSTFIELDS (not COPYPOSTFIELDS): curl does not keep its own copy of
+ * the body (a send's holds the code; ours is wiped in call_free). */
+static enum otpd_status configure(struct sms_kavenegar_call *call, CURL *h, const char *url)
+{
+	const struct sms_kavenegar *kv = call->kv;
+	CURLcode rc = CURLE_OK;
+
+	if (!rc) rc = curl_easy_setopt(h, CURLOPT_URL, url);
 	if (!rc) rc = curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
 	if (!rc) rc = curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
 	if (!rc) rc = curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)call->body_len);
@@ -448,17 +501,9 @@ enum otpd_status sms_kavenegar_call_new(const struct sms_kavenegar *kv,
 	if (rc) {
 		log_error("sms.internal", "cannot configure the SMS request: curl error %d (%s)",
 		          (int)rc, curl_code_name(rc) ? curl_code_name(rc) : "?");
-		st = OTPD_INTERNAL;
-		goto out;
+		return OTPD_INTERNAL;
 	}
-
-	*ret = call;
-	call = NULL;
-	st = OTPD_OK;
-out:
-	OPENSSL_cleanse(national, sizeof(national));
-	sms_kavenegar_call_free(call);
-	return st;
+	return OTPD_OK;
 }
 
 struct sms_result sms_kavenegar_call_finish(struct sms_kavenegar_call *call,
@@ -471,12 +516,18 @@ struct sms_result sms_kavenegar_call_finish(struct sms_kavenegar_call *call,
 	const char *name = curl_code_name(curl_code);
 	json_t *fields;
 
+	curl_off_t total_us = 0;
+
 	curl_easy_getinfo((CURL *)easy, CURLINFO_RESPONSE_CODE, &http);
+	curl_easy_getinfo((CURL *)easy, CURLINFO_TOTAL_TIME_T, &total_us);
 	r = classify(curl_code == CURLE_OK, call->resp, call->resp_len, &envelope);
 	otp_phone_mask(call->phone, masked);
 
-	fields = json_pack("{s:s, s:i, s:I}", "phone", masked, "curl_code", curl_code,
-	                   "http_status", (json_int_t)http);
+	/* The one line per provider failure (nothing above logs it again):
+	 * status, masked number, latency; never the URL, which holds the key. */
+	fields = json_pack("{s:s, s:i, s:I, s:I}", "phone", masked, "curl_code", curl_code,
+	                   "http_status", (json_int_t)http,
+	                   "duration_ms", (json_int_t)(total_us / 1000));
 	if (fields && envelope >= 0)
 		json_object_set_new(fields, "provider_status", json_integer(envelope));
 
@@ -513,4 +564,134 @@ void sms_kavenegar_call_free(struct sms_kavenegar_call *call)
 	wipe_free(call->body, call->body_len);
 	free(call->resp);
 	free(call);
+}
+
+/* ---- account/info and sms/status (the worker's own calls) ---------------- */
+
+static enum otpd_status side_new(const struct sms_kavenegar *kv, CURL *h, const char *url,
+                                 char *body, struct sms_kavenegar_call **ret)
+{
+	struct sms_kavenegar_call *call = calloc(1, sizeof(*call));
+	enum otpd_status st;
+
+	if (!call || !body) {
+		free(call);
+		free(body);
+		return OTPD_NOMEM;
+	}
+	call->kv = kv;
+	call->body = body;
+	call->body_len = strlen(body);
+	st = configure(call, h, url);
+	if (st != OTPD_OK) {
+		sms_kavenegar_call_free(call);
+		return st;
+	}
+	*ret = call;
+	return OTPD_OK;
+}
+
+enum otpd_status sms_kavenegar_info_new(const struct sms_kavenegar *kv, void *easy,
+                                        struct sms_kavenegar_call **ret)
+{
+	return side_new(kv, easy, kv->info_url, strdup(""), ret);
+}
+
+enum otpd_status sms_kavenegar_status_new(const struct sms_kavenegar *kv, void *easy,
+                                          const int64_t *ids, size_t n,
+                                          struct sms_kavenegar_call **ret)
+{
+	size_t cap = strlen("messageid=") + n * 21 + 1, len;
+	char *body;
+
+	if (n == 0 || n > SMS_KAVENEGAR_STATUS_MAX)
+		return OTPD_INTERNAL;
+	body = malloc(cap);
+	if (!body)
+		return OTPD_NOMEM;
+	len = (size_t)snprintf(body, cap, "messageid=");
+	for (size_t i = 0; i < n; i++)
+		len += (size_t)snprintf(body + len, cap - len, "%s%lld", i ? "%2C" : "",
+		                        (long long)ids[i]);
+	return side_new(kv, easy, kv->status_url, body, ret);
+}
+
+enum otpd_status sms_kavenegar_side_finish(struct sms_kavenegar_call *call, void *easy,
+                                           int curl_code, char *why, size_t whylen)
+{
+	long http = 0;
+	int envelope = -1;
+	const char *name;
+
+	curl_easy_getinfo((CURL *)easy, CURLINFO_RESPONSE_CODE, &http);
+	if (curl_code != CURLE_OK) {
+		name = call->resp_too_big ? "response larger than 64 KiB" : curl_code_name(curl_code);
+		snprintf(why, whylen, "cannot reach '%s': %s (curl error %d, HTTP %ld)",
+		         call->kv->host, name ? name : "error", curl_code, http);
+		return OTPD_SMS_UNAVAILABLE;
+	}
+	if (!parse_envelope(call->resp, call->resp_len, &envelope)) {
+		snprintf(why, whylen, "'%s' answered HTTP %ld without a Kavenegar envelope",
+		         call->kv->host, http);
+		return OTPD_SMS_UNAVAILABLE;
+	}
+	if (envelope != 200) {
+		snprintf(why, whylen, "'%s' refused: return.status %d (HTTP %ld)",
+		         call->kv->host, envelope, http);
+		return envelope == 409 ? OTPD_SMS_UNAVAILABLE : OTPD_SMS_REJECTED;
+	}
+	return OTPD_OK;
+}
+
+const char *sms_kavenegar_call_response(const struct sms_kavenegar_call *call, size_t *ret_len)
+{
+	*ret_len = call->resp_len;
+	return call->resp;
+}
+
+bool sms_kavenegar_parse_credit(const char *body, size_t len, double *ret)
+{
+	json_t *root = json_loadb(body, len, 0, NULL), *e, *c;
+	bool ok = false;
+
+	e = root ? json_object_get(root, "entries") : NULL;
+	if (json_is_array(e)) /* tolerated, as for verify/lookup */
+		e = json_array_get(e, 0);
+	c = json_is_object(e) ? json_object_get(e, "remaincredit") : NULL;
+	if (json_is_number(c) && json_number_value(c) >= 0) {
+		*ret = json_number_value(c);
+		ok = true;
+	}
+	json_decref(root);
+	return ok;
+}
+
+size_t sms_kavenegar_parse_statuses(const char *body, size_t len,
+                                    struct sms_kavenegar_status *out, size_t cap)
+{
+	json_t *root = json_loadb(body, len, 0, NULL), *e, *item;
+	size_t n = 0, i;
+
+	e = root ? json_object_get(root, "entries") : NULL;
+	if (json_is_object(e)) { /* a single entry as a bare object */
+		json_t *a = json_array();
+		json_array_append(a, e);
+		e = a;
+	} else {
+		json_incref(e);
+	}
+	json_array_foreach(e, i, item) {
+		json_t *id = json_object_get(item, "messageid"), *st = json_object_get(item, "status");
+		if (n == cap)
+			break;
+		if (!json_is_integer(id) || !json_is_integer(st) || json_integer_value(id) <= 0 ||
+		    json_integer_value(st) < 0 || json_integer_value(st) > 99999)
+			continue;
+		out[n].message_id = (int64_t)json_integer_value(id);
+		out[n].status = (int)json_integer_value(st);
+		n++;
+	}
+	json_decref(e);
+	json_decref(root);
+	return n;
 }

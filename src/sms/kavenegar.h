@@ -7,6 +7,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include "sms.h"
 
 /* Responses larger than this are a transport failure (docs/KAVENEGAR.md §2 bodies
@@ -55,6 +56,33 @@ enum otpd_status sms_kavenegar_call_new(const struct sms_kavenegar *kv,
  * return.status; never the URL, key, code or message). */
 struct sms_result sms_kavenegar_call_finish(struct sms_kavenegar_call *call,
                                             void *easy, int curl_code);
+
+/* The worker's own calls: account/info (the credit) and sms/status (the
+ * delivery of up to SMS_KAVENEGAR_STATUS_MAX message ids), on easy handles
+ * configured like a send's.  side_finish says whether the provider answered
+ * 200; on any other outcome it writes why (never the URL) and logs nothing:
+ * the worker logs a failure once per streak. */
+#define SMS_KAVENEGAR_STATUS_MAX 500
+enum otpd_status sms_kavenegar_info_new(const struct sms_kavenegar *kv, void *easy,
+                                        struct sms_kavenegar_call **ret);
+enum otpd_status sms_kavenegar_status_new(const struct sms_kavenegar *kv, void *easy,
+                                          const int64_t *ids, size_t n,
+                                          struct sms_kavenegar_call **ret);
+enum otpd_status sms_kavenegar_side_finish(struct sms_kavenegar_call *call, void *easy,
+                                           int curl_code, char *why, size_t whylen);
+const char *sms_kavenegar_call_response(const struct sms_kavenegar_call *call,
+                                        size_t *ret_len);
+
+/* Pure: entries.remaincredit of an account/info answer (Rial). */
+bool sms_kavenegar_parse_credit(const char *body, size_t len, double *ret);
+
+struct sms_kavenegar_status {
+	int64_t message_id;
+	int status;        /* docs/KAVENEGAR.md §6: 10 delivered, 6/11/13/14 failed, 100 unknown */
+};
+/* Pure: the entries of an sms/status answer, at most cap; returns how many. */
+size_t sms_kavenegar_parse_statuses(const char *body, size_t len,
+                                    struct sms_kavenegar_status *out, size_t cap);
 
 /* Wipe the body and free.  Accepts NULL. */
 void sms_kavenegar_call_free(struct sms_kavenegar_call *call);

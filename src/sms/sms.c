@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "../log.h"
+#include "../metrics.h"
 #include "../otp/phone.h"
 #include "kavenegar.h"
 
@@ -37,14 +38,23 @@
 #define DEFAULT_MAX_QUEUE 1024    /* when cfg->max_queue is 0 */
 #define MAX_WAIT_MS (24L * 3600 * 1000)
 
+/* A send (a caller's code), or one of the worker's own calls: the credit
+ * (account/info) and a delivery query (sms/status) for a caller. */
+enum job_kind { JOB_SEND = 0, JOB_CREDIT, JOB_STATUS };
+
 struct job {
 	struct job *next;
 	struct job *prev;                 /* in the active list (O(1) removal) */
+	enum job_kind kind;
+	int64_t *ids;                     /* JOB_STATUS: the message ids asked about */
+	size_t n_ids;
+	sms_status_fn status_done;        /* JOB_STATUS */
 	char phone[OTP_PHONE_LEN + 1];
 	char code[CODE_MAX + 1];          /* secret: wiped in job_free */
 	sms_done_fn done;
 	void *arg;
 	char request_id[LOG_REQUEST_ID_MAX]; /* the caller's, for the worker's log lines */
+	int64_t start_ns;                 /* CLOCK_MONOTONIC when started (metrics) */
 	CURL *easy;                       /* kavenegar, while in flight */
 	struct sms_kavenegar_call *call;
 };
@@ -74,6 +84,16 @@ struct sms {
 	struct timespec timer_at;         /* CLOCK_MONOTONIC */
 	CURL *pool[EASY_POOL];
 	int pool_len;
+
+	/* The credit check (kavenegar): when it is due next, and what the last
+	 * ones said (a warning per crossing of the alert, one per failure
+	 * streak). */
+	long credit_interval_ms;          /* 0: never */
+	double credit_alert;              /* 0: no alert */
+	int64_t credit_due_ms;            /* CLOCK_MONOTONIC ms */
+	bool credit_active;
+	bool credit_failing;
+	bool credit_low;
 };
 
 /* ---- small helpers ---------------------------------------------------- */
@@ -141,6 +161,7 @@ static void job_free(struct job *j)
 {
 	if (!j)
 		return;
+	free(j->ids);
 	sms_kavenegar_call_free(j->call);
 	OPENSSL_cleanse(j->code, sizeof(j->code));
 	free(j);
@@ -149,13 +170,31 @@ static void job_free(struct job *j)
 /* ---- the worker ------------------------------------------------------- */
 
 /* Hand the result to the caller, then forget the job. */
-static void job_finish(struct sms *s, struct job *j, enum otpd_status status,
-                       int provider_status)
+static int64_t mono_ns(void)
 {
-	struct sms_result r = {status, provider_status};
+	struct timespec ts;
 
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void start(struct sms *s, struct job *j);
+static void side_finish(struct sms *s, struct job *j, enum otpd_status st,
+                        const char *body, size_t len);
+
+static enum metrics_sms metric_of(enum otpd_status st)
+{
+	return st == OTPD_OK ? METRICS_SMS_ACCEPTED
+	       : st == OTPD_SMS_REJECTED ? METRICS_SMS_REJECTED : METRICS_SMS_UNAVAILABLE;
+}
+
+static void job_finish(struct sms *s, struct job *j, const struct sms_result *r)
+{
+	metrics_sms_request(metric_of(r->status), r->return_status,
+	                    j->start_ns ? mono_ns() - j->start_ns : 0);
+	metrics_sms_in_flight_add(-1);
 	log_set_request_id(j->request_id);
-	j->done(j->arg, &r);
+	j->done(j->arg, r);
 	log_set_request_id(NULL);
 	easy_release(s, j->easy);
 	j->easy = NULL;
@@ -176,16 +215,111 @@ static void active_remove(struct sms *s, struct job *j)
 	j->next = j->prev = NULL;
 }
 
+static int64_t mono_ms(void) { return mono_ns() / 1000000; }
+
+/* The credit answer: the gauge, and a line when the alert is crossed. */
+static void credit_seen(struct sms *s, double credit)
+{
+	bool low = s->credit_alert > 0 && credit < s->credit_alert;
+
+	metrics_sms_credit_set(credit, low);
+	if (low && !s->credit_low)
+		log_fields(LOG_LEVEL_WARN, "sms.credit_low",
+		           json_pack("{s:f, s:f}", "credit", credit, "alert", s->credit_alert),
+		           "SMS provider credit %.0f is below KAVENEGAR_CREDIT_ALERT %.0f: top it up",
+		           credit, s->credit_alert);
+	else if (!low && s->credit_low)
+		log_fields(LOG_LEVEL_INFO, "sms.credit_ok",
+		           json_pack("{s:f, s:f}", "credit", credit, "alert", s->credit_alert),
+		           "SMS provider credit %.0f is above the alert again", credit);
+	s->credit_low = low;
+}
+
+/* A worker's own call ended (st, and the provider's answer when OTPD_OK). */
+static void side_finish(struct sms *s, struct job *j, enum otpd_status st,
+                        const char *body, size_t len)
+{
+	if (j->kind == JOB_CREDIT) {
+		double credit = 0;
+		long retry = s->credit_interval_ms < 60000 ? s->credit_interval_ms : 60000;
+
+		if (st == OTPD_OK && !sms_kavenegar_parse_credit(body, len, &credit))
+			st = OTPD_SMS_UNAVAILABLE;
+		if (st == OTPD_OK) {
+			if (s->credit_failing)
+				log_info("sms.credit_check", "SMS provider credit check works again");
+			s->credit_failing = false;
+			credit_seen(s, credit);
+			s->credit_due_ms = mono_ms() + s->credit_interval_ms;
+		} else {
+			s->credit_due_ms = mono_ms() + retry;
+		}
+		s->credit_active = false;
+	} else if (j->kind == JOB_STATUS) {
+		struct sms_kavenegar_status parsed[SMS_KAVENEGAR_STATUS_MAX];
+		struct sms_delivery out[SMS_KAVENEGAR_STATUS_MAX];
+		size_t n = 0;
+
+		if (st == OTPD_OK) {
+			n = sms_kavenegar_parse_statuses(body, len, parsed, SMS_KAVENEGAR_STATUS_MAX);
+			for (size_t i = 0; i < n; i++) {
+				out[i].message_id = parsed[i].message_id;
+				out[i].status = parsed[i].status;
+			}
+		}
+		j->status_done(j->arg, st, out, n);
+	}
+	easy_release(s, j->easy);
+	j->easy = NULL;
+	job_free(j);
+}
+
+/* A finished account/info or sms/status transfer: a failure is logged once
+ * per streak of the credit check, once per query for delivery. */
+static void side_reap(struct sms *s, struct job *j, CURL *h, int rc)
+{
+	char why[256];
+	size_t len = 0;
+	const char *body;
+	enum otpd_status st = sms_kavenegar_side_finish(j->call, h, rc, why, sizeof(why));
+
+	if (st != OTPD_OK && j->kind == JOB_CREDIT && !s->credit_failing) {
+		log_warn("sms.credit_check", "cannot read the SMS provider's credit: %s; "
+		         "retrying (sending goes on)", why);
+		s->credit_failing = true;
+	} else if (st != OTPD_OK && j->kind == JOB_STATUS) {
+		log_warn("sms.delivery_check", "cannot read delivery states: %s", why);
+	}
+	body = sms_kavenegar_call_response(j->call, &len);
+	side_finish(s, j, st, body, len);
+}
+
+/* Start the credit check when it is due (kavenegar, not stopping). */
+static void credit_maybe_start(struct sms *s)
+{
+	struct job *j;
+
+	if (s->backend != SMS_KAVENEGAR || s->credit_interval_ms <= 0 || s->credit_active ||
+	    mono_ms() < s->credit_due_ms)
+		return;
+	j = calloc(1, sizeof(*j));
+	if (!j) {
+		s->credit_due_ms = mono_ms() + 1000;
+		return;
+	}
+	j->kind = JOB_CREDIT;
+	s->credit_active = true;
+	start(s, j);
+}
+
 static void start_console(struct sms *s, struct job *j)
 {
 	char masked[OTP_PHONE_MASKED_LEN];
 
 	otp_phone_mask(j->phone, masked);
 	/* The only place a code is ever logged (development backend). */
-	log_fields(LOG_LEVEL_WARN, "sms.console",
-	           json_pack("{s:s, s:s}", "phone", masked, "code", j->code),
-	           "development SMS backend: code for %s", masked);
-	job_finish(s, j, OTPD_OK, 0);
+	log_sms_code(masked, j->code);
+	job_finish(s, j, &(struct sms_result){.status = OTPD_OK, .return_status = -1});
 }
 
 static void start_kavenegar(struct sms *s, struct job *j)
@@ -197,7 +331,12 @@ static void start_kavenegar(struct sms *s, struct job *j)
 	j->easy = easy_take(s);
 	if (!j->easy)
 		goto fail;
-	st = sms_kavenegar_call_new(s->kv, j->easy, j->phone, j->code, &j->call);
+	if (j->kind == JOB_CREDIT)
+		st = sms_kavenegar_info_new(s->kv, j->easy, &j->call);
+	else if (j->kind == JOB_STATUS)
+		st = sms_kavenegar_status_new(s->kv, j->easy, j->ids, j->n_ids, &j->call);
+	else
+		st = sms_kavenegar_call_new(s->kv, j->easy, j->phone, j->code, &j->call);
 	if (st != OTPD_OK)
 		goto fail;
 	curl_easy_setopt(j->easy, CURLOPT_PRIVATE, (void *)j);
@@ -213,19 +352,28 @@ static void start_kavenegar(struct sms *s, struct job *j)
 	s->active = j;
 	return;
 fail:
+	if (j->kind != JOB_SEND) {
+		log_error("sms.internal", "cannot start a %s request: %s",
+		          j->kind == JOB_CREDIT ? "credit" : "delivery status",
+		          st == OTPD_NOMEM ? "out of memory" : "internal error");
+		side_finish(s, j, st, NULL, 0);
+		return;
+	}
 	otp_phone_mask(j->phone, masked);
 	log_error("sms.internal", "cannot start the SMS request for %s: %s", masked,
 	          st == OTPD_NOMEM ? "out of memory" : "internal error");
-	job_finish(s, j, OTPD_SMS_UNAVAILABLE, 0);
+	job_finish(s, j, &(struct sms_result){.status = OTPD_SMS_UNAVAILABLE, .return_status = -1});
 }
 
 static void start(struct sms *s, struct job *j)
 {
+	j->start_ns = mono_ns();
 	log_set_request_id(j->request_id);
 	if (s->backend == SMS_KAVENEGAR)
 		start_kavenegar(s, j);
 	else
 		start_console(s, j);
+	log_set_request_id(NULL);
 }
 
 /* Finish every transfer curl reports done. */
@@ -249,10 +397,14 @@ static void reap(struct sms *s)
 		curl_easy_getinfo(h, CURLINFO_PRIVATE, &priv);
 		j = (struct job *)(void *)priv;
 		log_set_request_id(j->request_id);
-		r = sms_kavenegar_call_finish(j->call, h, (int)rc);
 		curl_multi_remove_handle(s->multi, h);
 		active_remove(s, j);
-		job_finish(s, j, r.status, r.provider_status);
+		if (j->kind != JOB_SEND) {
+			side_reap(s, j, h, (int)rc);
+			continue;
+		}
+		r = sms_kavenegar_call_finish(j->call, h, (int)rc);
+		job_finish(s, j, &r);
 	}
 }
 
@@ -266,9 +418,28 @@ static void abandon_active(struct sms *s)
 		active_remove(s, j);
 		j->next = NULL;
 		curl_multi_remove_handle(s->multi, j->easy);
+		if (j->kind != JOB_SEND) {
+			side_finish(s, j, OTPD_SMS_UNAVAILABLE, NULL, 0);
+			continue;
+		}
 		otp_phone_mask(j->phone, masked);
 		log_warn("sms.unavailable", "SMS worker stopping: SMS for %s abandoned", masked);
-		job_finish(s, j, OTPD_SMS_UNAVAILABLE, 0);
+		job_finish(s, j, &(struct sms_result){.status = OTPD_SMS_UNAVAILABLE, .return_status = -1});
+	}
+}
+
+/* Stopping: the worker's own calls are not waited for. */
+static void abandon_side(struct sms *s)
+{
+	struct job *j = s->active, *next;
+
+	for (; j; j = next) {
+		next = j->next;
+		if (j->kind == JOB_SEND)
+			continue;
+		active_remove(s, j);
+		curl_multi_remove_handle(s->multi, j->easy);
+		side_finish(s, j, OTPD_SMS_UNAVAILABLE, NULL, 0);
 	}
 }
 
@@ -362,6 +533,10 @@ static void *worker(void *arg)
 
 		run_timer(s);
 		reap(s);
+		if (!stopping)
+			credit_maybe_start(s);
+		else
+			abandon_side(s);
 
 		if (stopping) {
 			long left;
@@ -380,6 +555,12 @@ static void *worker(void *arg)
 			long t = ms_until_ceil(&s->timer_at);
 			if (t < timeout)
 				timeout = t;
+		}
+		if (!stopping && s->backend == SMS_KAVENEGAR && s->credit_interval_ms > 0 &&
+		    !s->credit_active) {
+			int64_t t = s->credit_due_ms - mono_ms();
+			if (t < timeout)
+				timeout = t < 0 ? 0 : (long)t;
 		}
 		n = epoll_wait(s->epfd, evs, EVENTS_MAX, (int)timeout);
 		if (n == 0 && s->active) {
@@ -427,6 +608,9 @@ enum otpd_status sms_new(const struct sms_config *cfg, struct sms **ret)
 	s->wakefd = -1;
 	/* 0 means "the default"; the config module bounds real values. */
 	s->max_queue = cfg->max_queue > 0 ? cfg->max_queue : DEFAULT_MAX_QUEUE;
+	s->credit_interval_ms = cfg->credit_interval_s > 0 ? cfg->credit_interval_s * 1000 : 0;
+	s->credit_alert = cfg->credit_alert;
+	s->credit_due_ms = 0; /* at start */
 	if (pthread_mutex_init(&s->lock, NULL) != 0) {
 		st = OTPD_INTERNAL;
 		goto out;
@@ -527,10 +711,12 @@ enum otpd_status sms_send(struct sms *s, const char *phone, const char *code,
 		*s->queue_tail = j;
 		s->queue_tail = &j->next;
 		s->count++;
+		metrics_sms_in_flight_add(1);
 	}
 	pthread_mutex_unlock(&s->lock);
 
 	if (st != OTPD_OK) {
+		metrics_sms_request(METRICS_SMS_UNAVAILABLE, -1, 0);
 		otp_phone_mask(phone, masked);
 		if (full)
 			log_warn("sms.unavailable", "SMS queue full (%d jobs): SMS for %s refused",
@@ -585,4 +771,44 @@ void sms_free(struct sms *s, long wait_ms)
 	if (s->lock_inited)
 		pthread_mutex_destroy(&s->lock);
 	free(s);
+}
+
+enum otpd_status sms_status_query(struct sms *s, const int64_t *ids, size_t n,
+                                  sms_status_fn done, void *arg)
+{
+	struct job *j;
+	enum otpd_status st = OTPD_OK;
+	bool wake;
+
+	if (s->backend != SMS_KAVENEGAR || n == 0 || n > SMS_STATUS_MAX)
+		return OTPD_INTERNAL;
+	j = calloc(1, sizeof(*j));
+	if (!j)
+		return OTPD_NOMEM;
+	j->ids = malloc(n * sizeof(*ids));
+	if (!j->ids) {
+		free(j);
+		return OTPD_NOMEM;
+	}
+	memcpy(j->ids, ids, n * sizeof(*ids));
+	j->n_ids = n;
+	j->kind = JOB_STATUS;
+	j->status_done = done;
+	j->arg = arg;
+	pthread_mutex_lock(&s->lock);
+	if (s->stopping) {
+		st = OTPD_SMS_UNAVAILABLE;
+	} else {
+		wake = s->queue == NULL;
+		*s->queue_tail = j;
+		s->queue_tail = &j->next;
+	}
+	pthread_mutex_unlock(&s->lock);
+	if (st != OTPD_OK) {
+		job_free(j);
+		return st;
+	}
+	if (wake)
+		worker_wake(s);
+	return OTPD_OK;
 }

@@ -7,11 +7,12 @@
 #include <stddef.h>
 #include "store.h"
 
-/* store/sqlite.c: open (or create) the database file at `path`, apply the
- * connection settings (WAL, synchronous=FULL, foreign keys, busy timeout).
- * Does not migrate.  On failure *ret is untouched and one line is logged. */
-enum otpd_status store_sqlite_open(const char *path, int busy_timeout_ms,
-                                   struct store **ret);
+/* store/sqlite.c: open (or create, mode 0600) the database file at `path`,
+ * check its files' modes, apply the connection settings (WAL,
+ * synchronous=FULL, foreign keys, busy timeout).  Does not migrate.
+ * Failures as store_open(). */
+enum otpd_status store_sqlite_open(const char *path, const struct store_options *opt,
+                                   char *err, size_t errlen, struct store **ret);
 
 /* store/migrations_sqlite.c: the schema, append-only.  Element i is version
  * i + 1; a released element is never edited, only new ones are added. */

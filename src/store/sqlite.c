@@ -33,13 +33,23 @@
 #define _GNU_SOURCE /* pthread_setname_np */
 #include "backend.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <semaphore.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include "../log.h"
+#include "../metrics.h"
+
+/* A database error: logged once, here, and counted (otpd_store_errors_total). */
+#define store_error(...)                                  \
+	do {                                              \
+		metrics_store_error();                    \
+		log_error("store.error", __VA_ARGS__);    \
+	} while (0)
 
 enum stmt_id {
 	ST_BEGIN,
@@ -406,7 +416,7 @@ static enum otpd_status fail(struct conn *c, int rc, const char *what)
 {
 	enum otpd_status status = status_of(rc);
 
-	log_error("store.error", "sqlite: %s: %s", what,
+	store_error( "sqlite: %s: %s", what,
 	          c->db ? sqlite3_errmsg(c->db) : sqlite3_errstr(rc));
 	return status == OTPD_OK ? OTPD_INTERNAL : status;
 }
@@ -555,7 +565,7 @@ static void submit(struct sqlite_store *s, struct job *j)
 	j->async = false;
 	j->on_done = NULL;
 	if (sem_init(&j->done, 0, 0) != 0) {
-		log_error("store.error", "cannot create a semaphore");
+		store_error( "cannot create a semaphore");
 		j->status = OTPD_INTERNAL;
 		return;
 	}
@@ -602,8 +612,12 @@ static enum otpd_status job_answer(const struct job *j)
 			*j->u.verify.ret = j->u.verify.res;
 		return j->result;
 	case JOB_ROTATE:
-		if (j->result == OTPD_OK)
+		if (j->result == OTPD_OK) {
 			*j->u.rotate.ret = j->u.rotate.res;
+		} else if (j->result == OTPD_INVALID_TOKEN) {
+			j->u.rotate.ret->reuse_detected = j->u.rotate.res.reuse_detected;
+			j->u.rotate.ret->revoked_records = j->u.rotate.res.revoked_records;
+		}
 		return j->result;
 	default:
 		return OTPD_OK;
@@ -772,14 +786,14 @@ static enum otpd_status secret_tx(struct conn *c, const char *name,
 	if (status != OTPD_OK)
 		return status;
 	if (!found) {
-		log_error("store.error", "sqlite: secret '%s' vanished", name);
+		store_error( "sqlite: secret '%s' vanished", name);
 		return OTPD_INTERNAL;
 	}
 	const void *value = sqlite3_column_blob(st, 0);
 	int n = sqlite3_column_bytes(st, 0);
 	if (!value || n < 0 || (size_t)n != len) {
 		/* The length only: never the value. */
-		log_error("store.error",
+		store_error(
 		          "sqlite: secret '%s' holds %d bytes, expected %zu",
 		          name, n, len);
 		status = OTPD_INTERNAL;
@@ -801,7 +815,7 @@ static enum otpd_status sq_secret_get_or_create(struct store *base,
 	uint8_t *value;
 
 	if (len == 0 || len > 65536 || ret_len != len) {
-		log_error("store.error", "secret '%s': bad length %zu (buffer %zu)",
+		store_error( "secret '%s': bad length %zu (buffer %zu)",
 		          name, len, ret_len);
 		return OTPD_INTERNAL;
 	}
@@ -1108,7 +1122,7 @@ static enum otpd_status code_get(struct conn *c, const char *phone,
 	}
 	const void *hash = sqlite3_column_blob(st, 1);
 	if (!hash || sqlite3_column_bytes(st, 1) != OTP_HASH_LEN) {
-		log_error("store.error", "sqlite: otp_codes.code_hash has %d bytes",
+		store_error( "sqlite: otp_codes.code_hash has %d bytes",
 		          sqlite3_column_bytes(st, 1));
 		release(st);
 		return OTPD_INTERNAL;
@@ -1187,7 +1201,7 @@ static enum otpd_status user_row(sqlite3_stmt *st, struct store_user *ret)
 	                 &u.has_first_name) ||
 	    !column_text(st, 5, u.last_name, sizeof(u.last_name),
 	                 &u.has_last_name)) {
-		log_error("store.error",
+		store_error(
 		          "sqlite: user %lld has a field longer than otpd allows",
 		          (long long)u.id);
 		return OTPD_INTERNAL;
@@ -1242,7 +1256,7 @@ static enum otpd_status user_login(struct conn *c, const char *phone,
 	           : -1;
 	if (n < 0 || (size_t)n >= sizeof(u.email) ||
 	    strlen(phone) >= sizeof(u.phone_number) || strlen(digits) >= sizeof(u.username)) {
-		log_error("store.error", "not a normalised phone number, or e-mail domain too long");
+		store_error( "not a normalised phone number, or e-mail domain too long");
 		return OTPD_INTERNAL;
 	}
 	strcpy(u.phone_number, phone);
@@ -1264,7 +1278,7 @@ static enum otpd_status user_login(struct conn *c, const char *phone,
 		return status;
 	if (sqlite3_changes(c->db) != 1) {
 		/* Cannot happen under the write lock: the read found no row. */
-		log_error("store.error", "sqlite: a new user's number is taken");
+		store_error( "sqlite: a new user's number is taken");
 		return OTPD_INTERNAL;
 	}
 	u.id = sqlite3_last_insert_rowid(c->db);
@@ -1469,7 +1483,7 @@ static enum otpd_status session_get(struct conn *c, const char *jti,
 	    !column_text(st, 1, r.sess.access_jti, sizeof(r.sess.access_jti), NULL) ||
 	    !column_text(st, 2, r.sess.family, sizeof(r.sess.family), NULL) ||
 	    !column_text(st, 8, r.replaced_by, sizeof(r.replaced_by), NULL)) {
-		log_error("store.error",
+		store_error(
 		          "sqlite: a refresh_tokens record has a jti longer than %d",
 		          STORE_JTI_LEN);
 		release(st);
@@ -1523,7 +1537,7 @@ static enum otpd_status session_mark_rotated(struct conn *c,
 	status = finish(c, ST_SESSION_ROTATE, rc);
 	if (status == OTPD_OK && sqlite3_changes(c->db) != 1) {
 		/* We hold the write lock and have just read state 0. */
-		log_error("store.error", "sqlite: a live refresh record changed under the write lock");
+		store_error( "sqlite: a live refresh record changed under the write lock");
 		return OTPD_INTERNAL;
 	}
 	return status;
@@ -1545,6 +1559,8 @@ static enum otpd_status rotate_tx(struct conn *c, const char *jti,
 	int revoked = 0;
 
 	*ret_result = OTPD_INVALID_TOKEN;
+	res->reuse_detected = false;
+	res->revoked_records = 0;
 	status = session_get(c, jti, &found, &cur);
 	if (status != OTPD_OK || !found)
 		return status;
@@ -1597,10 +1613,8 @@ static enum otpd_status rotate_tx(struct conn *c, const char *jti,
 	status = family_revoke(c, cur.sess.jti, &revoked);
 	if (status != OTPD_OK)
 		return status;
-	log_warn("store.token_reuse",
-	         "rotated-out refresh token of user %lld presented again: "
-	         "its family is revoked (%d record(c))",
-	         (long long)user_id, revoked);
+	res->reuse_detected = true;
+	res->revoked_records = revoked;
 	return OTPD_OK;
 }
 
@@ -1616,7 +1630,7 @@ static enum otpd_status sq_session_rotate(struct store *base, const char *jti,
 	if (!jti)
 		return OTPD_INVALID_TOKEN;
 	if (!next) {
-		log_error("store.error", "session rotate: no successor given");
+		store_error( "session rotate: no successor given");
 		return OTPD_INTERNAL;
 	}
 	j.u.rotate.jti = jti;
@@ -1634,7 +1648,7 @@ static enum otpd_status sq_session_revoke(struct store *base, const char *jti,
 	struct job j = {.op = JOB_REVOKE};
 
 	if (!jti) {
-		log_error("store.error", "session revoke: no jti given");
+		store_error( "session revoke: no jti given");
 		return OTPD_INTERNAL;
 	}
 	j.u.revoke.jti = jti;
@@ -1739,7 +1753,7 @@ static enum otpd_status sq_otp_delivery_set(struct store *base, size_t n,
 	if (n == 0)
 		return OTPD_OK;
 	if (!items) {
-		log_error("store.error", "delivery set: no items given");
+		store_error("delivery set: no items given");
 		return OTPD_INTERNAL;
 	}
 	j.u.delivery.n = n;
@@ -1848,7 +1862,7 @@ static enum otpd_status sq_otp_delivery_pending(struct store *base, int64_t sinc
 	struct store_delivery_pending *buf = NULL;
 
 	if (limit > 100000) {
-		log_error("store.error", "delivery pending: limit %zu is over 100000", limit);
+		store_error("delivery pending: limit %zu is over 100000", limit);
 		return OTPD_INTERNAL;
 	}
 	if (limit && !(buf = malloc(limit * sizeof(*buf))))
@@ -1877,7 +1891,7 @@ static enum otpd_status sq_stats(struct store *base, int64_t since_ms, int64_t u
 	struct store_stats_bucket *buf = NULL;
 
 	if (cap > 1000000) {
-		log_error("store.error", "stats: cap %zu is over 1000000", cap);
+		store_error("stats: cap %zu is over 1000000", cap);
 		return OTPD_INTERNAL;
 	}
 	if (cap && !(buf = malloc(cap * sizeof(*buf))))
@@ -1993,7 +2007,7 @@ static enum otpd_status job_run(struct conn *c, struct job *j)
 	case JOB_MIGRATE: /* never inside a batch */
 		break;
 	}
-	log_error("store.error", "sqlite: job %d cannot run in a batch", (int)j->op);
+	store_error( "sqlite: job %d cannot run in a batch", (int)j->op);
 	return OTPD_INTERNAL;
 }
 
@@ -2177,7 +2191,7 @@ static void conn_close(struct conn *c)
 		sqlite3_finalize(c->stmt[i]);
 	rc = sqlite3_close(c->db); /* accepts NULL */
 	if (rc != SQLITE_OK)
-		log_error("store.error", "sqlite: close: %s", sqlite3_errstr(rc));
+		store_error( "sqlite: close: %s", sqlite3_errstr(rc));
 	memset(c, 0, sizeof(*c));
 }
 
@@ -2245,6 +2259,100 @@ static const struct store_ops sqlite_ops = {
 	.close = sq_close,
 };
 
+/* The database's files are the owner's only.  The main file is created
+ * under umask 077 (the umask is per process: the opens of this file take
+ * turns; nothing else in otpd changes it).  SQLite's unix VFS creates -wal,
+ * -shm and -journal later with the main file's mode (findCreateFileMode(),
+ * unixOpenSharedMemory(): it even fchmod()s them to it), so they are 0600
+ * too. */
+static pthread_mutex_t umask_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static enum otpd_status conn_open_private(struct conn *c, const char *path, int flags,
+                                          int busy_timeout_ms)
+{
+	enum otpd_status status;
+	mode_t old;
+
+	pthread_mutex_lock(&umask_lock);
+	old = umask(077);
+	status = conn_open(c, path, flags, busy_timeout_ms);
+	umask(old);
+	pthread_mutex_unlock(&umask_lock);
+	return status;
+}
+
+/* One file of the database: refused when users other than its owner may
+ * read or write it (unless opt->allow_shared_file).  A side file (-wal,
+ * -shm) that does not exist is fine.  shown: its name as the operator wrote
+ * it. */
+static enum otpd_status file_check(const char *file, const char *shown,
+                                   const struct store_options *opt, char *err,
+                                   size_t errlen)
+{
+	struct stat st;
+	unsigned mode;
+	const char *what;
+
+	if (stat(file, &st) != 0) {
+		if (errno == ENOENT)
+			return OTPD_OK;
+		log_error("store.open", "cannot use database file '%s': %s", shown, strerror(errno));
+		return OTPD_UNAVAILABLE;
+	}
+	mode = (unsigned)(st.st_mode & 07777);
+	if ((mode & 066) == 0)
+		return OTPD_OK;
+	what = (mode & 044) ? "readable" : "writable";
+	if (opt->allow_shared_file) {
+		log_warn("store.open", "database file '%s' is %s by other users (mode %04o): "
+		         "allowed by OTPD_ALLOW_SHARED_DB_FILE", shown, what, mode);
+		return OTPD_OK;
+	}
+	if (err && errlen) {
+		snprintf(err, errlen, "DATABASE_URL: %s is %s by other users (mode %04o); "
+		         "chmod 600 it, or set OTPD_ALLOW_SHARED_DB_FILE=true", shown, what, mode);
+	} else {
+		log_error("store.open", "database file '%s' is %s by other users (mode %04o); "
+		          "chmod 600 it, or set OTPD_ALLOW_SHARED_DB_FILE=true", shown, what, mode);
+	}
+	return OTPD_FORBIDDEN;
+}
+
+/* The database file and its side files, before SQLite reads any of them
+ * (an in-memory database has none).  Names are shown as DATABASE_URL wrote
+ * them, unless it is a URI (file:...), then as SQLite resolved them. */
+static enum otpd_status files_check(struct conn *c, const char *path,
+                                    const struct store_options *opt, char *err,
+                                    size_t errlen)
+{
+	static const char *const suffix[] = {"", "-wal", "-shm"};
+	const char *file = sqlite3_db_filename(c->db, "main");
+	bool uri = strncmp(path, "file:", 5) == 0;
+	enum otpd_status status = OTPD_OK;
+	size_t flen, plen = strlen(path);
+	char *name = NULL, *shown = NULL;
+
+	if (!file || !file[0])
+		return OTPD_OK;
+	flen = strlen(file);
+	name = malloc(flen + 8);
+	shown = malloc((uri ? flen : plen) + 8);
+	if (!name || !shown) {
+		log_error("store.open", "out of memory");
+		status = OTPD_NOMEM;
+		goto out;
+	}
+	for (size_t i = 0; i < sizeof(suffix) / sizeof(suffix[0]) && status == OTPD_OK; i++) {
+		sprintf(name, "%s%s", file, suffix[i]);
+		sprintf(shown, "%s%s", uri ? file : path, suffix[i]);
+		status = file_check(name, shown, opt, err, errlen);
+	}
+out:
+	free(name);
+	free(shown);
+	return status;
+}
+
 /* journal_mode=WAL answers with the mode in effect. */
 static enum otpd_status set_wal(struct conn *c, const char *path)
 {
@@ -2272,9 +2380,10 @@ static enum otpd_status set_wal(struct conn *c, const char *path)
 	return status;
 }
 
-enum otpd_status store_sqlite_open(const char *path, int busy_timeout_ms,
-                                   struct store **ret)
+enum otpd_status store_sqlite_open(const char *path, const struct store_options *opt,
+                                   char *err, size_t errlen, struct store **ret)
 {
+	int busy_timeout_ms = opt->busy_timeout_ms;
 	struct sqlite_store *s;
 	enum otpd_status status;
 	const char *file;
@@ -2292,8 +2401,11 @@ enum otpd_status store_sqlite_open(const char *path, int busy_timeout_ms,
 		return OTPD_INTERNAL;
 	}
 
-	status = conn_open(&s->w, path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
-	                   busy_timeout_ms);
+	status = conn_open_private(&s->w, path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
+	                           busy_timeout_ms);
+	if (status != OTPD_OK)
+		goto out;
+	status = files_check(&s->w, path, opt, err, errlen);
 	if (status != OTPD_OK)
 		goto out;
 	/* The first statement that reads the file: a file that is not a

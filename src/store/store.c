@@ -13,10 +13,14 @@ static bool has_prefix(const char *s, const char *prefix)
 	return strncmp(s, prefix, strlen(prefix)) == 0;
 }
 
-enum otpd_status store_open(const char *url, int busy_timeout_ms,
-                            struct store **ret)
+enum otpd_status store_open(const char *url, const struct store_options *opt,
+                            char *err, size_t errlen, struct store **ret)
 {
+	struct store_options o = *opt;
 	const char *path;
+
+	if (err && errlen)
+		err[0] = '\0';
 
 	if (!url) {
 		log_error("store.open", "no database URL");
@@ -41,9 +45,9 @@ enum otpd_status store_open(const char *url, int busy_timeout_ms,
 		log_error("store.open", "DATABASE_URL 'sqlite:' names no file");
 		return OTPD_INTERNAL;
 	}
-	if (busy_timeout_ms < 0)
-		busy_timeout_ms = 0;
-	return store_sqlite_open(path, busy_timeout_ms, ret);
+	if (o.busy_timeout_ms < 0)
+		o.busy_timeout_ms = 0;
+	return store_sqlite_open(path, &o, err, errlen, ret);
 }
 
 void store_close(struct store *s)

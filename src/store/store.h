@@ -55,6 +55,11 @@ struct store_rotate_result {
 	struct store_session session; /* the pair to hand out (new, or the one
 	                                 already minted inside the grace window) */
 	bool replayed;                /* true: inside the grace window */
+	/* With OTPD_INVALID_TOKEN: a rotated-out token was presented again and
+	 * its family (revoked_records records) is revoked.  Not logged by the
+	 * store: the caller reports it, once. */
+	bool reuse_detected;
+	int revoked_records;
 };
 
 struct store_issue_result {
@@ -168,12 +173,31 @@ struct store {
 	const struct store_ops *ops;
 };
 
+struct store_options {
+	/* How long a write waits for a lock before the call answers
+	 * OTPD_UNAVAILABLE. */
+	int busy_timeout_ms;
+	/* Open a database file (or side file) that users other than its
+	 * owner may read or write (OTPD_ALLOW_SHARED_DB_FILE), with a
+	 * warning; refused otherwise. */
+	bool allow_shared_file;
+};
+
 /* Open by URL: "sqlite:PATH" (also "sqlite://PATH") -> store/sqlite.c.
- * busy_timeout_ms bounds how long a write waits for a lock before the call
- * answers OTPD_UNAVAILABLE.  On failure *ret is untouched and one log line
- * says why. */
-enum otpd_status store_open(const char *url, int busy_timeout_ms,
-                            struct store **ret);
+ * The files it creates (the database, its -wal and -shm) are readable and
+ * writable by their owner only: the database holds code hashes, sessions
+ * and, without SECRET_KEY, the signing secret.  (It sets the process umask
+ * to 077 while it creates the file: call it before starting threads that
+ * create files of their own.)
+ *
+ * On failure *ret is untouched and one line says why.  It is logged, except
+ * when the database is refused as configuration, like a bad variable: a
+ * file that others can read or write, without allow_shared_file.  Then the
+ * call answers OTPD_FORBIDDEN, logs nothing, and writes the line to err
+ * ("DATABASE_URL: otpd.db is readable by other users (mode 0644); ...", no
+ * newline) for the caller to print; with err NULL it is logged too. */
+enum otpd_status store_open(const char *url, const struct store_options *opt,
+                            char *err, size_t errlen, struct store **ret);
 void store_close(struct store *s); /* accepts NULL */
 
 /* Apply pending migrations (embedded, append-only, versioned). */

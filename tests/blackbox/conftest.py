@@ -5,21 +5,26 @@ Fixtures
   fake          tools/fake_kavenegar.FakeKavenegar on a free 127.0.0.1 port, with a fresh
                 64-char upper-case hex API key (fake.api_key); stopped after the test.
   otpd_factory  .start(env=None, ...) -> Otpd handle (a fresh temp dir per server, so otpd.db
-                lands there), .run(args, env, ...) for one-shot commands, .env(...) the base
+                lands there; pty=True: stderr is a pseudo-terminal, copied into the same log
+                file), .run(args, env, ...) for one-shot commands, .env(...) the base
                 environment.  After the test every server still running is stopped with
                 SIGTERM (it must exit 0), and every log, command output and response seen is
-                checked: no API key, no SECRET_KEY, no code, no full phone number, no 500.
+                checked: no API key, no SECRET_KEY, no code, no full phone number, no 500, and
+                every response as docs/openapi.json documents it (status, content type, body,
+                headers: openapi_check.py, with its list of exceptions).
   otpd          otpd_factory.start() with the env of @pytest.mark.otpd_env(NAME="value", ...)
 
 Helpers (import them: `from conftest import ...`)
   get_code(fake, phone)                the 6-digit code of the newest SMS for that number
   assert_problem(r, status, code)      RFC 9457 body, content type, type/title/status/detail/code
-  assert_log_clean(text, ...)          the log rules of docs/API.md §4
+  assert_log_clean(text, ...)          the log rules of docs/API.md §4, on JSON and text logs
+  console_codes(text)                  the codes the console backend logged (JSON or CODE lines)
   cookies_of(r)                        Set-Cookie headers parsed
 """
 
 import json
 import os
+import pty
 import re
 import secrets
 import signal
@@ -29,6 +34,7 @@ import subprocess
 import sys
 import threading
 import time
+import tty
 from pathlib import Path
 
 import pytest
@@ -37,6 +43,7 @@ import requests
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tools"))
 import fake_kavenegar  # noqa: E402
+import openapi_check  # noqa: E402
 
 OTPD_BIN = Path(os.environ.get("OTPD_BIN") or (REPO / "build" / "otpd")).absolute()
 
@@ -209,22 +216,40 @@ def _scrub_numbers(obj, key=""):
     return obj
 
 
+# The text format (OTPD_LOG_FORMAT=text) writes the console backend's code on a line of its
+# own, "CODE +98912***6789 → 496570  [req …]", instead of the JSON "sms.console" line.
+TEXT_CODE_LINE = re.compile(r"^CODE (\S+) → ([0-9۰-۹٠-٩]+)(?![0-9A-Za-z])")
+# A text access line: "06:13:12 info  POST /api/v1/usr/otp 200 1.2ms  otp.sent  …  [req …]".
+TEXT_ACCESS_LINE = re.compile(r"^[0-9]{2}:[0-9]{2}:[0-9]{2} info  \S+ \S+ [0-9]{3} \S+  ")
+
+
 def console_codes(text):
-    """Codes written by the console SMS backend ("event":"sms.console", member "code")."""
+    """Codes written by the console SMS backend: "event":"sms.console" JSON lines (member
+    "code") and, in the text format, CODE lines."""
     out = set()
     for line in text.splitlines():
         try:
             obj = json.loads(line)
         except ValueError:
+            m = TEXT_CODE_LINE.match(line)
+            if m:
+                out.add(m.group(2).translate(_DIGITS))
             continue
         if isinstance(obj, dict) and obj.get("event") == "sms.console" and obj.get("code") is not None:
             out.add(str(obj["code"]).translate(_DIGITS))
     return out
 
 
+def is_access_line(line):
+    return '"http.access"' in line or TEXT_ACCESS_LINE.match(line) is not None
+
+
 def log_leaks(text, secrets_=(), codes=(), phones=(), console_ok=True, where="log"):
     """Problems with a log: a secret, a code (outside the console backend's own line) or a
-    full phone number (+989…, 989…, 09…: its 10 national digits) anywhere in it."""
+    full phone number (+989…, 989…, 09…: its 10 national digits) anywhere in it.  A log may
+    be JSON lines or text lines (OTPD_LOG_FORMAT=text), or both: each line is judged as what
+    it is.  The console backend's own line is the JSON "sms.console" line without its "code"
+    member, or the text CODE line without the code after its arrow (and nothing more)."""
     problems = []
     code_re = None
     codes = sorted({c for c in codes if c})
@@ -244,6 +269,10 @@ def log_leaks(text, secrets_=(), codes=(), phones=(), console_ok=True, where="lo
             if console_ok and obj.get("event") == "sms.console":
                 obj = {k: v for k, v in obj.items() if k != "code"}
             scan = json.dumps(_scrub_numbers(obj), ensure_ascii=False)
+        elif obj is None and console_ok:
+            m = TEXT_CODE_LINE.match(line)
+            if m:
+                scan = line[:m.start(2)] + line[m.end(2):]
         scan = scan.translate(_DIGITS)
         if code_re is not None:
             m = code_re.search(scan)
@@ -300,8 +329,10 @@ class Otpd:
     """A running build/otpd.  .url, .env, .cwd, .db_path, .log_text(), .stop(sig), .kill(),
     .restart(), and request helpers that remember every response for the final checks."""
 
-    def __init__(self, factory, env, cwd, args=("serve",)):
+    def __init__(self, factory, env, cwd, args=("serve",), pty=False):
         self.factory = factory
+        self.pty = pty
+        self._pump = None
         self.env = dict(env)
         self.cwd = Path(cwd)
         self.args = list(args)
@@ -328,14 +359,56 @@ class Otpd:
     def start(self, wait=True, timeout=10.0):
         if not OTPD_BIN.exists():
             pytest.fail("%s is not built (make)" % OTPD_BIN)
-        with open(self.log_path, "ab") as err, open(self.out_path, "ab") as out:
-            self.proc = subprocess.Popen([str(OTPD_BIN)] + self.args, cwd=str(self.cwd),
-                                         env=self.env, stdin=subprocess.DEVNULL,
-                                         stdout=out, stderr=err)
+        if self.pty:
+            self._start_on_pty()
+        else:
+            with open(self.log_path, "ab") as err, open(self.out_path, "ab") as out:
+                self.proc = subprocess.Popen([str(OTPD_BIN)] + self.args, cwd=str(self.cwd),
+                                             env=self.env, stdin=subprocess.DEVNULL,
+                                             stdout=out, stderr=err)
         self.stopped = False
         if wait:
             self.wait_healthy(timeout)
         return self
+
+    def _start_on_pty(self):
+        """stderr = the slave of a new pseudo-terminal (isatty(2) is true in otpd); a thread
+        copies what otpd writes there into log_path, byte for byte (raw mode: no CR added),
+        until otpd has exited.  log_text() may lag behind otpd by a moment: read it with
+        wait_for()."""
+        master, slave = pty.openpty()
+        tty.setraw(slave)
+        try:
+            with open(self.out_path, "ab") as out:
+                self.proc = subprocess.Popen([str(OTPD_BIN)] + self.args, cwd=str(self.cwd),
+                                             env=self.env, stdin=subprocess.DEVNULL,
+                                             stdout=out, stderr=slave)
+        except BaseException:
+            os.close(master)
+            raise
+        finally:
+            os.close(slave)
+
+        def pump(path=self.log_path):
+            try:
+                with open(path, "ab", buffering=0) as f:
+                    while True:
+                        try:
+                            data = os.read(master, 65536)
+                        except OSError:      # EIO: the last slave is closed (otpd exited)
+                            break
+                        if not data:
+                            break
+                        f.write(data)
+            finally:
+                os.close(master)
+        self._pump = threading.Thread(target=pump, daemon=True)
+        self._pump.start()
+
+    def _join_pump(self):
+        if self._pump is not None:
+            self._pump.join(10)
+            self._pump = None
 
     def wait_healthy(self, timeout=10.0):
         end = time.monotonic() + timeout
@@ -344,6 +417,7 @@ class Otpd:
             if rc is not None:
                 self.stopped = True
                 self.returncodes.append(rc)
+                self._join_pump()
                 raise AssertionError("otpd exited with %s before it was healthy; log:\n%s"
                                      % (rc, self.log_text()[-3000:]))
             try:
@@ -370,9 +444,11 @@ class Otpd:
             self.proc.kill()
             self.proc.wait(5)
             self.stopped = True
+            self._join_pump()
             raise AssertionError("otpd did not exit within %.0fs" % timeout)
         self.stopped = True
         self.returncodes.append(rc)
+        self._join_pump()
         return rc
 
     def stop(self, sig=signal.SIGTERM, timeout=15.0):
@@ -500,6 +576,9 @@ class OtpdFactory:
                 "OTP_THROTTLE_RATE": "10000/min",
                 "OTP_VERIFY_THROTTLE_RATE": "10000/min",
                 "OTPD_LOG_LEVEL": "debug",
+                # the credit check (account/info at start and every interval) would add
+                # calls to the fake's request log; its own tests turn it on
+                "KAVENEGAR_CREDIT_INTERVAL": "0",
             })
         for k, v in (overrides or {}).items():
             if v is None:
@@ -508,10 +587,11 @@ class OtpdFactory:
                 env[k] = str(v)
         return env
 
-    def start(self, env=None, *, cwd=None, wait=True, base=True, args=("serve",)):
-        """Start build/otpd serve with the base env + overrides (value None removes one)."""
+    def start(self, env=None, *, cwd=None, wait=True, base=True, args=("serve",), pty=False):
+        """Start build/otpd serve with the base env + overrides (value None removes one);
+        pty=True: its stderr is a pseudo-terminal (Otpd._start_on_pty)."""
         cwd = Path(cwd) if cwd else self.new_dir()
-        h = Otpd(self, self.env(env, cwd=cwd, base=base), cwd, args)
+        h = Otpd(self, self.env(env, cwd=cwd, base=base), cwd, args, pty=pty)
         self.handles.append(h)
         return h.start(wait=wait)
 
@@ -541,7 +621,7 @@ class OtpdFactory:
     def all_secrets(self):
         out = {self.fake.api_key, self.secret_key} | self.extra_secrets
         for h in self.handles:
-            for k in ("SECRET_KEY", "KAVENEGAR_API_KEY"):
+            for k in ("SECRET_KEY", "KAVENEGAR_API_KEY", "OTPD_METRICS_TOKEN"):
                 if h.env.get(k):
                     out.add(h.env[k])
         return {s for s in out if s}
@@ -570,6 +650,7 @@ class OtpdFactory:
                 rc = h.proc.poll()
                 if rc is not None:
                     h.stopped = True
+                    h._join_pump()
                     problems.append("otpd died during the test (exit status %s); log tail:\n%s"
                                     % (rc, h.log_text()[-2000:]))
                     continue
@@ -581,7 +662,7 @@ class OtpdFactory:
                 if rc != 0:
                     # why: the last lines other than access lines (an abort
                     # message, e.g. a libmicrohttpd panic, is on stderr too)
-                    tail = [l for l in h.log_text().splitlines() if '"http.access"' not in l]
+                    tail = [l for l in h.log_text().splitlines() if not is_access_line(l)]
                     problems.append("otpd exited %s on SIGTERM after the test; log tail:\n%s"
                                     % (rc, "\n".join(tail[-25:])))
         sec = sorted(self.all_secrets())
@@ -608,6 +689,8 @@ class OtpdFactory:
             if code_re is not None and code_re.search(blob.translate(_DIGITS)):
                 problems.append("a response to %s %s holds a code: %s"
                                 % (r.request.method, r.request.path_url, r.text[:300]))
+            problems += ["not as docs/openapi.json says: %s" % p
+                         for p in openapi_check.check_response(r)]
         if problems:
             pytest.fail("after-test checks:\n" + "\n".join(problems[:30]), pytrace=False)
 
@@ -649,6 +732,7 @@ def otpd_factory(fake, tmp_path):
             if h.proc is not None and h.proc.poll() is None:
                 h.proc.kill()
                 h.proc.wait(5)
+            h._join_pump()
 
 
 @pytest.fixture

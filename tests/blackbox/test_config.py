@@ -8,7 +8,7 @@ import sqlite3
 
 import pytest
 
-from conftest import (PHONE, PHONE_MASKED, assert_problem, cookies_of, free_port,
+from conftest import (PHONE, PHONE_MASKED, REPO, assert_problem, cookies_of, free_port,
                       have_ipv6, log_objects, new_secret, port_is_free)
 
 BAD_VALUES = [
@@ -42,6 +42,7 @@ BAD_VALUES = [
     ("OTPD_DB_BUSY_TIMEOUT_MS", "soon"),
     ("OTPD_SHUTDOWN_TIMEOUT", "x"),
     ("OTPD_LOG_LEVEL", "loud"),
+    ("OTPD_LOG_FORMAT", "xml"),
     ("OTPD_AUTO_MIGRATE", "perhaps"),
 ]
 
@@ -90,9 +91,41 @@ def test_production_refuses(otpd_factory, env, var):
 
 
 def test_production_refuses_default_console_backend(otpd_factory):
+    """A new user's first production start (no Kavenegar key, so the console default): the one
+    line says what to set."""
     res = otpd_factory.run(["serve"], dict(PROD, SMS_BACKEND=None, KAVENEGAR_API_KEY=None), timeout=8)
-    assert not res.timed_out and res.rc == 1, res
-    assert "SMS_BACKEND" in res.output or "KAVENEGAR_API_KEY" in res.output, res
+    assert_refused(res, "SMS_BACKEND")
+    assert res.output.strip() == (
+        "otpd: SMS_BACKEND: expected kavenegar when OTPD_ENV=production, got console "
+        "(set KAVENEGAR_API_KEY, and KAVENEGAR_SENDER or KAVENEGAR_TEMPLATE)"), res
+
+
+def test_production_refuses_explicit_console_backend_saying_what_to_set(otpd_factory):
+    res = otpd_factory.run(["serve"], dict(PROD, SMS_BACKEND="console"), timeout=8)
+    assert_refused(res, "SMS_BACKEND")
+    assert "set SMS_BACKEND=kavenegar with KAVENEGAR_API_KEY" in res.output, res
+
+
+@pytest.mark.parametrize("url", ["postgres://otpd:Pw0rdPw0rd@127.0.0.1:5432/otpd",
+                                 "postgresql://otpd@localhost/otpd"], ids=["postgres", "postgresql"])
+@pytest.mark.parametrize("cmd", ["serve", "migrate"])
+def test_postgres_is_refused_as_configuration(otpd_factory, url, cmd):
+    """Until the PostgreSQL store is built, a postgres:// URL stops the start in the
+    configuration step, with the one-line format of every configuration error (and the URL,
+    which may carry a password, is not echoed)."""
+    res = otpd_factory.run([cmd], {"DATABASE_URL": url}, timeout=8)
+    assert_refused(res, "DATABASE_URL")
+    assert res.output.strip() == \
+        "otpd: DATABASE_URL: postgres:// is not supported yet (planned); use sqlite:PATH", res
+    assert "Pw0rdPw0rd" not in res.output
+
+
+def test_help_says_postgres_is_not_yet_supported(otpd_factory):
+    res = otpd_factory.run(["--help"], {}, base=False, timeout=5)
+    assert res.rc == 0, res
+    line = [ln for ln in res.output.splitlines() if ln.strip().startswith("DATABASE_URL")]
+    assert len(line) == 1, res
+    assert "postgres://\u2026 not yet" in line[0], line[0]
 
 
 # -- the embedded default ------------------------------------------------------------------
@@ -177,6 +210,18 @@ def test_help(otpd_factory, args):
     if len(args) == 2:
         assert args[0] in res.output
     assert not (res.cwd / "otpd.db").exists(), "--help must not create a database"
+
+
+def test_version(otpd_factory):
+    """otpd --version: the VERSION file's version, and the commit in a git checkout."""
+    want = (REPO / "VERSION").read_text().strip()
+    res = otpd_factory.run(["--version"], {}, base=False, timeout=5)
+    assert res.rc == 0, res
+    m = re.fullmatch(r"otpd (\S+)\n", res.output)
+    assert m, res
+    assert m.group(1) == want or m.group(1).startswith(want + "+g"), (want, res.output)
+    assert "--version" in otpd_factory.run(["--help"], {}, base=False, timeout=5).output
+    assert not (res.cwd / "otpd.db").exists()
 
 
 def test_unknown_command(otpd_factory):

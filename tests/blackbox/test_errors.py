@@ -2,6 +2,8 @@
 problem+json, never a 500 and never a crash (the after-test checks also fail on any 500 and on
 a server that died)."""
 
+import json
+import select
 import socket
 import time
 
@@ -55,14 +57,100 @@ def test_payload_too_large_form(otpd):
     assert_problem(raw_post(otpd, SEND, body, FORM), 413, "payload_too_large")
 
 
-def test_payload_too_large_chunked(otpd):
-    def gen():
-        yield b'{"phone_number": "09123456789", "pad": "'
-        for _ in range(40):
-            yield b"x" * 512
-        yield b'"}'
-    r = otpd.post(SEND, data=gen(), headers=JSON)  # no Content-Length: chunked
-    assert_problem(r, 413, "payload_too_large")
+def _addr(otpd):
+    host, port = otpd.url.rsplit("//", 1)[1].rsplit(":", 1)
+    return host.strip("[]"), int(port)
+
+
+def _read_answer(s, timeout):
+    """Everything the server sends until it closes (or timeout): (bytes, closed)."""
+    s.settimeout(timeout)
+    data = b""
+    try:
+        while True:
+            d = s.recv(65536)
+            if not d:
+                return data, True
+            data += d
+    except socket.timeout:
+        return data, False
+    except OSError:            # reset after the answer: closed too
+        return data, True
+
+
+@pytest.mark.parametrize("pad_chunks", [0, 40], ids=["small", "past-4-KiB"])
+def test_chunked_body_is_length_required(otpd, fake, pad_chunks):
+    """A chunked body (no Content-Length) is refused at the headers, whatever its size:
+    411 length_required with Connection: close; nothing is sent.  (Before, a chunked body was
+    read to its end, however long, and only then refused with 413, or served when small.)
+    A raw socket: the whole request is written before the answer is read, as a client that
+    reads no early answer would (requests then fails on its next write instead)."""
+    parts = [b'{"phone_number": "09123456789", "pad": "'] + [b"x" * 512] * pad_chunks + [b'"}']
+    body = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in parts) + b"0\r\n\r\n"
+    with socket.create_connection(_addr(otpd), timeout=5) as s:
+        s.sendall(("POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                   "Transfer-Encoding: chunked\r\n\r\n" % SEND).encode() + body)
+        answer, closed = _read_answer(s, 5)
+    head, _, text = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 411 "), answer[:300]
+    assert b"\r\nconnection: close" in head.lower(), head
+    assert b"\r\ncontent-type: application/problem+json" in head.lower(), head
+    problem = json.loads(text)
+    assert problem["code"] == "length_required" and problem["status"] == 411, problem
+    assert "Content-Length" in problem["detail"], problem
+    assert closed, "the connection is closed after the 411"
+    assert fake.stats()["requests"] == 0
+    assert otpd.send(PHONE).status_code == 200, "the same request with a Content-Length is served"
+
+
+def test_streamed_chunked_body_is_not_read(otpd, fake):
+    """A client that streams a chunked body without end is answered (411) and its connection
+    closed at the headers: the server never accepts more than a bounded amount (here: the client
+    stops at 1 MiB, which the old code read and dropped without answering)."""
+    with socket.create_connection(_addr(otpd), timeout=5) as s:
+        s.sendall(("POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                   "Transfer-Encoding: chunked\r\n\r\n" % SEND).encode())
+        s.sendall(b'1f\r\n{"phone_number": "09123456789",\r\n')
+        sent, answer, closed = 0, b"", False
+        chunk = b"1000\r\n" + b" " * 4096 + b"\r\n"
+        for i in range(256):              # 256 x 4 KiB = 1 MiB at most
+            ready, _, _ = select.select([s], [], [], 5.0 if i == 0 else 0.01)
+            if ready:
+                answer, closed = _read_answer(s, 5)
+                break
+            try:
+                s.sendall(chunk)
+            except OSError:               # closed under us: stopped reading
+                answer, closed = _read_answer(s, 5)
+                closed = True
+                break
+            sent += 4096
+        assert answer.startswith(b"HTTP/1.1 411 "), \
+            "no answer after %d bytes of body: %r" % (sent, answer[:200])
+        assert sent < 1024 * 1024
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert b"\r\nconnection: close" in head.lower(), head
+        assert b'"code":"length_required"' in body, body
+        if not closed:
+            _, closed = _read_answer(s, 5)
+        assert closed, "the connection must be closed after the 411"
+    assert fake.stats()["requests"] == 0, "no code was issued"
+    assert otpd.get("/healthz").status_code == 200
+
+
+def test_get_with_a_body_is_bounded_too(otpd):
+    """Routes without a body drop one, but read at most 4 KiB of it: a chunked one is 411, a
+    Content-Length past 4 KiB is 413 at once (before, both were read to the end)."""
+    with socket.create_connection(_addr(otpd), timeout=5) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1000\r\n")
+        answer, _ = _read_answer(s, 5)
+        assert answer.startswith(b"HTTP/1.1 411 "), answer[:200]
+    with socket.create_connection(_addr(otpd), timeout=5) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\n\r\nx")
+        answer, _ = _read_answer(s, 5)
+        assert answer.startswith(b"HTTP/1.1 413 "), answer[:200]
+    r = otpd.get("/healthz", data=b"x" * 100)   # a small body is still dropped and served
+    assert r.status_code == 200
 
 
 def test_payload_too_large_announced_only(otpd):

@@ -2,6 +2,7 @@
 a send in flight, a database that cannot be written (503 unavailable, and the server lives on)."""
 
 import signal
+import socket
 import sqlite3
 import threading
 import time
@@ -230,3 +231,89 @@ def test_sigterm_while_a_request_waits_for_the_database(otpd, fake):
     # the refused verify did not use the code up
     otpd.restart()
     assert otpd.verify(PHONE, code).status_code == 200
+
+
+STALLED_BODY = b'{"phone_number": "+989350000001"}'.ljust(100)
+
+
+def _stalled_upload(otpd, path="/api/v1/usr/otp"):
+    """A connection that sent a POST's headers and 10 of its 100 body bytes, then stalls.
+    Expect: 100-continue makes the server say when it has the request (its 100 Continue)."""
+    host, port = otpd.url.rsplit("//", 1)[1].rsplit(":", 1)
+    s = socket.create_connection((host.strip("[]"), int(port)), timeout=5)
+    s.sendall(("POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+               "Content-Length: 100\r\nExpect: 100-continue\r\n\r\n" % path).encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = s.recv(4096)
+        assert chunk, "closed before 100 Continue"
+        head += chunk
+    assert head.startswith(b"HTTP/1.1 100"), head
+    s.sendall(STALLED_BODY[:10])
+    return s
+
+
+@pytest.mark.otpd_env(OTPD_SHUTDOWN_TIMEOUT="2", OTPD_DB_BUSY_TIMEOUT_MS="500")
+def test_sigterm_during_a_stalled_upload_exits_0(otpd, fake):
+    """A request still receiving its body at SIGTERM has started no work: it is dropped (its
+    connection closed) and otpd exits 0 with its "stopped cleanly" line.  Before, it counted as
+    waiting for the database: otpd waited out every timeout and exited 1."""
+    stalled = [_stalled_upload(otpd), _stalled_upload(otpd, "/api/v1/usr/logout")]
+    try:
+        assert otpd.send(PHONE).status_code == 200   # others are served meanwhile
+        otpd.send_signal(signal.SIGTERM)
+        rc = otpd.wait(15)
+        assert rc == 0, "exit status %s; log tail:\n%s" % (rc, otpd.log_text()[-1500:])
+        for s in stalled:
+            s.settimeout(5)
+            try:
+                rest = s.recv(4096)
+            except ConnectionResetError:
+                rest = b""
+            assert rest == b"", "a dropped upload gets no answer: %r" % rest[:200]
+    finally:
+        for s in stalled:
+            s.close()
+    lines = log_objects(otpd.log_text())
+    assert any(o.get("event") == "server.stopped" and o.get("msg") == "stopped cleanly"
+               for o in lines), otpd.log_text()[-1500:]
+    assert not [o for o in lines if o.get("level") == "error"], \
+        [o for o in lines if o.get("level") == "error"]
+    assert fake.stats()["requests"] == 1, "the dropped uploads sent nothing"
+
+
+@pytest.mark.otpd_env(KAVENEGAR_TIMEOUT_MS="8000")
+def test_body_completed_after_sigterm_starts_no_work(otpd, fake):
+    """A body that comes in whole after SIGTERM (while a send in flight keeps otpd draining)
+    starts no new work: 503 unavailable with Connection: close, nothing sent; the send in
+    flight is still answered 200, and otpd exits 0."""
+    fake.configure(latency_ms=2000)
+    stalled = _stalled_upload(otpd)
+    box = {}
+
+    def send():
+        box["r"] = otpd.send(PHONE)
+    t = threading.Thread(target=send)
+    t.start()
+    try:
+        wait_for(lambda: fake.stats()["in_flight"] >= 1, 5, what="the send to reach the provider")
+        otpd.send_signal(signal.SIGTERM)
+        # logged once otpd starts no new work: it is draining the send
+        wait_for(lambda: '"server.stopping"' in otpd.log_text(), 5, what="the SIGTERM")
+        stalled.sendall(STALLED_BODY[10:])
+        stalled.settimeout(10)
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            chunk = stalled.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    finally:
+        stalled.close()
+        t.join(15)
+    head = answer.partition(b"\r\n\r\n")[0].lower()
+    assert head.startswith(b"http/1.1 503"), answer[:300]
+    assert b"\r\nconnection: close" in head, head
+    assert box["r"].status_code == 200, box["r"].text
+    assert otpd.wait(10) == 0
+    assert [m["phone"] for m in fake.messages(include_refused=True)] == [PHONE]

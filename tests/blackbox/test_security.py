@@ -13,7 +13,7 @@ import time
 import pytest
 
 from conftest import (PHONE, PHONE_MASKED, VERIFY, assert_log_clean, assert_problem, get_code,
-                      have_ipv6, free_port, phone_n, retry_after_of, wrong_code)
+                      have_ipv6, free_port, phone_n, retry_after_of, wait_for, wrong_code)
 
 XFF = "X-Forwarded-For"
 TIME_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:?\d\d)$")
@@ -25,6 +25,10 @@ def test_log_is_json_lines_with_request_ids(otpd, fake):
     rs = [otpd.send(PHONE), otpd.verify(PHONE, "000000"), otpd.get("/nope"),
           otpd.post("/api/v1/usr/otp", json={})]
     rs.append(otpd.verify(PHONE, get_code(fake, PHONE)))
+    # an access line is written once its answer is sent: the client may read it first
+    rids = [r.headers.get("X-Request-Id") for r in rs]
+    assert all(rids), "no X-Request-Id"
+    wait_for(lambda: all(rid in otpd.log_text() for rid in rids), 5, what="every access line")
     text = otpd.log_text()
     lines = [ln for ln in text.splitlines() if ln.strip()]
     assert lines
@@ -293,3 +297,67 @@ def test_trusted_proxy_ipv6(otpd_factory):
     assert _sends(otpd, 10, ["2001:db8:1::1", "2001:db8:1::1, fd00::5"]) == [200, 200]
     assert _sends(otpd, 20, ["2001:db8:9::99, 2001:db8:1::1", "2001:db8:1::1"]) == [429, 429]
     assert _sends(otpd, 30, ["2001:db8:2::1", "2001:db8:2::1", "2001:db8:2::1"]) == [200, 200, 429]
+
+
+def _xff_list(n_bytes, last="203.0.113.50"):
+    """A plausible X-Forwarded-For value of at least n_bytes, ending with `last`."""
+    parts, size = [], len(last)
+    i = 0
+    while size < n_bytes:
+        p = "198.51.100.%d" % (i % 250)
+        parts.append(p)
+        size += len(p) + 2
+        i += 1
+    return ", ".join(parts + [last])
+
+
+def _send_raw_xff(otpd, phone, xff_values):
+    """A send with one X-Forwarded-For header per value (http.client: requests merges them);
+    returns (status, parsed body)."""
+    import http.client
+    host, port = otpd.url.rsplit("//", 1)[1].rsplit(":", 1)
+    conn = http.client.HTTPConnection(host.strip("[]"), int(port), timeout=10)
+    try:
+        body = json.dumps({"phone_number": phone}).encode()
+        conn.putrequest("POST", "/api/v1/usr/otp")
+        conn.putheader("Content-Type", "application/json")
+        conn.putheader("Content-Length", str(len(body)))
+        for v in xff_values:
+            conn.putheader(XFF, v)
+        conn.endheaders(body)
+        r = conn.getresponse()
+        return r.status, r.getheader("Content-Type", ""), json.loads(r.read() or b"null")
+    finally:
+        conn.close()
+
+
+def _assert_xff_refused(status, ctype, body):
+    assert status == 400, (status, body)
+    assert ctype.split(";")[0].strip() == "application/problem+json", ctype
+    assert body["code"] == "malformed_request", body
+    assert "X-Forwarded-For" in body["detail"], body
+
+
+@pytest.mark.otpd_env(OTP_THROTTLE_RATE="2/min", OTPD_TRUSTED_PROXIES="127.0.0.1")
+def test_oversized_xff_from_trusted_proxy_is_refused(otpd, fake):
+    """An X-Forwarded-For too long to read whole (over 2 KiB, in one header or several) from a
+    trusted proxy is 400 malformed_request: the client is unknown.  Before, otpd fell back to
+    the proxy's address, so such clients shared (and exhausted) the proxy's throttle bucket."""
+    one = _xff_list(3000)
+    _assert_xff_refused(*_send_raw_xff(otpd, phone_n(1), [one]))
+    _assert_xff_refused(*_send_raw_xff(otpd, phone_n(2), [_xff_list(1200), _xff_list(1200)]))
+    _assert_xff_refused(*_send_raw_xff(otpd, phone_n(3), [_xff_list(700)] * 4))
+    assert fake.stats()["requests"] == 0, "a refused request sends nothing"
+    # just under the bound, in two headers, the rightmost entry is still the client
+    ok = [_xff_list(900), _xff_list(900, last="203.0.113.77")]
+    assert len(", ".join(ok)) < 2040
+    assert [_send_raw_xff(otpd, phone_n(10 + i), ok)[0] for i in range(3)] == [200, 200, 429]
+    # and the proxy's own bucket (no header) was never touched by the refused requests
+    assert _sends(otpd, 20, [None, None, None]) == [200, 200, 429]
+
+
+@pytest.mark.otpd_env(OTP_THROTTLE_RATE="2/min")
+def test_oversized_xff_ignored_without_trusted_proxies(otpd):
+    """From a peer that is not a trusted proxy X-Forwarded-For is never read: its size does
+    not matter."""
+    assert [_send_raw_xff(otpd, phone_n(i), [_xff_list(3000)])[0] for i in range(3)] == [200, 200, 429]

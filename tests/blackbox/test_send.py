@@ -271,3 +271,13 @@ def test_invalid_requests_do_not_count(otpd):
     assert otpd.send(PHONE).status_code == 200
     assert otpd.send(PHONE).status_code == 200
     assert_problem(otpd.send(PHONE), 429, "otp_rate_limited")
+
+
+@pytest.mark.otpd_env(OTP_SEND_LIMIT="1", OTP_THROTTLE_RATE="2/min")
+def test_refusals_name_their_limit(otpd, fake):
+    """Every throttled / otp_rate_limited answer says which limit refused it."""
+    assert otpd.send(PHONE).status_code == 200
+    body = assert_problem(otpd.send(PHONE), 429, "otp_rate_limited")
+    assert body["limit"] == "phone_window" and body["retry_after"] > 0
+    body = assert_problem(otpd.send(PHONE), 429, "throttled")
+    assert body["limit"] == "client_rate" and body["retry_after"] > 0

@@ -429,6 +429,69 @@ def test_logout_missing_or_bad_token_is_204(otpd, fake, how):
     ok_pair(refresh(otpd, login["refresh_token"]))
 
 
+JSON_CT = "application/json"
+FORM_CT = "application/x-www-form-urlencoded"
+UNUSABLE_BODIES = [
+    ("truncated-json", b'{"refresh_token": "eyJ', JSON_CT),
+    ("not-json", b"refresh_token", JSON_CT),
+    ("array", b'["eyJhbGciOiJIUzI1NiJ9.e30.x"]', JSON_CT),
+    ("string", b'"eyJhbGciOiJIUzI1NiJ9.e30.x"', JSON_CT),
+    ("json-null", b"null", JSON_CT),
+    ("number-token", b'{"refresh_token": 123}', JSON_CT),
+    ("object-token", b'{"refresh_token": {"a": 1}}', JSON_CT),
+    ("duplicate-keys", b'{"refresh_token": "a", "refresh_token": "b"}', JSON_CT),
+    ("invalid-utf8", b'{"refresh_token": "\xff"}', JSON_CT),
+    ("form-duplicate", b"refresh_token=a&refresh_token=b", FORM_CT),
+    ("form-invalid-utf8", b"refresh_token=%FF", FORM_CT),
+]
+
+
+@pytest.mark.parametrize("body,ctype", [(b, c) for _, b, c in UNUSABLE_BODIES],
+                         ids=[i for i, _, _ in UNUSABLE_BODIES])
+def test_logout_with_unusable_body_is_204_and_uses_the_cookie(otpd, fake, body, ctype):
+    """A logout answers 204 with both cookies cleared whatever it is given: a body that cannot
+    be used (malformed, not an object, a token that is not a string, a bad form) counts as a
+    body that names no token, so the refresh_token cookie is the one revoked, as with no body.
+    Refresh still refuses such a body (400)."""
+    a = otpd.login(fake, PHONE).json()
+    b = otpd.login(fake, PHONE).json()
+    assert_logout_ok(otpd.post(LOGOUT, data=body, headers={"Content-Type": ctype}))
+    r = otpd.post(LOGOUT, data=body, headers={"Content-Type": ctype,
+                                              "Cookie": "refresh_token=%s" % a["refresh_token"]})
+    assert_logout_ok(r)
+    assert_invalid_token(refresh(otpd, a["refresh_token"]))
+    ok_pair(refresh(otpd, b["refresh_token"]))   # never named: untouched
+    r = otpd.post(REFRESH, data=body, headers={"Content-Type": ctype})
+    assert_problem(r, 400, codes=("malformed_request", "validation_error"))
+
+
+@pytest.mark.parametrize("body,ctype", [(b'{"refresh_token": "eyJ', JSON_CT),
+                                        (b"refresh_token=a&refresh_token=b", FORM_CT)],
+                         ids=["json", "form"])
+def test_logout_unusable_body_with_cookie_from_foreign_origin_is_403(otpd, fake, body, ctype):
+    """The cookie that an unusable body falls back to is still cookie authentication: from a
+    foreign Origin it is 403, and nothing is revoked or cleared."""
+    rt = otpd.login(fake, PHONE).json()["refresh_token"]
+    r = otpd.post(LOGOUT, data=body, headers={"Content-Type": ctype, "Origin": "https://evil.example",
+                                              "Cookie": "refresh_token=%s" % rt})
+    assert_problem(r, 403, "forbidden")
+    assert not cookies_of(r)
+    ok_pair(refresh(otpd, rt))
+
+
+def test_logout_too_large_or_unsupported_body_is_still_refused(otpd, fake):
+    """413 and 415 stay as on every endpoint, also for logout."""
+    rt = otpd.login(fake, PHONE).json()["refresh_token"]
+    cookie = {"Cookie": "refresh_token=%s" % rt}
+    big = ('{"refresh_token": "%s"}' % ("x" * 5000)).encode()
+    assert_problem(otpd.post(LOGOUT, data=big, headers=dict(cookie, **{"Content-Type": JSON_CT})),
+                   413, "payload_too_large")
+    assert_problem(otpd.post(LOGOUT, data=b"refresh_token", headers=dict(cookie, **{"Content-Type": "text/plain"})),
+                   415, "unsupported_media_type")
+    assert_problem(otpd.post(LOGOUT, data=b"refresh_token", headers=cookie), 415, "unsupported_media_type")
+    ok_pair(refresh(otpd, rt))   # none of them revoked anything
+
+
 def test_logout_with_access_token_revokes_nothing(otpd, fake):
     login = otpd.login(fake, PHONE).json()
     assert_logout_ok(logout(otpd, login["access_token"]))

@@ -169,6 +169,61 @@ static void test_key_shape(void **state)
 	assert_false(sms_kavenegar_key_is_valid("KEY%2F"));
 }
 
+/* account/info: entries.remaincredit, in Rial (docs/KAVENEGAR.md §4.4). */
+static void test_parse_credit(void **state)
+{
+	static char buf[FIXTURE_MAX];
+	double credit = -1;
+	size_t n;
+
+	(void)state;
+	n = read_fixture("account_info.json", buf, sizeof(buf));
+	assert_true(sms_kavenegar_parse_credit(buf, n, &credit));
+	assert_true(credit == 1500000);
+	n = read_fixture("sms_send_success.json", buf, sizeof(buf)); /* no remaincredit */
+	assert_false(sms_kavenegar_parse_credit(buf, n, &credit));
+	assert_false(sms_kavenegar_parse_credit("{\"entries\":{\"remaincredit\":-5}}", 32, &credit));
+	assert_false(sms_kavenegar_parse_credit("not json", 8, &credit));
+}
+
+/* sms/status: each id with its state; an unknown id (100) is no error (§4.3). */
+static void test_parse_statuses(void **state)
+{
+	static char buf[FIXTURE_MAX];
+	struct sms_kavenegar_status st[4];
+	size_t n;
+
+	(void)state;
+	n = read_fixture("sms_status.json", buf, sizeof(buf));
+	assert_int_equal(sms_kavenegar_parse_statuses(buf, n, st, 4), 3);
+	assert_true(st[0].message_id == 8792343 && st[0].status == 10);
+	assert_true(st[1].message_id == 8792346 && st[1].status == 4);
+	assert_true(st[2].message_id == 123 && st[2].status == 100);
+	assert_int_equal(sms_kavenegar_parse_statuses(buf, n, st, 2), 2); /* bounded */
+	assert_int_equal(sms_kavenegar_parse_statuses("{}", 2, st, 4), 0);
+}
+
+/* An accepted send carries the provider's messageid for the delivery check. */
+static void test_send_message_id(void **state)
+{
+	static char buf[FIXTURE_MAX];
+	struct sms_result r;
+	size_t n;
+
+	(void)state;
+	n = read_fixture("sms_send_success.json", buf, sizeof(buf));
+	r = sms_kavenegar_classify(1, 200, buf, n);
+	assert_int_equal(r.status, OTPD_OK);
+	assert_true(r.message_id == 8792343);
+	assert_int_equal(r.return_status, 200);
+	n = read_fixture("verify_lookup_success_entries_object.json", buf, sizeof(buf));
+	r = sms_kavenegar_classify(1, 200, buf, n);
+	assert_true(r.message_id > 0);
+	n = read_fixture("error_418_insufficient_credit.json", buf, sizeof(buf));
+	r = sms_kavenegar_classify(1, 418, buf, n);
+	assert_true(r.message_id == 0 && r.return_status == 418);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -178,6 +233,9 @@ int main(void)
 		cmocka_unit_test(test_not_an_envelope),
 		cmocka_unit_test(test_envelope_any_http),
 		cmocka_unit_test(test_key_shape),
+		cmocka_unit_test(test_parse_credit),
+		cmocka_unit_test(test_parse_statuses),
+		cmocka_unit_test(test_send_message_id),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -36,6 +36,7 @@ static const struct {
 	{OTPD_FORBIDDEN, "forbidden", 403},
 	{OTPD_NOT_FOUND, "not_found", 404},
 	{OTPD_METHOD_NOT_ALLOWED, "method_not_allowed", 405},
+	{OTPD_LENGTH_REQUIRED, "length_required", 411},
 	{OTPD_PAYLOAD_TOO_LARGE, "payload_too_large", 413},
 	{OTPD_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", 415},
 	{OTPD_THROTTLED, "throttled", 429},
@@ -47,11 +48,12 @@ static const struct {
 	{OTPD_NOMEM, "internal_error", 500},
 };
 
-/* The 18 distinct codes of the §4 table. */
+/* The 19 distinct codes of the §4 table (length_required: a body without a
+ * Content-Length, i.e. chunked, is refused at the headers). */
 static const char *const contract_codes[] = {
 	"malformed_request", "validation_error", "invalid_code", "too_many_attempts",
 	"otp_expired", "invalid_token", "user_inactive", "forbidden", "not_found",
-	"method_not_allowed", "payload_too_large", "unsupported_media_type",
+	"method_not_allowed", "length_required", "payload_too_large", "unsupported_media_type",
 	"throttled", "otp_rate_limited", "sms_rejected", "sms_unavailable",
 	"unavailable", "internal_error",
 };

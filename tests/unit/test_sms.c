@@ -635,6 +635,43 @@ static void test_console(void **state)
 	outcome_release(&o);
 }
 
+/* In the text format the code stands on a line of its own, once:
+ * "CODE +98912***6789 → 482913"; no JSON, no full number. */
+static void test_console_text(void **state)
+{
+	struct outcome o;
+	struct sms *s = NULL;
+	struct sms_config c = {0};
+	int logfd;
+	char *log, *line;
+	(void)state;
+
+	c.backend = SMS_CONSOLE;
+	c.max_queue = 4;
+	outcome_init(&o);
+	logfd = log_capture_start();
+	log_set_format(LOG_FORMAT_TEXT);
+	log_set_request_id("00112233aabbccdd");
+	assert_int_equal(sms_new(&c, &s), OTPD_OK);
+	assert_int_equal(sms_send(s, PHONE, CODE, on_done, &o), OTPD_OK);
+	log_set_request_id(NULL);
+	assert_int_equal(outcome_wait(&o, 5000), 1);
+	sms_free(s, 1000);
+	log_set_format(LOG_FORMAT_JSON);
+	log = log_capture_end(logfd);
+	assert_int_equal(o.r.status, OTPD_OK);
+	line = strstr(log, "CODE ");
+	assert_non_null(line);
+	assert_true(line == log || line[-1] == '\n');
+	assert_int_equal(strncmp(line, "CODE +98912***6789 \xe2\x86\x92 " CODE "  [req 00112233aabbccdd]\n",
+	                         strlen("CODE +98912***6789 \xe2\x86\x92 " CODE "  [req 00112233aabbccdd]\n")), 0);
+	assert_true(strstr(log, CODE) == strstr(line, CODE));  /* there first, */
+	assert_null(strstr(strchr(line, '\n'), CODE));         /* and only there */
+	assert_null(strchr(log, '{'));            /* no JSON */
+	assert_null(strstr(log, PHONE));
+	outcome_release(&o);
+}
+
 /* sms_free with a job in flight and a short wait: done() still called. */
 static void test_free_in_flight(void **state)
 {
@@ -784,6 +821,7 @@ int main(void)
 		cmocka_unit_test(test_timeout),
 		cmocka_unit_test(test_refused),
 		cmocka_unit_test(test_console),
+		cmocka_unit_test(test_console_text),
 		cmocka_unit_test(test_free_in_flight),
 		cmocka_unit_test(test_free_waits),
 		cmocka_unit_test(test_queue_full),
