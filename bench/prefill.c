@@ -13,7 +13,9 @@
  *     stored hash = otp_code_hash(otp_derive_key(SECRET_KEY, "otpd/v1/code-hash"),
  *                                 phone, code)         — as src/auth/login.c does
  * Filler codes (the large database), i in [K, N): the same phones, random
- * hashes (they never verify), mostly expired or used, each with its send row.
+ * hashes (they never verify), expired or used, created over the last 29 days
+ * in id order (as otpd writes them: the retention purge reads the oldest ids
+ * first), before the known codes (created now).
  * Users (the large database), i in [0, U): "+98911" + 7-digit i, so that a
  * verified pool code still creates a new user, as on an empty database.
  *
@@ -25,9 +27,9 @@
  *                SQLite, rows in key order, many per transaction, with
  *                journal and sync off (a crash while loading ruins the file:
  *                bench only), then put back in WAL mode.  The rows are the
- *                ones store_otp_issue() leaves: an otp_sends row per code and
- *                otp_codes.otp_id = that row's id.  Fast: ~10 M codes in
- *                about a minute.
+ *                ones store_otp_issue() leaves: one otp_codes row per code
+ *                (schema version 4), one code per phone.  Fast: ~10 M codes
+ *                in about a minute.
  * Nothing here is used by the daemon; it links the daemon's objects
  * (build/obj/src/... minus main.o) only for the store and the hashing. */
 #include <errno.h>
@@ -171,22 +173,24 @@ static void bulk(const uint8_t key[OTP_KEY_LEN], long k, long total, long users,
 	const int64_t now = now_ms();
 	char phone[OTP_PHONE_LEN + 1], code[OTP_CODE_LEN + 1], uname[32], email[64];
 	uint8_t hash[OTP_HASH_LEN];
-	sqlite3_stmt *send, *otp, *user;
+	sqlite3_stmt *otp, *user;
 
 	if (sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK)
 		die("open");
 	exec_sql("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;"
 	         "PRAGMA cache_size=-2000000; PRAGMA temp_store=MEMORY;"
 	         "PRAGMA foreign_keys=OFF");
-	send = prep("INSERT INTO otp_sends (phone, sent_ms) VALUES (?1, ?2)");
-	otp = prep("INSERT INTO otp_codes (phone, otp_id, code_hash, created_ms,"
-	           " expires_ms, attempts, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
+	otp = prep("INSERT INTO otp_codes (phone, code_hash, created_ms, expires_ms,"
+	           " attempts, max_attempts, state, ended_ms)"
+	           " VALUES (?1, ?2, ?3, ?4, ?5, 3, ?6, ?7)");
 	user = prep("INSERT INTO users (phone_number, username, email, first_name,"
 	            " last_name, is_active, is_staff, created_at_ms, last_login_ms)"
 	            " VALUES (?1, ?2, ?3, NULL, NULL, 1, 0, ?4, ?5)");
 
 	exec_sql("BEGIN");
-	for (long i = 0; i < total; i++) {
+	/* The filler first (the oldest ids), then the known codes. */
+	for (long n = 0; n < total; n++) {
+		const long i = n < total - k ? k + n : n - (total - k);
 		const bool known = i < k;
 		int64_t created, expires;
 		int state = 0, attempts = 0;
@@ -204,25 +208,27 @@ static void bulk(const uint8_t key[OTP_KEY_LEN], long k, long total, long users,
 				uint64_t r = rng();
 				memcpy(hash + w, &r, 8);
 			}
-			/* sent in the last 30 days; about a third used, a few
-			 * with wrong guesses, the rest expired unused */
-			created = now - 1000 - (int64_t)(rng() % (30LL * 86400 * 1000));
+			/* sent over the last 29 days (older first), at least
+			 * a second ago; about a third used, a few with wrong
+			 * guesses, the rest expired unused */
+			const int64_t span = 29LL * 86400 * 1000;
+			created = now - 1000 - span + (int64_t)((double)span * (double)n / (double)total);
 			expires = created + 300000;
 			state = (i % 3 == 0) ? 1 : 0;
 			attempts = (i % 7 == 0) ? 1 : 0;
 		}
-		sqlite3_bind_text(send, 1, phone, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(send, 2, created);
-		step_reset(send, "insert otp_sends");
 		sqlite3_bind_text(otp, 1, phone, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(otp, 2, sqlite3_last_insert_rowid(db));
-		sqlite3_bind_blob(otp, 3, hash, OTP_HASH_LEN, SQLITE_STATIC);
-		sqlite3_bind_int64(otp, 4, created);
-		sqlite3_bind_int64(otp, 5, expires);
-		sqlite3_bind_int(otp, 6, attempts);
-		sqlite3_bind_int(otp, 7, state);
+		sqlite3_bind_blob(otp, 2, hash, OTP_HASH_LEN, SQLITE_STATIC);
+		sqlite3_bind_int64(otp, 3, created);
+		sqlite3_bind_int64(otp, 4, expires);
+		sqlite3_bind_int(otp, 5, attempts);
+		sqlite3_bind_int(otp, 6, state);
+		if (state == 1)
+			sqlite3_bind_int64(otp, 7, created + 30000);
+		else
+			sqlite3_bind_null(otp, 7);
 		step_reset(otp, "insert otp_codes");
-		if ((i + 1) % BATCH == 0)
+		if ((n + 1) % BATCH == 0)
 			exec_sql("COMMIT; BEGIN");
 	}
 	for (long i = 0; i < users; i++) {
@@ -241,7 +247,6 @@ static void bulk(const uint8_t key[OTP_KEY_LEN], long k, long total, long users,
 			exec_sql("COMMIT; BEGIN");
 	}
 	exec_sql("COMMIT");
-	sqlite3_finalize(send);
 	sqlite3_finalize(otp);
 	sqlite3_finalize(user);
 	exec_sql("ANALYZE; PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL");

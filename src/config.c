@@ -64,6 +64,7 @@ static const struct var vars[] = {
 	{"OTPD_MAX_CONNECTIONS", K_INT, F(max_connections), "4096", 16, 1000000, "open client connections at most"},
 	{"OTPD_SMS_MAX_QUEUE", K_INT, F(sms_max_queue), "10000", 1, 1000000, "SMS jobs waiting or in flight at most (beyond: 503)"},
 	{"OTPD_PURGE_INTERVAL", K_INT, F(purge_interval_s), "300", 1, 86400, "seconds between purges of expired refresh records"},
+	{"OTPD_CODE_RETENTION", K_INT, F(code_retention_s), "2592000", 3600, 315360000, "seconds issued codes and the dashboard's counters are kept (the purge deletes older ones)"},
 	{"OTPD_LOG_LEVEL", K_LOGLEVEL, F(log_level), "info", 0, 0, "error, warn, info or debug"},
 	{"OTPD_METRICS_TOKEN", K_STR, F(metrics_token), "", 0, 0, "when set, GET /metrics requires Authorization: Bearer <token> (never logged)"},
 	{"OTPD_LOG_FORMAT", K_LOGFORMAT, F(log_format), "auto", 0, 0, "json, text (short lines for a person) or auto: text when stderr is a terminal and OTPD_ENV=development"},

@@ -63,6 +63,7 @@ struct config {
 	int64_t max_connections;
 	int64_t sms_max_queue;
 	int64_t purge_interval_s;
+	int64_t code_retention_s;       /* codes and stats kept this long */
 	int log_level;                  /* enum log_level */
 	char metrics_token[256];        /* "" = /metrics open */
 	int64_t kavenegar_credit_interval_s;

@@ -2,6 +2,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include "../log.h"
 #include "../otp/code.h"
 #include "../otp/phone.h"
@@ -105,14 +106,23 @@ static void on_cancelled(void *arg, enum otpd_status status)
 	send_finish(job);
 }
 
+static int64_t wall_ms(void)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_REALTIME, &now);
+	return (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+}
+
 /* docs/API.md §3 / issue 3: a code whose SMS was not accepted never
- * verifies.  It is cancelled before the client hears the answer. */
+ * verifies.  It is cancelled before the client hears the answer (the
+ * history records when: now, after the provider's answer). */
 static void send_cancel(struct auth_send *job)
 {
 	char masked[OTP_PHONE_MASKED_LEN];
 
 	if (store_otp_cancel_start(job->a->store, job->phone, job->issued.otp_id,
-	                           on_cancelled, job) == OTPD_OK)
+	                           wall_ms(), on_cancelled, job) == OTPD_OK)
 		return;
 	otp_phone_mask(job->phone, masked);
 	log_error("otp.cancel_failed", "cannot cancel the unsent code for %s", masked);

@@ -191,6 +191,33 @@ struct auth_janitor {
 	bool stop;
 };
 
+/* Codes and stats older than OTPD_CODE_RETENTION, in bounded batches.  A
+ * code still counts while it can verify or is inside the send window: the
+ * cut is never later than those allow. */
+static void purge_history(struct auth *a, int64_t now_ms)
+{
+	int64_t keep_ms = a->cfg->code_retention_s * 1000;
+	int deleted = 0, total = 0;
+
+	if (keep_ms < a->policy.expiry_ms)
+		keep_ms = a->policy.expiry_ms;
+	if (keep_ms < a->policy.send_window_ms)
+		keep_ms = a->policy.send_window_ms;
+	/* A batch reads the oldest codes by id and deletes those old enough:
+	 * go on while one deletes any (a clock that went back leaves a few
+	 * newer rows among the oldest ids; they do not stop the purge). */
+	for (int i = 0; i < PURGE_MAX_BATCHES; i++) {
+		if (store_history_purge(a->store, now_ms - keep_ms, PURGE_BATCH, &deleted) != OTPD_OK)
+			break;
+		total += deleted;
+		if (deleted == 0)
+			break;
+	}
+	if (total)
+		log_info("auth.purge", "%d code(s) and stats bucket(s) older than %lld s deleted",
+		         total, (long long)(keep_ms / 1000));
+}
+
 static void purge_once(struct auth *a)
 {
 	struct timespec now;
@@ -207,6 +234,7 @@ static void purge_once(struct auth *a)
 	}
 	if (total)
 		log_info("auth.purge", "%d expired refresh record(s) deleted", total);
+	purge_history(a, now_ms);
 }
 
 static void *janitor_main(void *arg)

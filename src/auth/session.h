@@ -60,8 +60,10 @@ enum otpd_status auth_me(struct auth *a, const char *access_token, int64_t now_m
 /* The JWK Set document (see auth_jwt_jwks). */
 const char *auth_jwks(const struct auth *a);
 
-/* A background thread deleting expired refresh records, in bounded
- * batches, every interval_s seconds. */
+/* A background thread deleting expired refresh records, and codes and
+ * stats older than OTPD_CODE_RETENTION (store_history_purge), in bounded
+ * batches (at most 100 x 1,000 rows of each a pass), every interval_s
+ * seconds. */
 struct auth_janitor;
 enum otpd_status auth_janitor_start(struct auth *a, int interval_s,
                                     struct auth_janitor **ret);

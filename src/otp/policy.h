@@ -20,6 +20,7 @@ enum otp_code_state {
 	OTP_CODE_ACTIVE = 0,
 	OTP_CODE_USED = 1,
 	OTP_CODE_CANCELLED = 2, /* its SMS was not accepted by the provider */
+	OTP_CODE_REPLACED = 3,  /* a newer send replaced it */
 };
 
 /* What the store holds of the latest code of a phone number. */

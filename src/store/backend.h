@@ -19,4 +19,9 @@ enum otpd_status store_sqlite_open(const char *path, const struct store_options 
 extern const char *const store_sqlite_migrations[];
 extern const size_t store_sqlite_migrations_count;
 
+/* store/sqlite.c: the SQL of its i-th statement (every one it prepares)
+ * and its name, or NULL past the last: the conformance suite reads their
+ * query plans. */
+const char *store_sqlite_statement(size_t i, const char **ret_name);
+
 #endif

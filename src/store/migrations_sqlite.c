@@ -120,6 +120,92 @@ const char *const store_sqlite_migrations[] = {
 	"CREATE INDEX refresh_tokens_user ON refresh_tokens (user_id);\n"
 	"CREATE INDEX refresh_tokens_expires ON refresh_tokens (expires_ms);\n",
 
+	/* 4: a history of codes.  otp_codes keeps one row per issued code
+	 * (id is the otp_id; AUTOINCREMENT, so that an id is never reused
+	 * after the retention purge deletes old rows) instead of one per
+	 * number, and otp_sends goes: the per-number send limit counts codes.
+	 * state: 0 active, 1 used, 2 cancelled (its SMS was not accepted),
+	 * 3 replaced by a newer send.  ended_ms: when it became used,
+	 * cancelled, replaced or exhausted (attempts = max_attempts); NULL
+	 * while active.  What an admin sees derives from these: valid, used,
+	 * expired (state 0, past expires_ms), exhausted (attempts >=
+	 * max_attempts), replaced, cancelled.  sms_*: the provider's message
+	 * id once it accepted the SMS, its delivery status and when that was
+	 * learnt (store.h, STORE_SMS_STATUS_FINAL).
+	 *
+	 * The current code of a number is its newest row: the index on phone
+	 * holds (phone, rowid), so `WHERE phone = ? ORDER BY id DESC LIMIT 1`
+	 * is one index lookup.  The partial index holds only the codes whose
+	 * delivery is still to be learnt (a handful): nothing is written to it
+	 * when a code is issued.
+	 *
+	 * The copy: every send of version 3 in id order, joined to the code
+	 * that it issued when that is still the number's current code; a
+	 * send without one (its code was replaced) becomes a replaced code
+	 * with a zero hash (it never matches: HMAC-SHA256 output), ended by
+	 * the number's next send, so that the send limit holds across the
+	 * upgrade.  A current code without its send (a database of version 1
+	 * filled by hand) is copied too.  max_attempts was not recorded: the
+	 * copied codes get 3 (OTP_MAX_ATTEMPTS's default; verify judges with
+	 * the smaller of it and the configured value).  ended_ms of copied
+	 * codes is unknown (NULL) except for the replaced ones.  The
+	 * AUTOINCREMENT counter continues from otp_sends'. */
+	"CREATE TABLE otp_codes_v4 (\n"
+	"  id             INTEGER PRIMARY KEY AUTOINCREMENT,\n"
+	"  phone          TEXT NOT NULL,\n"
+	"  code_hash      BLOB NOT NULL CHECK (length(code_hash) = 32),\n"
+	"  created_ms     INTEGER NOT NULL,\n"
+	"  expires_ms     INTEGER NOT NULL,\n"
+	"  attempts       INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),\n"
+	"  max_attempts   INTEGER NOT NULL CHECK (max_attempts >= 1),\n"
+	"  state          INTEGER NOT NULL DEFAULT 0 CHECK (state BETWEEN 0 AND 3),\n"
+	"  ended_ms       INTEGER,\n"
+	"  sms_message_id INTEGER,\n"
+	"  sms_status     INTEGER,\n"
+	"  sms_status_ms  INTEGER\n"
+	") STRICT;\n"
+	"INSERT INTO otp_codes_v4 (id, phone, code_hash, created_ms, expires_ms,"
+	" attempts, max_attempts, state, ended_ms)\n"
+	"  SELECT s.id, s.phone, coalesce(c.code_hash, zeroblob(32)),"
+	" coalesce(c.created_ms, s.sent_ms), coalesce(c.expires_ms, s.sent_ms),"
+	" coalesce(c.attempts, 0), 3, coalesce(c.state, 3),"
+	" CASE WHEN c.phone IS NULL THEN (SELECT min(n.sent_ms) FROM otp_sends n"
+	" WHERE n.phone = s.phone AND n.id > s.id) END\n"
+	"  FROM otp_sends s LEFT JOIN otp_codes c ON c.phone = s.phone AND c.otp_id = s.id\n"
+	"  ORDER BY s.id;\n"
+	"INSERT INTO otp_codes_v4 (id, phone, code_hash, created_ms, expires_ms,"
+	" attempts, max_attempts, state)\n"
+	"  SELECT c.otp_id, c.phone, c.code_hash, c.created_ms, c.expires_ms,"
+	" c.attempts, 3, c.state FROM otp_codes c\n"
+	"  WHERE NOT EXISTS (SELECT 1 FROM otp_sends s WHERE s.id = c.otp_id"
+	" AND s.phone = c.phone);\n"
+	"DELETE FROM sqlite_sequence WHERE name = 'otp_codes_v4';\n"
+	"INSERT INTO sqlite_sequence (name, seq) VALUES ('otp_codes_v4', max("
+	"coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'otp_sends'), 0),"
+	" coalesce((SELECT max(id) FROM otp_codes_v4), 0)));\n"
+	"DROP TABLE otp_codes;\n"
+	"DROP TABLE otp_sends;\n"
+	"ALTER TABLE otp_codes_v4 RENAME TO otp_codes;\n"
+	"CREATE INDEX otp_codes_phone ON otp_codes (phone);\n"
+	"CREATE INDEX otp_codes_delivery ON otp_codes (created_ms)"
+	" WHERE sms_message_id IS NOT NULL AND coalesce(sms_status, 0) < 6;\n"
+
+	/* What the dashboard counts, per 5 minutes (bucket_ms: the start of
+	 * the bucket, a multiple of 300000), each counter added to in the
+	 * transaction of the operation it counts: sends (codes issued),
+	 * sms_failures (codes cancelled), logins, new_users, wrong_guesses,
+	 * locks (none yet).  "Per 5 minutes over the last 24 h" is a range
+	 * of the primary key. */
+	"CREATE TABLE stats_5m (\n"
+	"  bucket_ms     INTEGER PRIMARY KEY,\n"
+	"  sends         INTEGER NOT NULL DEFAULT 0,\n"
+	"  sms_failures  INTEGER NOT NULL DEFAULT 0,\n"
+	"  logins        INTEGER NOT NULL DEFAULT 0,\n"
+	"  new_users     INTEGER NOT NULL DEFAULT 0,\n"
+	"  wrong_guesses INTEGER NOT NULL DEFAULT 0,\n"
+	"  locks         INTEGER NOT NULL DEFAULT 0\n"
+	") STRICT, WITHOUT ROWID;\n",
+
 	/* Append new versions here. */
 };
 

@@ -1,11 +1,11 @@
 /* The SQLite backend of store.h: group commit.
  *
  * One writer thread per store owns the write connection.  A write operation
- * (secret, issue, cancel, verify, rotate, revoke, purge, migrate) packs its
- * arguments into a job and queues it: a synchronous call's job lives on the
- * caller's stack and the caller waits; an asynchronous one (issue, cancel,
- * verify, rotate, revoke: store_*_start) is a heap copy, and the writer
- * calls its done()
+ * (secret, issue, cancel, verify, rotate, revoke, purges, SMS accepted,
+ * delivery statuses, migrate) packs its arguments into a job and queues it:
+ * a synchronous call's job lives on the caller's stack and the caller waits;
+ * an asynchronous one (issue, cancel, verify, rotate, revoke, SMS accepted:
+ * store_*_start) is a heap copy, and the writer calls its done() (if any)
  * instead, so the request path never holds a thread while it waits.  The
  * writer takes every job queued at that moment (at most BATCH_MAX), runs
  * them in ONE `BEGIN IMMEDIATE ... COMMIT` transaction, each job in a
@@ -24,7 +24,8 @@
  * - synchronous=FULL in WAL mode syncs the WAL at every commit, so OTPD_OK
  *   means durable, with one sync per batch instead of one per request.
  *
- * Reads that are one statement (ping, user_get) use a second, read-only
+ * Reads that are one statement (ping, user_get, stats, pending deliveries)
+ * use a second, read-only
  * connection under its own mutex: they never wait for a batch (WAL).  An
  * in-memory database cannot be shared by two connections; there the reads
  * are jobs too.  Driver errors are translated and logged once, here (see
@@ -64,14 +65,20 @@ enum stmt_id {
 	ST_MIGRATION_MAX,
 	ST_META_INSERT,
 	ST_META_GET,
-	ST_SEND_WINDOW,
-	ST_SEND_INSERT,
-	ST_SEND_PRUNE,
-	ST_CODE_UPSERT,
+	ST_CODE_RECENT,
+	ST_CODE_INSERT,
+	ST_CODE_REPLACE,
 	ST_CODE_CANCEL,
 	ST_CODE_GET,
 	ST_CODE_ATTEMPT,
 	ST_CODE_USE,
+	ST_STATS_ADD,
+	ST_STATS_RANGE,
+	ST_SMS_ACCEPTED,
+	ST_DELIVERY_PENDING,
+	ST_DELIVERY_SET,
+	ST_HISTORY_PURGE_STATS,
+	ST_HISTORY_PURGE_CODES,
 	ST_USER_INSERT,
 	ST_USER_BY_PHONE,
 	ST_USER_BY_ID,
@@ -89,6 +96,11 @@ enum stmt_id {
 #define SESSION_COLUMNS \
 	"jti, access_jti, family, created_ms, expires_ms, user_id, state," \
 	" rotated_ms, replaced_by"
+/* A delivery status is final from STORE_SMS_STATUS_FINAL up; the same
+ * number is in the partial index otp_codes_delivery (migration 4), which
+ * the pending read must match to use it. */
+#define SMS_NOT_FINAL "coalesce(sms_status, 0) < 6"
+_Static_assert(STORE_SMS_STATUS_FINAL == 6, "SMS_NOT_FINAL and migration 4 say 6");
 
 /* Every statement otpd runs on SQLite, prepared once (on first use, so that
  * a store can be opened before it is migrated) and reused. */
@@ -119,31 +131,65 @@ static const struct {
 		"INSERT INTO meta (name, value) VALUES (?1, ?2)"
 		" ON CONFLICT (name) DO NOTHING"},
 	[ST_META_GET] = {"read secret", "SELECT value FROM meta WHERE name = ?1"},
-	[ST_SEND_WINDOW] = {"count sends",
-		"SELECT count(*), min(sent_ms) FROM otp_sends"
-		" WHERE phone = ?1 AND sent_ms > ?2"},
-	[ST_SEND_INSERT] = {"record send",
-		"INSERT INTO otp_sends (phone, sent_ms) VALUES (?1, ?2)"},
-	[ST_SEND_PRUNE] = {"prune sends",
-		"DELETE FROM otp_sends WHERE phone = ?1 AND sent_ms <= ?2"},
-	[ST_CODE_UPSERT] = {"store code",
-		"INSERT INTO otp_codes"
-		" (phone, otp_id, code_hash, created_ms, expires_ms, attempts, state)"
-		" VALUES (?1, ?2, ?3, ?4, ?5, 0, 0)"
-		" ON CONFLICT (phone) DO UPDATE SET"
-		" otp_id = excluded.otp_id, code_hash = excluded.code_hash,"
-		" created_ms = excluded.created_ms, expires_ms = excluded.expires_ms,"
-		" attempts = 0, state = 0"},
+	/* The newest ?2 codes of a number, newest first (the index on phone
+	 * holds (phone, rowid)): the first is its current code, and the send
+	 * limit counts those created inside the window.  ?2 is the limit:
+	 * when fewer than that many are in the window, older ones cannot
+	 * matter (ids follow creation). */
+	[ST_CODE_RECENT] = {"read recent codes",
+		"SELECT id, created_ms, expires_ms, attempts, max_attempts, state"
+		" FROM otp_codes WHERE phone = ?1 ORDER BY id DESC LIMIT ?2"},
+	[ST_CODE_INSERT] = {"record code",
+		"INSERT INTO otp_codes (phone, code_hash, created_ms, expires_ms,"
+		" attempts, max_attempts, state) VALUES (?1, ?2, ?3, ?4, 0, ?5, 0)"},
+	[ST_CODE_REPLACE] = {"replace code",
+		"UPDATE otp_codes SET state = 3, ended_ms = ?2 WHERE id = ?1"},
+	/* Active or replaced (its SMS never went out either); never a used
+	 * one.  (No IN list: see migration 3.) */
 	[ST_CODE_CANCEL] = {"cancel code",
-		"UPDATE otp_codes SET state = 2"
-		" WHERE phone = ?1 AND otp_id = ?2 AND state = 0"},
+		"UPDATE otp_codes SET state = 2, ended_ms = ?3"
+		" WHERE id = ?2 AND phone = ?1 AND (state = 0 OR state = 3)"},
 	[ST_CODE_GET] = {"read code",
-		"SELECT code_hash, created_ms, expires_ms, attempts, state"
-		" FROM otp_codes WHERE phone = ?1"},
+		"SELECT id, code_hash, created_ms, expires_ms, attempts, max_attempts, state"
+		" FROM otp_codes WHERE phone = ?1 ORDER BY id DESC LIMIT 1"},
+	/* ?2: when this guess was the last one allowed, else NULL. */
 	[ST_CODE_ATTEMPT] = {"count attempt",
-		"UPDATE otp_codes SET attempts = attempts + 1 WHERE phone = ?1"},
+		"UPDATE otp_codes SET attempts = attempts + 1, ended_ms = ?2 WHERE id = ?1"},
 	[ST_CODE_USE] = {"use code",
-		"UPDATE otp_codes SET state = 1 WHERE phone = ?1"},
+		"UPDATE otp_codes SET state = 1, ended_ms = ?2 WHERE id = ?1"},
+	/* Add to the counters of bucket ?1 (one statement per operation). */
+	[ST_STATS_ADD] = {"count events",
+		"INSERT INTO stats_5m (bucket_ms, sends, sms_failures, logins, new_users,"
+		" wrong_guesses, locks) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0)"
+		" ON CONFLICT (bucket_ms) DO UPDATE SET sends = sends + excluded.sends,"
+		" sms_failures = sms_failures + excluded.sms_failures,"
+		" logins = logins + excluded.logins, new_users = new_users + excluded.new_users,"
+		" wrong_guesses = wrong_guesses + excluded.wrong_guesses"},
+	[ST_STATS_RANGE] = {"read stats",
+		"SELECT bucket_ms, sends, sms_failures, logins, new_users, wrong_guesses,"
+		" locks FROM stats_5m WHERE bucket_ms >= ?1 AND bucket_ms < ?2"
+		" ORDER BY bucket_ms LIMIT ?3"},
+	[ST_SMS_ACCEPTED] = {"record sms accepted",
+		"UPDATE otp_codes SET sms_message_id = ?2, sms_status = NULL,"
+		" sms_status_ms = ?3 WHERE id = ?1"},
+	/* Through the partial index otp_codes_delivery: its WHERE, verbatim. */
+	[ST_DELIVERY_PENDING] = {"read pending deliveries",
+		"SELECT id, sms_message_id FROM otp_codes"
+		" WHERE sms_message_id IS NOT NULL AND " SMS_NOT_FINAL
+		" AND created_ms > ?1 ORDER BY created_ms, id LIMIT ?2"},
+	[ST_DELIVERY_SET] = {"record delivery",
+		"UPDATE otp_codes SET sms_status = ?2, sms_status_ms = ?3"
+		" WHERE id = ?1 AND " SMS_NOT_FINAL},
+	/* Retention, bounded: at most ?2 rows (the caller binds ?2 >= 1), the
+	 * oldest, as a range of the key (no list of keys is built). */
+	[ST_HISTORY_PURGE_STATS] = {"purge stats",
+		"DELETE FROM stats_5m WHERE bucket_ms < ?1 AND bucket_ms <="
+		" (SELECT max(bucket_ms) FROM (SELECT bucket_ms FROM stats_5m"
+		" ORDER BY bucket_ms LIMIT ?2))"},
+	/* Among the ?2 oldest codes (by id), those created before ?1. */
+	[ST_HISTORY_PURGE_CODES] = {"purge codes",
+		"DELETE FROM otp_codes WHERE created_ms < ?1 AND id <="
+		" (SELECT max(id) FROM (SELECT id FROM otp_codes ORDER BY id LIMIT ?2))"},
 	/* A first login: the user is created logged in.  No row inserted when
 	 * the number exists already.  (No RETURNING: in SQLite 3.40 it builds
 	 * an ephemeral table per execution, which was a tenth of the
@@ -182,6 +228,15 @@ static const struct {
 		" ORDER BY expires_ms LIMIT ?2)"},
 };
 
+const char *store_sqlite_statement(size_t i, const char **ret_name)
+{
+	if (i >= _ST_MAX)
+		return NULL;
+	if (ret_name)
+		*ret_name = stmts[i].name;
+	return stmts[i].sql;
+}
+
 /* One connection and its prepared statements, used by one thread at a
  * time: the writer thread (the write connection), or whoever holds
  * read_lock (the read connection). */
@@ -201,8 +256,19 @@ enum job_op {
 	JOB_ROTATE,
 	JOB_REVOKE,
 	JOB_PURGE,
+	JOB_SMS_ACCEPTED,
+	JOB_DELIVERY_SET,
+	JOB_HISTORY_PURGE,
 	JOB_PING,     /* reads: jobs only when there is no read connection */
 	JOB_USER_GET,
+	JOB_DELIVERY_PENDING,
+	JOB_STATS,
+};
+
+/* What one operation adds to the stats bucket of its time (stats_5m):
+ * each event at most once. */
+struct stats_delta {
+	uint8_t sends, sms_failures, logins, new_users, wrong_guesses;
 };
 
 /* One operation for the writer: its arguments (borrowed: they stay valid
@@ -217,7 +283,9 @@ struct job {
 	enum otpd_status result; /* the operation's answer when status is OK */
 	char request_id[LOG_REQUEST_ID_MAX]; /* the caller's, for log lines */
 	sem_t done;              /* synchronous: posted once status, result and u are final */
-	store_done_fn on_done;   /* asynchronous: called instead, then the job is freed */
+	bool async;              /* asynchronous: on_done (when not NULL) is called */
+	struct stats_delta counted; /* what it adds to the stats (run_one()) */
+	store_done_fn on_done;   /* instead, then the job is freed */
 	void *on_done_arg;
 	union {
 		struct {
@@ -241,7 +309,29 @@ struct job {
 		struct {
 			const char *phone;
 			int64_t otp_id;
+			int64_t now_ms;
 		} cancel;
+		struct {
+			int64_t otp_id;
+			int64_t message_id;
+			int64_t now_ms;
+		} sms;
+		struct {
+			size_t n;
+			const struct store_delivery_status *items;
+		} delivery;
+		struct {
+			int64_t since_ms;
+			size_t limit;
+			struct store_delivery_pending *ret; /* the caller's: see sq_otp_delivery_pending() */
+			size_t n;
+		} pending;
+		struct {
+			int64_t since_ms, until_ms;
+			struct store_stats_bucket *ret; /* the caller's: see sq_stats() */
+			size_t cap;
+			size_t n;
+		} stats;
 		struct {
 			const struct otp_policy *p;
 			const char *phone;
@@ -266,7 +356,7 @@ struct job {
 			int revoked;
 		} revoke;
 		struct {
-			int64_t now_ms;
+			int64_t now_ms; /* JOB_HISTORY_PURGE: before_ms */
 			int limit;
 			int deleted;
 		} purge;
@@ -472,6 +562,7 @@ static void enqueue(struct sqlite_store *s, struct job *j)
  * commits, then while its own does. */
 static void submit(struct sqlite_store *s, struct job *j)
 {
+	j->async = false;
 	j->on_done = NULL;
 	if (sem_init(&j->done, 0, 0) != 0) {
 		store_error( "cannot create a semaphore");
@@ -486,7 +577,8 @@ static void submit(struct sqlite_store *s, struct job *j)
 }
 
 /* Queue a copy of *proto (op and arguments) and return at once; the writer
- * calls done(arg, answer) after the batch, then frees the copy. */
+ * calls done(arg, answer) after the batch (done NULL: nobody), then frees
+ * the copy. */
 static enum otpd_status submit_async(struct sqlite_store *s, const struct job *proto,
                                      store_done_fn done, void *arg)
 {
@@ -495,6 +587,7 @@ static enum otpd_status submit_async(struct sqlite_store *s, const struct job *p
 	if (!j)
 		return OTPD_NOMEM;
 	*j = *proto;
+	j->async = true;
 	j->on_done = done;
 	j->on_done_arg = arg;
 	enqueue(s, j);
@@ -593,20 +686,27 @@ static enum otpd_status schema_version(struct conn *c, int64_t *ret)
 }
 
 /* Every pending migration, each in its own transaction (the writer runs
- * this alone, outside any batch). */
+ * this alone, outside any batch).  A migration that copies a table sorts
+ * its keys to build the indexes (version 4: 10 M codes, some 800 MB): the
+ * sorter spills to temporary files meanwhile, not to memory as a job's
+ * savepoint journal does (temp_store=MEMORY, store_sqlite_open()). */
 static enum otpd_status migrate_all(struct conn *c, int *ret_applied,
                                     int64_t *ret_version)
 {
 	enum otpd_status status = OTPD_OK;
 	int applied = 0;
 
-	for (size_t i = 0; i < store_sqlite_migrations_count; i++) {
+	if (sqlite3_exec(c->db, "PRAGMA temp_store=FILE", NULL, NULL, NULL) != SQLITE_OK)
+		log_warn("store.migrate", "sqlite: temp_store=FILE: %s", sqlite3_errmsg(c->db));
+	for (size_t i = 0; i < store_sqlite_migrations_count && status == OTPD_OK; i++) {
 		bool did = false;
 		status = migrate_one(c, (int)i + 1, store_sqlite_migrations[i], &did);
-		if (status != OTPD_OK)
-			return status;
 		applied += did;
 	}
+	if (sqlite3_exec(c->db, "PRAGMA temp_store=MEMORY", NULL, NULL, NULL) != SQLITE_OK)
+		log_warn("store.migrate", "sqlite: temp_store=MEMORY: %s", sqlite3_errmsg(c->db));
+	if (status != OTPD_OK)
+		return status;
 	*ret_applied = applied;
 	return schema_version(c, ret_version);
 }
@@ -734,34 +834,160 @@ static enum otpd_status sq_secret_get_or_create(struct store *base,
 	return j.status;
 }
 
+/* ---- the dashboard's counters ---- */
+
+/* The start of the bucket holding ms (floor, also before 1970). */
+static int64_t stats_bucket(int64_t ms)
+{
+	int64_t r = ms % STORE_STATS_BUCKET_MS;
+
+	return ms - (r < 0 ? r + STORE_STATS_BUCKET_MS : r);
+}
+
+static bool stats_any(const struct stats_delta *d)
+{
+	return d->sends || d->sms_failures || d->logins || d->new_users || d->wrong_guesses;
+}
+
+/* A batch's events in one bucket. */
+struct stats_sums {
+	int sends, sms_failures, logins, new_users, wrong_guesses;
+};
+
+/* One UPSERT into bucket bucket_ms. */
+static enum otpd_status stats_add(struct conn *c, int64_t bucket_ms,
+                                  const struct stats_sums *d)
+{
+	sqlite3_stmt *st = NULL;
+	enum otpd_status status = prepare(c, ST_STATS_ADD, &st);
+	int rc;
+
+	if (status != OTPD_OK)
+		return status;
+	rc = sqlite3_bind_int64(st, 1, bucket_ms);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int(st, 2, d->sends);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int(st, 3, d->sms_failures);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int(st, 4, d->logins);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int(st, 5, d->new_users);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int(st, 6, d->wrong_guesses);
+	return finish(c, ST_STATS_ADD, rc);
+}
+
+/* The events of a batch, summed per bucket: the operations only say what
+ * they count (job.counted); run_one() adds a job's events here once its
+ * savepoint is released (a job that failed counts nothing), and
+ * run_batch() writes them, one UPSERT per bucket, just before the COMMIT:
+ * in the transaction that commits the operations, so an event is counted
+ * if and only if its operation is durable.  (One UPSERT per operation was
+ * an eighth of a verify's instructions.) */
+#define BATCH_BUCKETS 4
+
+struct batch_stats {
+	int n;
+	int64_t bucket_ms[BATCH_BUCKETS];
+	struct stats_sums d[BATCH_BUCKETS];
+};
+
+static enum otpd_status batch_stats_flush(struct conn *c, struct batch_stats *bs)
+{
+	enum otpd_status status = OTPD_OK;
+
+	for (int i = 0; i < bs->n && status == OTPD_OK; i++)
+		status = stats_add(c, bs->bucket_ms[i], &bs->d[i]);
+	bs->n = 0;
+	return status;
+}
+
+static enum otpd_status batch_stats_add(struct conn *c, struct batch_stats *bs,
+                                        int64_t now_ms, const struct stats_delta *d)
+{
+	int64_t bucket_ms = stats_bucket(now_ms);
+	enum otpd_status status = OTPD_OK;
+	int i;
+
+	for (i = 0; i < bs->n && bs->bucket_ms[i] != bucket_ms; i++)
+		;
+	if (i == BATCH_BUCKETS) { /* times far apart: write what is summed */
+		status = batch_stats_flush(c, bs);
+		i = 0;
+	}
+	if (i == bs->n) {
+		bs->bucket_ms[i] = bucket_ms;
+		memset(&bs->d[i], 0, sizeof(bs->d[i]));
+		bs->n++;
+	}
+	bs->d[i].sends += d->sends;
+	bs->d[i].sms_failures += d->sms_failures;
+	bs->d[i].logins += d->logins;
+	bs->d[i].new_users += d->new_users;
+	bs->d[i].wrong_guesses += d->wrong_guesses;
+	return status;
+}
+
+/* Bind ?1 and ?2 of a statement that takes a row id and a time. */
+static int bind_id_ms(sqlite3_stmt *st, int64_t id, int64_t ms)
+{
+	int rc = sqlite3_bind_int64(st, 1, id);
+
+	return rc == SQLITE_OK ? sqlite3_bind_int64(st, 2, ms) : rc;
+}
+
 /* ---- send a code ---- */
 
+/* What issue_tx needs of a number's newest codes: its current code, and
+ * the codes that count towards the send limit. */
+struct send_window {
+	bool has_current;
+	int64_t current_id;
+	bool current_valid;  /* active, attempts left, not expired */
+	int count;           /* created after since_ms */
+	int64_t oldest_ms;   /* the oldest of those */
+};
+
 static enum otpd_status send_window(struct conn *c, const char *phone,
-                                    int64_t since_ms, int *ret_count,
-                                    int64_t *ret_oldest_ms)
+                                    int limit, int64_t since_ms, int64_t now_ms,
+                                    struct send_window *ret)
 {
 	sqlite3_stmt *st = NULL;
 	enum otpd_status status;
-	bool found;
+	struct send_window w = {.oldest_ms = now_ms};
 	int rc;
 
-	status = prepare(c, ST_SEND_WINDOW, &st);
+	status = prepare(c, ST_CODE_RECENT, &st);
 	if (status != OTPD_OK)
 		return status;
 	rc = bind_text(st, 1, phone);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(st, 2, since_ms);
-	status = fetch(c, ST_SEND_WINDOW, rc, &found);
-	if (status != OTPD_OK)
-		return status;
-	if (!found) { /* an aggregate always has a row */
-		*ret_count = 0;
-		return OTPD_OK;
+		rc = sqlite3_bind_int(st, 2, limit > 0 ? limit : 1);
+	while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		int64_t created_ms = sqlite3_column_int64(st, 1);
+
+		if (!w.has_current) {
+			w.has_current = true;
+			w.current_id = sqlite3_column_int64(st, 0);
+			w.current_valid = sqlite3_column_int(st, 5) == OTP_CODE_ACTIVE &&
+			                  sqlite3_column_int(st, 3) < sqlite3_column_int(st, 4) &&
+			                  now_ms < sqlite3_column_int64(st, 2);
+		}
+		if (created_ms > since_ms) {
+			w.count++;
+			if (created_ms < w.oldest_ms)
+				w.oldest_ms = created_ms;
+		}
+		rc = SQLITE_OK;
 	}
-	int64_t count = sqlite3_column_int64(st, 0);
-	*ret_count = count > 1000000 ? 1000000 : (int)count;
-	*ret_oldest_ms = sqlite3_column_int64(st, 1); /* 0 when NULL */
+	if (rc != SQLITE_DONE) {
+		status = fail(c, rc, stmts[ST_CODE_RECENT].name);
+		release(st);
+		return status;
+	}
 	release(st);
+	*ret = w;
 	return OTPD_OK;
 }
 
@@ -769,66 +995,53 @@ static enum otpd_status issue_tx(struct conn *c,
                                  const struct otp_policy *p, const char *phone,
                                  const uint8_t hash[OTP_HASH_LEN],
                                  int64_t now_ms, enum otpd_status *ret_result,
-                                 struct store_issue_result *res)
+                                 struct store_issue_result *res,
+                                 struct stats_delta *counted)
 {
-	const int64_t since_ms = now_ms - p->send_window_ms;
 	sqlite3_stmt *st = NULL;
 	enum otpd_status status;
-	int64_t oldest_ms = now_ms, otp_id;
-	int count = 0, retry_after_s = 0, rc;
+	struct send_window w = {0};
+	int retry_after_s = 0, rc;
 
-	status = send_window(c, phone, since_ms, &count, &oldest_ms);
+	status = send_window(c, phone, p->send_limit, now_ms - p->send_window_ms, now_ms, &w);
 	if (status != OTPD_OK)
 		return status;
-	if (!otp_policy_send_allowed(p, count, count > 0 ? oldest_ms : now_ms,
-	                             now_ms, &retry_after_s)) {
+	if (!otp_policy_send_allowed(p, w.count, w.oldest_ms, now_ms, &retry_after_s)) {
 		/* Refused: nothing is recorded. */
 		res->retry_after_s = retry_after_s;
 		*ret_result = OTPD_OTP_RATE_LIMITED;
 		return OTPD_OK;
 	}
 
-	status = prepare(c, ST_SEND_INSERT, &st);
+	/* One current code per phone: the new row replaces the earlier code,
+	 * which stops working (docs/API.md §3).  One that is over already
+	 * (used, cancelled, expired, exhausted) keeps what it became. */
+	if (w.current_valid) {
+		status = prepare(c, ST_CODE_REPLACE, &st);
+		if (status != OTPD_OK)
+			return status;
+		status = finish(c, ST_CODE_REPLACE, bind_id_ms(st, w.current_id, now_ms));
+		if (status != OTPD_OK)
+			return status;
+	}
+
+	status = prepare(c, ST_CODE_INSERT, &st);
 	if (status != OTPD_OK)
 		return status;
 	rc = bind_text(st, 1, phone);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(st, 2, now_ms);
-	status = finish(c, ST_SEND_INSERT, rc);
+		rc = sqlite3_bind_blob(st, 2, hash, OTP_HASH_LEN, SQLITE_STATIC);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(st, 3, now_ms);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(st, 4, now_ms + p->expiry_ms);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int(st, 5, p->max_attempts);
+	status = finish(c, ST_CODE_INSERT, rc);
 	if (status != OTPD_OK)
 		return status;
-	otp_id = sqlite3_last_insert_rowid(c->db); /* under the lock */
-
-	/* One current code per phone: the new row replaces any earlier code,
-	 * which stops working (docs/API.md §3). */
-	status = prepare(c, ST_CODE_UPSERT, &st);
-	if (status != OTPD_OK)
-		return status;
-	rc = bind_text(st, 1, phone);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(st, 2, otp_id);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_blob(st, 3, hash, OTP_HASH_LEN, SQLITE_STATIC);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(st, 4, now_ms);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(st, 5, now_ms + p->expiry_ms);
-	status = finish(c, ST_CODE_UPSERT, rc);
-	if (status != OTPD_OK)
-		return status;
-
-	/* Sends that have left the window no longer count: drop them. */
-	status = prepare(c, ST_SEND_PRUNE, &st);
-	if (status != OTPD_OK)
-		return status;
-	rc = bind_text(st, 1, phone);
-	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(st, 2, since_ms);
-	status = finish(c, ST_SEND_PRUNE, rc);
-	if (status != OTPD_OK)
-		return status;
-
-	res->otp_id = otp_id;
+	res->otp_id = sqlite3_last_insert_rowid(c->db); /* under the lock */
+	counted->sends = 1;
 	*ret_result = OTPD_OK;
 	return OTPD_OK;
 }
@@ -854,7 +1067,8 @@ static enum otpd_status sq_otp_issue(struct store *base,
 /* ---- cancel a code ---- */
 
 static enum otpd_status cancel_tx(struct conn *c, const char *phone,
-                                  int64_t otp_id)
+                                  int64_t otp_id, int64_t now_ms,
+                                  struct stats_delta *counted)
 {
 	sqlite3_stmt *st = NULL;
 	enum otpd_status status = prepare(c, ST_CODE_CANCEL, &st);
@@ -865,24 +1079,32 @@ static enum otpd_status cancel_tx(struct conn *c, const char *phone,
 	rc = bind_text(st, 1, phone);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_bind_int64(st, 2, otp_id);
-	return finish(c, ST_CODE_CANCEL, rc);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(st, 3, now_ms);
+	status = finish(c, ST_CODE_CANCEL, rc);
+	if (status == OTPD_OK && sqlite3_changes(c->db) == 1)
+		counted->sms_failures = 1; /* it changed: counted once */
+	return status;
 }
 
 static enum otpd_status sq_otp_cancel(struct store *base, const char *phone,
-                                      int64_t otp_id, store_done_fn done,
-                                      void *arg)
+                                      int64_t otp_id, int64_t now_ms,
+                                      store_done_fn done, void *arg)
 {
 	struct job j = {.op = JOB_CANCEL};
 
 	j.u.cancel.phone = phone;
 	j.u.cancel.otp_id = otp_id;
+	j.u.cancel.now_ms = now_ms;
 	return submit_async(to_sqlite(base), &j, done, arg);
 }
 
 /* ---- verify a code and log in ---- */
 
+/* The phone's current code: its newest. */
 static enum otpd_status code_get(struct conn *c, const char *phone,
-                                 bool *ret_found, struct otp_record *ret_rec,
+                                 bool *ret_found, int64_t *ret_id,
+                                 int *ret_max_attempts, struct otp_record *ret_rec,
                                  uint8_t ret_hash[OTP_HASH_LEN])
 {
 	sqlite3_stmt *st = NULL;
@@ -898,32 +1120,52 @@ static enum otpd_status code_get(struct conn *c, const char *phone,
 		*ret_found = false;
 		return OTPD_OK;
 	}
-	const void *hash = sqlite3_column_blob(st, 0);
-	if (!hash || sqlite3_column_bytes(st, 0) != OTP_HASH_LEN) {
+	const void *hash = sqlite3_column_blob(st, 1);
+	if (!hash || sqlite3_column_bytes(st, 1) != OTP_HASH_LEN) {
 		store_error( "sqlite: otp_codes.code_hash has %d bytes",
-		          sqlite3_column_bytes(st, 0));
+		          sqlite3_column_bytes(st, 1));
 		release(st);
 		return OTPD_INTERNAL;
 	}
 	memcpy(ret_hash, hash, OTP_HASH_LEN);
-	ret_rec->created_ms = sqlite3_column_int64(st, 1);
-	ret_rec->expires_ms = sqlite3_column_int64(st, 2);
-	ret_rec->attempts = sqlite3_column_int(st, 3);
-	ret_rec->state = (enum otp_code_state)sqlite3_column_int(st, 4);
+	*ret_id = sqlite3_column_int64(st, 0);
+	ret_rec->created_ms = sqlite3_column_int64(st, 2);
+	ret_rec->expires_ms = sqlite3_column_int64(st, 3);
+	ret_rec->attempts = sqlite3_column_int(st, 4);
+	*ret_max_attempts = sqlite3_column_int(st, 5);
+	switch (sqlite3_column_int(st, 6)) { /* the CHECK allows 0..3 */
+	case OTP_CODE_ACTIVE:
+		ret_rec->state = OTP_CODE_ACTIVE;
+		break;
+	case OTP_CODE_USED:
+		ret_rec->state = OTP_CODE_USED;
+		break;
+	case OTP_CODE_CANCELLED:
+		ret_rec->state = OTP_CODE_CANCELLED;
+		break;
+	default:
+		ret_rec->state = OTP_CODE_REPLACED;
+		break;
+	}
 	*ret_found = true;
 	release(st);
 	return OTPD_OK;
 }
 
+/* ST_CODE_ATTEMPT or ST_CODE_USE on code id; ended_ms < 0 binds NULL. */
 static enum otpd_status code_update(struct conn *c, enum stmt_id id,
-                                    const char *phone)
+                                    int64_t code_id, int64_t ended_ms)
 {
 	sqlite3_stmt *st = NULL;
 	enum otpd_status status = prepare(c, id, &st);
+	int rc;
 
 	if (status != OTPD_OK)
 		return status;
-	return finish(c, id, bind_text(st, 1, phone));
+	rc = sqlite3_bind_int64(st, 1, code_id);
+	if (rc == SQLITE_OK)
+		rc = ended_ms < 0 ? sqlite3_bind_null(st, 2) : sqlite3_bind_int64(st, 2, ended_ms);
+	return finish(c, id, rc);
 }
 
 /* Copy text column `col` into dst (cap bytes with the NUL).  NULL becomes
@@ -1078,30 +1320,42 @@ static enum otpd_status verify_tx(struct conn *c,
                                   const char *email_domain,
                                   const struct store_session *session,
                                   int64_t now_ms, enum otpd_status *ret_result,
-                                  struct store_verify_result *res)
+                                  struct store_verify_result *res,
+                                  struct stats_delta *counted)
 {
+	struct otp_policy judged = *p;
 	struct otp_record rec;
 	struct otp_verdict v;
 	uint8_t stored[OTP_HASH_LEN];
 	enum otpd_status status;
 	bool found = false, match = false;
+	int64_t code_id = 0;
+	int max_attempts = 0;
 
 	memset(&rec, 0, sizeof(rec));
-	status = code_get(c, phone, &found, &rec, stored);
+	status = code_get(c, phone, &found, &code_id, &max_attempts, &rec, stored);
 	if (status != OTPD_OK)
 		return status;
 	if (found)
 		match = otp_hash_equal(stored, hash); /* in C, constant time */
 	otp_wipe(stored, sizeof(stored));
 
-	v = otp_policy_judge(p, found ? &rec : NULL, match, now_ms);
+	/* The attempts the code was issued with, unless the policy allows
+	 * fewer now (a lowered OTP_MAX_ATTEMPTS applies at once). */
+	if (found && max_attempts < judged.max_attempts)
+		judged.max_attempts = max_attempts;
+	v = otp_policy_judge(&judged, found ? &rec : NULL, match, now_ms);
 	if (v.count_attempt) {
-		status = code_update(c, ST_CODE_ATTEMPT, phone);
+		/* The last guess allowed ends the code (exhausted). */
+		bool last = (int64_t)rec.attempts + 1 >= judged.max_attempts;
+
+		status = code_update(c, ST_CODE_ATTEMPT, code_id, last ? now_ms : -1);
 		if (status != OTPD_OK)
 			return status;
+		counted->wrong_guesses = 1;
 	}
 	if (v.consume) {
-		status = code_update(c, ST_CODE_USE, phone);
+		status = code_update(c, ST_CODE_USE, code_id, now_ms);
 		if (status != OTPD_OK)
 			return status;
 	}
@@ -1126,6 +1380,8 @@ static enum otpd_status verify_tx(struct conn *c,
 		if (status != OTPD_OK)
 			return status;
 	}
+	counted->logins = 1;
+	counted->new_users = res->is_new_user;
 	*ret_result = OTPD_OK;
 	return OTPD_OK;
 }
@@ -1435,6 +1691,273 @@ static enum otpd_status sq_session_purge(struct store *base, int64_t now_ms,
 	return j.status;
 }
 
+/* ---- SMS delivery ---- */
+
+static enum otpd_status sms_accepted_tx(struct conn *c, int64_t otp_id,
+                                        int64_t message_id, int64_t now_ms)
+{
+	sqlite3_stmt *st = NULL;
+	enum otpd_status status = prepare(c, ST_SMS_ACCEPTED, &st);
+	int rc;
+
+	if (status != OTPD_OK)
+		return status;
+	rc = sqlite3_bind_int64(st, 1, otp_id);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(st, 2, message_id);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(st, 3, now_ms);
+	return finish(c, ST_SMS_ACCEPTED, rc);
+}
+
+static enum otpd_status sq_otp_sms_accepted(struct store *base, int64_t otp_id,
+                                            int64_t message_id, int64_t now_ms,
+                                            store_done_fn done, void *arg)
+{
+	struct job j = {.op = JOB_SMS_ACCEPTED};
+
+	j.u.sms.otp_id = otp_id;
+	j.u.sms.message_id = message_id;
+	j.u.sms.now_ms = now_ms;
+	return submit_async(to_sqlite(base), &j, done, arg);
+}
+
+/* Every item in the job's savepoint: all or none. */
+static enum otpd_status delivery_set_tx(struct conn *c, size_t n,
+                                        const struct store_delivery_status *items)
+{
+	enum otpd_status status = OTPD_OK;
+
+	for (size_t i = 0; i < n && status == OTPD_OK; i++) {
+		sqlite3_stmt *st = NULL;
+		int rc;
+
+		status = prepare(c, ST_DELIVERY_SET, &st);
+		if (status != OTPD_OK)
+			break;
+		rc = sqlite3_bind_int64(st, 1, items[i].otp_id);
+		if (rc == SQLITE_OK)
+			rc = sqlite3_bind_int(st, 2, items[i].status);
+		if (rc == SQLITE_OK)
+			rc = sqlite3_bind_int64(st, 3, items[i].now_ms);
+		status = finish(c, ST_DELIVERY_SET, rc);
+	}
+	return status;
+}
+
+static enum otpd_status sq_otp_delivery_set(struct store *base, size_t n,
+                                            const struct store_delivery_status *items)
+{
+	struct job j = {.op = JOB_DELIVERY_SET};
+
+	if (n == 0)
+		return OTPD_OK;
+	if (!items) {
+		store_error("delivery set: no items given");
+		return OTPD_INTERNAL;
+	}
+	j.u.delivery.n = n;
+	j.u.delivery.items = items;
+	submit(to_sqlite(base), &j);
+	return j.status;
+}
+
+/* LIMIT takes a signed 64-bit value; a negative one would mean none. */
+static int64_t sql_limit(size_t n)
+{
+	return n > (size_t)INT64_MAX ? INT64_MAX : (int64_t)n;
+}
+
+/* The rows go to the job's own buffer, copied to the caller's only when
+ * the whole read succeeded (a failure leaves it untouched). */
+static enum otpd_status delivery_pending_read(struct conn *c, struct job *j)
+{
+	sqlite3_stmt *st = NULL;
+	enum otpd_status status = prepare(c, ST_DELIVERY_PENDING, &st);
+	size_t n = 0;
+	int rc;
+
+	if (status != OTPD_OK)
+		return status;
+	rc = sqlite3_bind_int64(st, 1, j->u.pending.since_ms);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(st, 2, sql_limit(j->u.pending.limit));
+	while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (n < j->u.pending.limit) {
+			j->u.pending.ret[n].otp_id = sqlite3_column_int64(st, 0);
+			j->u.pending.ret[n].message_id = sqlite3_column_int64(st, 1);
+			n++;
+		}
+		rc = SQLITE_OK;
+	}
+	if (rc != SQLITE_DONE) {
+		status = fail(c, rc, stmts[ST_DELIVERY_PENDING].name);
+		release(st);
+		return status;
+	}
+	release(st);
+	j->u.pending.n = n;
+	return OTPD_OK;
+}
+
+static enum otpd_status stats_read(struct conn *c, struct job *j)
+{
+	sqlite3_stmt *st = NULL;
+	enum otpd_status status = prepare(c, ST_STATS_RANGE, &st);
+	size_t n = 0;
+	int rc;
+
+	if (status != OTPD_OK)
+		return status;
+	rc = sqlite3_bind_int64(st, 1, j->u.stats.since_ms);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(st, 2, j->u.stats.until_ms);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(st, 3, sql_limit(j->u.stats.cap));
+	while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (n < j->u.stats.cap) {
+			struct store_stats_bucket *b = &j->u.stats.ret[n++];
+
+			b->bucket_ms = sqlite3_column_int64(st, 0);
+			b->sends = sqlite3_column_int64(st, 1);
+			b->sms_failures = sqlite3_column_int64(st, 2);
+			b->logins = sqlite3_column_int64(st, 3);
+			b->new_users = sqlite3_column_int64(st, 4);
+			b->wrong_guesses = sqlite3_column_int64(st, 5);
+			b->locks = sqlite3_column_int64(st, 6);
+		}
+		rc = SQLITE_OK;
+	}
+	if (rc != SQLITE_DONE) {
+		status = fail(c, rc, stmts[ST_STATS_RANGE].name);
+		release(st);
+		return status;
+	}
+	release(st);
+	j->u.stats.n = n;
+	return OTPD_OK;
+}
+
+/* A read job: on the read connection (it never waits for a batch), or
+ * through the writer when there is none (:memory:). */
+static enum otpd_status job_run(struct conn *c, struct job *j);
+
+static void run_read(struct sqlite_store *s, struct job *j)
+{
+	if (!s->r.db) {
+		submit(s, j);
+		return;
+	}
+	pthread_mutex_lock(&s->read_lock);
+	j->status = job_run(&s->r, j);
+	pthread_mutex_unlock(&s->read_lock);
+}
+
+static enum otpd_status sq_otp_delivery_pending(struct store *base, int64_t since_ms,
+                                                size_t limit,
+                                                struct store_delivery_pending *ret,
+                                                size_t *ret_n)
+{
+	struct job j = {.op = JOB_DELIVERY_PENDING};
+	struct store_delivery_pending *buf = NULL;
+
+	if (limit > 100000) {
+		store_error("delivery pending: limit %zu is over 100000", limit);
+		return OTPD_INTERNAL;
+	}
+	if (limit && !(buf = malloc(limit * sizeof(*buf))))
+		return OTPD_NOMEM;
+	j.u.pending.since_ms = since_ms;
+	j.u.pending.limit = limit;
+	j.u.pending.ret = buf;
+	if (limit)
+		run_read(to_sqlite(base), &j);
+	else
+		j.status = OTPD_OK;
+	if (j.status == OTPD_OK) {
+		if (j.u.pending.n)
+			memcpy(ret, buf, j.u.pending.n * sizeof(*buf));
+		*ret_n = j.u.pending.n;
+	}
+	free(buf);
+	return j.status;
+}
+
+static enum otpd_status sq_stats(struct store *base, int64_t since_ms, int64_t until_ms,
+                                 struct store_stats_bucket *ret, size_t cap,
+                                 size_t *ret_n)
+{
+	struct job j = {.op = JOB_STATS};
+	struct store_stats_bucket *buf = NULL;
+
+	if (cap > 1000000) {
+		store_error("stats: cap %zu is over 1000000", cap);
+		return OTPD_INTERNAL;
+	}
+	if (cap && !(buf = malloc(cap * sizeof(*buf))))
+		return OTPD_NOMEM;
+	j.u.stats.since_ms = since_ms;
+	j.u.stats.until_ms = until_ms;
+	j.u.stats.ret = buf;
+	j.u.stats.cap = cap;
+	if (cap && since_ms < until_ms)
+		run_read(to_sqlite(base), &j);
+	else
+		j.status = OTPD_OK;
+	if (j.status == OTPD_OK) {
+		if (j.u.stats.n)
+			memcpy(ret, buf, j.u.stats.n * sizeof(*buf));
+		*ret_n = j.u.stats.n;
+	}
+	free(buf);
+	return j.status;
+}
+
+/* ---- retention ---- */
+
+/* Stats buckets first, then codes with what is left of the limit. */
+static enum otpd_status history_purge_tx(struct conn *c, int64_t before_ms,
+                                         int limit, int *ret_deleted)
+{
+	static const enum stmt_id order[] = {ST_HISTORY_PURGE_STATS, ST_HISTORY_PURGE_CODES};
+	int deleted = 0;
+
+	for (size_t i = 0; i < sizeof(order) / sizeof(order[0]) && deleted < limit; i++) {
+		sqlite3_stmt *st = NULL;
+		enum otpd_status status = prepare(c, order[i], &st);
+		int rc;
+
+		if (status != OTPD_OK)
+			return status;
+		rc = sqlite3_bind_int64(st, 1, before_ms);
+		if (rc == SQLITE_OK)
+			rc = sqlite3_bind_int(st, 2, limit - deleted);
+		status = finish(c, order[i], rc);
+		if (status != OTPD_OK)
+			return status;
+		deleted += sqlite3_changes(c->db);
+	}
+	*ret_deleted = deleted;
+	return OTPD_OK;
+}
+
+static enum otpd_status sq_history_purge(struct store *base, int64_t before_ms,
+                                         int limit, int *ret_deleted)
+{
+	struct job j = {.op = JOB_HISTORY_PURGE};
+
+	if (limit <= 0) { /* at most none */
+		*ret_deleted = 0;
+		return OTPD_OK;
+	}
+	j.u.purge.now_ms = before_ms;
+	j.u.purge.limit = limit;
+	submit(to_sqlite(base), &j);
+	if (j.status == OTPD_OK)
+		*ret_deleted = j.u.purge.deleted;
+	return j.status;
+}
+
 /* ---- the writer: one transaction and one sync per batch ---- */
 
 /* The body of job j, on the write connection, inside the batch's
@@ -1447,13 +1970,15 @@ static enum otpd_status job_run(struct conn *c, struct job *j)
 		                 j->u.secret.len, j->u.secret.value);
 	case JOB_ISSUE:
 		return issue_tx(c, j->u.issue.p, j->u.issue.phone, j->u.issue.hash,
-		                j->u.issue.now_ms, &j->result, &j->u.issue.res);
+		                j->u.issue.now_ms, &j->result, &j->u.issue.res, &j->counted);
 	case JOB_CANCEL:
-		return cancel_tx(c, j->u.cancel.phone, j->u.cancel.otp_id);
+		return cancel_tx(c, j->u.cancel.phone, j->u.cancel.otp_id, j->u.cancel.now_ms,
+		                 &j->counted);
 	case JOB_VERIFY:
 		return verify_tx(c, j->u.verify.p, j->u.verify.phone, j->u.verify.hash,
 		                 j->u.verify.email_domain, j->u.verify.session,
-		                 j->u.verify.now_ms, &j->result, &j->u.verify.res);
+		                 j->u.verify.now_ms, &j->result, &j->u.verify.res,
+		                 &j->counted);
 	case JOB_ROTATE:
 		return rotate_tx(c, j->u.rotate.jti, j->u.rotate.user_id,
 		                 j->u.rotate.next, j->u.rotate.grace_ms,
@@ -1463,6 +1988,18 @@ static enum otpd_status job_run(struct conn *c, struct job *j)
 	case JOB_PURGE:
 		return purge_tx(c, j->u.purge.now_ms, j->u.purge.limit,
 		                &j->u.purge.deleted);
+	case JOB_SMS_ACCEPTED:
+		return sms_accepted_tx(c, j->u.sms.otp_id, j->u.sms.message_id,
+		                       j->u.sms.now_ms);
+	case JOB_DELIVERY_SET:
+		return delivery_set_tx(c, j->u.delivery.n, j->u.delivery.items);
+	case JOB_HISTORY_PURGE:
+		return history_purge_tx(c, j->u.purge.now_ms, j->u.purge.limit,
+		                        &j->u.purge.deleted);
+	case JOB_DELIVERY_PENDING:
+		return delivery_pending_read(c, j);
+	case JOB_STATS:
+		return stats_read(c, j);
 	case JOB_PING:
 		return ping_tx(c);
 	case JOB_USER_GET:
@@ -1474,20 +2011,41 @@ static enum otpd_status job_run(struct conn *c, struct job *j)
 	return OTPD_INTERNAL;
 }
 
+/* The time of an operation that counts events. */
+static int64_t job_time(const struct job *j)
+{
+	switch (j->op) {
+	case JOB_ISSUE:
+		return j->u.issue.now_ms;
+	case JOB_CANCEL:
+		return j->u.cancel.now_ms;
+	case JOB_VERIFY:
+		return j->u.verify.now_ms;
+	default:
+		return 0;
+	}
+}
+
 /* Run j in a savepoint of its own: when its statements fail, they alone
- * are undone and j->status says why.  Returns the batch's status: not
- * OTPD_OK when the transaction itself is lost. */
-static enum otpd_status run_one(struct conn *c, struct job *j)
+ * are undone and j->status says why; else what it counts joins the
+ * batch's stats.  Returns the batch's status: not OTPD_OK when the
+ * transaction itself is lost. */
+static enum otpd_status run_one(struct conn *c, struct job *j, struct batch_stats *bs)
 {
 	enum otpd_status status = run_plain(c, ST_SAVEPOINT);
 
 	if (status != OTPD_OK)
 		return status;
+	memset(&j->counted, 0, sizeof(j->counted));
 	log_set_request_id(j->request_id);
 	j->status = job_run(c, j);
 	log_set_request_id(NULL);
-	if (j->status == OTPD_OK)
-		return run_plain(c, ST_RELEASE);
+	if (j->status == OTPD_OK) {
+		status = run_plain(c, ST_RELEASE);
+		if (status == OTPD_OK && stats_any(&j->counted))
+			status = batch_stats_add(c, bs, job_time(j), &j->counted);
+		return status;
+	}
 	/* IOERR, FULL, NOMEM, BUSY may have rolled back the whole
 	 * transaction, and the jobs before this one with it. */
 	if (sqlite3_get_autocommit(c->db))
@@ -1501,6 +2059,7 @@ static enum otpd_status run_one(struct conn *c, struct job *j)
 static void run_batch(struct sqlite_store *s, struct job *batch)
 {
 	struct conn *c = &s->w;
+	struct batch_stats bs = {0};
 	enum otpd_status status;
 
 	if (batch->op == JOB_MIGRATE) {
@@ -1512,7 +2071,9 @@ static void run_batch(struct sqlite_store *s, struct job *batch)
 		j->status = OTPD_OK;
 	status = tx_begin(c);
 	for (struct job *j = batch; j && status == OTPD_OK; j = j->next)
-		status = run_one(c, j);
+		status = run_one(c, j, &bs);
+	if (status == OTPD_OK)
+		status = batch_stats_flush(c, &bs);
 	if (status == OTPD_OK)
 		status = tx_commit(c);
 	if (status == OTPD_OK)
@@ -1570,10 +2131,12 @@ static void *writer_main(void *arg)
 			s->batch_max = n;
 		for (struct job *j = batch, *next; j; j = next) {
 			next = j->next; /* j belongs to its caller once posted */
-			if (j->on_done) {
-				log_set_request_id(j->request_id);
-				j->on_done(j->on_done_arg, job_answer(j));
-				log_set_request_id(NULL);
+			if (j->async) {
+				if (j->on_done) {
+					log_set_request_id(j->request_id);
+					j->on_done(j->on_done_arg, job_answer(j));
+					log_set_request_id(NULL);
+				}
 				free(j);
 			} else {
 				sem_post(&j->done);
@@ -1683,6 +2246,11 @@ static const struct store_ops sqlite_ops = {
 	.secret_get_or_create = sq_secret_get_or_create,
 	.otp_issue = sq_otp_issue,
 	.otp_cancel = sq_otp_cancel,
+	.otp_sms_accepted = sq_otp_sms_accepted,
+	.otp_delivery_pending = sq_otp_delivery_pending,
+	.otp_delivery_set = sq_otp_delivery_set,
+	.stats = sq_stats,
+	.history_purge = sq_history_purge,
 	.otp_verify = sq_otp_verify,
 	.user_get = sq_user_get,
 	.session_rotate = sq_session_rotate,

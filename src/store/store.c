@@ -130,19 +130,55 @@ enum otpd_status store_otp_issue(struct store *s, const struct otp_policy *p,
 }
 
 enum otpd_status store_otp_cancel_start(struct store *s, const char *phone,
-                                        int64_t otp_id, store_done_fn done, void *arg)
+                                        int64_t otp_id, int64_t now_ms,
+                                        store_done_fn done, void *arg)
 {
-	return s->ops->otp_cancel(s, phone, otp_id, done, arg);
+	return s->ops->otp_cancel(s, phone, otp_id, now_ms, done, arg);
 }
 
 enum otpd_status store_otp_cancel(struct store *s, const char *phone,
-                                  int64_t otp_id)
+                                  int64_t otp_id, int64_t now_ms)
 {
 	struct waiter w;
 
 	if (!waiter_init(&w))
 		return OTPD_INTERNAL;
-	return waiter_wait(&w, store_otp_cancel_start(s, phone, otp_id, waiter_wake, &w));
+	return waiter_wait(&w, store_otp_cancel_start(s, phone, otp_id, now_ms,
+	                                              waiter_wake, &w));
+}
+
+enum otpd_status store_otp_sms_accepted_start(struct store *s, int64_t otp_id,
+                                              int64_t message_id, int64_t now_ms,
+                                              store_done_fn done, void *arg)
+{
+	return s->ops->otp_sms_accepted(s, otp_id, message_id, now_ms, done, arg);
+}
+
+enum otpd_status store_otp_delivery_pending(struct store *s, int64_t since_ms,
+                                            size_t limit,
+                                            struct store_delivery_pending *ret,
+                                            size_t *ret_n)
+{
+	return s->ops->otp_delivery_pending(s, since_ms, limit, ret, ret_n);
+}
+
+enum otpd_status store_otp_delivery_set(struct store *s, size_t n,
+                                        const struct store_delivery_status *items)
+{
+	return s->ops->otp_delivery_set(s, n, items);
+}
+
+enum otpd_status store_stats(struct store *s, int64_t since_ms, int64_t until_ms,
+                             struct store_stats_bucket *ret, size_t cap,
+                             size_t *ret_n)
+{
+	return s->ops->stats(s, since_ms, until_ms, ret, cap, ret_n);
+}
+
+enum otpd_status store_history_purge(struct store *s, int64_t before_ms, int limit,
+                                     int *ret_deleted)
+{
+	return s->ops->history_purge(s, before_ms, limit, ret_deleted);
 }
 
 enum otpd_status store_otp_verify_start(struct store *s, const struct otp_policy *p,

@@ -73,6 +73,44 @@ struct store_verify_result {
 	struct store_user user;     /* with OTPD_OK and OTPD_USER_INACTIVE */
 };
 
+/* The dashboard's counters (store_stats) are kept per bucket of this many
+ * milliseconds: a bucket starts at a multiple of it (epoch time). */
+#define STORE_STATS_BUCKET_MS 300000
+
+/* One bucket: the events of [bucket_ms, bucket_ms + STORE_STATS_BUCKET_MS),
+ * each counted once, in the transaction of the operation it counts. */
+struct store_stats_bucket {
+	int64_t bucket_ms;
+	int64_t sends;         /* codes issued (store_otp_issue answered OTPD_OK) */
+	int64_t sms_failures;  /* codes cancelled (store_otp_cancel changed one) */
+	int64_t logins;        /* verify answered OTPD_OK */
+	int64_t new_users;     /* ... with is_new_user */
+	int64_t wrong_guesses; /* verify answered OTPD_INVALID_CODE (an attempt used) */
+	int64_t locks;         /* none yet: always 0 */
+};
+
+/* SMS delivery statuses, as the provider numbers them (Kavenegar: 1 queued,
+ * 2 scheduled, 4 and 5 sent to the operator: in progress; 6 failed, 10
+ * delivered, 11 undelivered, 13 cancelled, 14 blocked, 100 unknown message
+ * id: final).  The store only needs to know which are final: those from
+ * STORE_SMS_STATUS_FINAL up (another provider maps its statuses onto these
+ * numbers).  The partial index otp_codes_delivery (migration 4) holds the
+ * same 6. */
+#define STORE_SMS_STATUS_FINAL 6
+
+/* A code whose SMS was accepted and whose delivery is not known yet. */
+struct store_delivery_pending {
+	int64_t otp_id;
+	int64_t message_id; /* the provider's */
+};
+
+/* A delivery status learnt from the provider. */
+struct store_delivery_status {
+	int64_t otp_id;
+	int status;     /* the provider's, see STORE_SMS_STATUS_FINAL */
+	int64_t now_ms; /* when it was learnt */
+};
+
 /* Called once an asynchronous operation (store_*_start) is answered; see
  * "Asynchronous forms" below. */
 typedef void (*store_done_fn)(void *arg, enum otpd_status status);
@@ -91,7 +129,22 @@ struct store_ops {
 	                              struct store_issue_result *ret,
 	                              store_done_fn done, void *arg);
 	enum otpd_status (*otp_cancel)(struct store *s, const char *phone,
-	                               int64_t otp_id, store_done_fn done, void *arg);
+	                               int64_t otp_id, int64_t now_ms,
+	                               store_done_fn done, void *arg);
+	enum otpd_status (*otp_sms_accepted)(struct store *s, int64_t otp_id,
+	                                     int64_t message_id, int64_t now_ms,
+	                                     store_done_fn done, void *arg);
+	enum otpd_status (*otp_delivery_pending)(struct store *s, int64_t since_ms,
+	                                         size_t limit,
+	                                         struct store_delivery_pending *ret,
+	                                         size_t *ret_n);
+	enum otpd_status (*otp_delivery_set)(struct store *s, size_t n,
+	                                     const struct store_delivery_status *items);
+	enum otpd_status (*stats)(struct store *s, int64_t since_ms, int64_t until_ms,
+	                          struct store_stats_bucket *ret, size_t cap,
+	                          size_t *ret_n);
+	enum otpd_status (*history_purge)(struct store *s, int64_t before_ms,
+	                                  int limit, int *ret_deleted);
 	enum otpd_status (*otp_verify)(struct store *s, const struct otp_policy *p,
 	                               const char *phone,
 	                               const uint8_t hash[OTP_HASH_LEN],
@@ -161,27 +214,83 @@ enum otpd_status store_secret_get_or_create(struct store *s, const char *name,
                                             uint8_t *ret, size_t ret_len);
 
 /* Send request (docs/API.md §3), one transaction: if the phone already has
- * send_limit sends within the last send_window, answer OTPD_OTP_RATE_LIMITED
- * with retry_after_s (a refused request is not recorded); else record the
- * send (it counts whether or not its SMS goes out), replace any earlier code
- * of this phone (it stops working) with the new hash, expiring at
- * now + expiry with 0 attempts, and return its otp_id. */
+ * send_limit codes issued within the last send_window (whatever became of
+ * them: used, cancelled, replaced all count), answer OTPD_OTP_RATE_LIMITED
+ * with retry_after_s (a refused request is not recorded); else mark the
+ * phone's current code replaced (state 3, when it was still valid: it stops
+ * working), record the new code (a row of its own: the hash, expiring at
+ * now + expiry, 0 attempts of p->max_attempts), count a send in the stats,
+ * and return its otp_id.  Codes are kept until store_history_purge(). */
 enum otpd_status store_otp_issue(struct store *s, const struct otp_policy *p,
                                  const char *phone,
                                  const uint8_t hash[OTP_HASH_LEN],
                                  int64_t now_ms, struct store_issue_result *ret);
 
-/* The SMS for code otp_id was not accepted: it must never verify.  A no-op
- * when a newer code has replaced it. */
+/* The SMS for code otp_id of phone was not accepted: it must never verify.
+ * The code becomes cancelled (state 2, ended at now_ms), also when a newer
+ * code has replaced it meanwhile (its SMS never went out either); the newer
+ * code is untouched.  A used or already cancelled code, or an otp_id of
+ * another phone, is left as it is.  An SMS failure is counted in the stats
+ * when the code changed (so a repeated cancel counts once). */
 enum otpd_status store_otp_cancel(struct store *s, const char *phone,
-                                  int64_t otp_id);
+                                  int64_t otp_id, int64_t now_ms);
 
-/* Verify (docs/API.md §3), one transaction: load the phone's code, judge it
- * with otp_policy_judge() (hash compared with otp_hash_equal()), apply the
- * verdict (count the attempt / mark used).  On a right code: get or create
- * the user (username = digits, email = digits@email_domain); if the user is
- * inactive answer OTPD_USER_INACTIVE (the code is used up all the same);
- * else record `session` (when not NULL) and answer OTPD_OK. */
+/* The provider accepted the SMS of code otp_id and named it message_id:
+ * record it (sms_message_id, and sms_status_ms = now_ms with no status
+ * yet), so that store_otp_delivery_pending() lists the code until a final
+ * status is known.  Whatever the code's state.  Only as an asynchronous
+ * operation (below); done may be NULL: fire and forget (a failure is
+ * logged, and nobody is told). */
+enum otpd_status store_otp_sms_accepted_start(struct store *s, int64_t otp_id,
+                                              int64_t message_id, int64_t now_ms,
+                                              store_done_fn done, void *arg);
+
+/* The codes whose SMS was accepted (a message id) and whose delivery status
+ * is not final (none yet, or below STORE_SMS_STATUS_FINAL), created after
+ * since_ms, oldest first, at most `limit` of them, into ret[0..*ret_n).  A
+ * read: it never waits for the writer (the codes accepted by a write that
+ * has not committed yet are not seen). */
+enum otpd_status store_otp_delivery_pending(struct store *s, int64_t since_ms,
+                                            size_t limit,
+                                            struct store_delivery_pending *ret,
+                                            size_t *ret_n);
+
+/* Record n delivery statuses (sms_status, sms_status_ms = the item's
+ * now_ms), in one transaction: all or none.  A code whose status is final
+ * already keeps it (a late "in progress" never overwrites "delivered");
+ * an unknown otp_id is skipped. */
+enum otpd_status store_otp_delivery_set(struct store *s, size_t n,
+                                        const struct store_delivery_status *items);
+
+/* The stats buckets with since_ms <= bucket_ms < until_ms, oldest first,
+ * at most cap of them (the oldest), into ret[0..*ret_n).  Buckets without
+ * any event are absent.  "Per 5 minutes over the last 24 h" is since =
+ * now - 86400000, at most 289 buckets.  A read: it never waits for the
+ * writer. */
+enum otpd_status store_stats(struct store *s, int64_t since_ms, int64_t until_ms,
+                             struct store_stats_bucket *ret, size_t cap,
+                             size_t *ret_n);
+
+/* Retention: delete at most `limit` rows in all, of the stats buckets that
+ * start before before_ms and of the codes created before before_ms, taken
+ * from the oldest (codes by id: ids follow creation, so a pass reads only
+ * the oldest `limit` codes and deletes those among them that are old
+ * enough); *ret_deleted says how many.  Bounded work per call: call again
+ * while it deletes any.  The caller keeps before_ms behind the code expiry
+ * and the send window (a newer code still counts). */
+enum otpd_status store_history_purge(struct store *s, int64_t before_ms, int limit,
+                                     int *ret_deleted);
+
+/* Verify (docs/API.md §3), one transaction: load the phone's current code
+ * (its newest: an earlier code is never judged, so an old code presented
+ * after a resend is a wrong guess against the current one), judge it with
+ * otp_policy_judge() (hash compared with otp_hash_equal(); attempts allowed:
+ * the smaller of the code's max_attempts and p's), apply the verdict (count
+ * the attempt, ended when it was the last / mark used).  On a right code:
+ * get or create the user (username = digits, email = digits@email_domain);
+ * if the user is inactive answer OTPD_USER_INACTIVE (the code is used up
+ * all the same); else record `session` (when not NULL) and answer OTPD_OK.
+ * The stats count a wrong guess, or a login (and a new user). */
 enum otpd_status store_otp_verify(struct store *s, const struct otp_policy *p,
                                   const char *phone,
                                   const uint8_t hash[OTP_HASH_LEN],
@@ -231,7 +340,8 @@ enum otpd_status store_session_purge(struct store *s, int64_t now_ms, int limit,
  * store_otp_issue_start(), store_otp_cancel_start(), store_otp_verify_start(),
  * store_session_rotate_start() and store_session_revoke_start() (jti not
  * NULL) do exactly what their synchronous forms above
- * do, without making the caller wait.  On OTPD_OK the operation is queued,
+ * do, without making the caller wait; store_otp_sms_accepted_start() (above)
+ * has no synchronous form.  On OTPD_OK the operation is queued,
  * and done(arg, status) is called exactly once, later, from a thread of the
  * store (never from inside the call), when its transaction has committed
  * (durably) or failed; `status` is what the synchronous form would have
@@ -240,7 +350,10 @@ enum otpd_status store_session_purge(struct store *s, int64_t now_ms, int limit,
  * called.  done runs on the thread that commits for every caller: it must
  * be short, must not call a synchronous store function (the store would
  * wait on itself), and may start another asynchronous operation.  On any
- * other return done is never called and nothing was queued.
+ * other return done is never called and nothing was queued.  With done
+ * NULL (store_otp_sms_accepted_start() only) nobody is called: the
+ * operation still commits (or fails, logged) in its turn, and a later
+ * operation queued by the same thread commits after it.
  *
  * The synchronous forms wait for the same thing (store.c). */
 enum otpd_status store_otp_issue_start(struct store *s, const struct otp_policy *p,
@@ -249,7 +362,8 @@ enum otpd_status store_otp_issue_start(struct store *s, const struct otp_policy 
                                        int64_t now_ms, struct store_issue_result *ret,
                                        store_done_fn done, void *arg);
 enum otpd_status store_otp_cancel_start(struct store *s, const char *phone,
-                                        int64_t otp_id, store_done_fn done, void *arg);
+                                        int64_t otp_id, int64_t now_ms,
+                                        store_done_fn done, void *arg);
 enum otpd_status store_otp_verify_start(struct store *s, const struct otp_policy *p,
                                         const char *phone,
                                         const uint8_t hash[OTP_HASH_LEN],

@@ -230,6 +230,15 @@ static long long cli_intf(const struct fixture *fx, const char *fmt, ...)
 	return cli_int(fx, sql);
 }
 
+/* The first line the shell prints for sql is want. */
+static void expect_cli(const struct fixture *fx, const char *sql, const char *want)
+{
+	char out[1024];
+
+	assert_int_equal(cli(fx, sql, out, sizeof(out)), 0);
+	assert_string_equal(out, want);
+}
+
 static enum otpd_status issue(struct store *s, const struct otp_policy *p,
                               const char *phone, int seed, int64_t now_ms,
                               struct store_issue_result *ret)
@@ -648,9 +657,10 @@ static void test_used_code_stays_used(void **state)
 }
 
 /* A new send replaces the code (docs/API.md §3: every earlier unused code
- * stops working).  The store keeps only the current code's hash, so an
- * earlier code presented afterwards is a wrong guess against the current
- * one: invalid_code, and it uses one of the new code's attempts. */
+ * stops working).  The store keeps every code, but judges only the current
+ * one (the newest), so an earlier code presented afterwards is a wrong
+ * guess against the current one: invalid_code, and it uses one of the new
+ * code's attempts. */
 static void test_new_code_replaces_old(void **state)
 {
 	struct fixture *fx = *state;
@@ -665,6 +675,102 @@ static void test_new_code_replaces_old(void **state)
 	                 OTPD_OK);
 	/* And the replaced code never comes back. */
 	expect_plain(fx->s, PHONE, 1, T0 + 4000, OTPD_OTP_EXPIRED);
+	if (!have_cli())
+		return;
+	/* The old code is kept, replaced at the second send, with no attempt
+	 * of its own: the guess was counted on the new code, then used. */
+	assert_int_equal(cli_intf(fx, "SELECT count(*) FROM otp_codes WHERE id = %lld"
+	                              " AND state = 3 AND ended_ms = %lld AND attempts = 0;",
+	                          (long long)id1, (long long)(T0 + 1000)), 1);
+	assert_int_equal(cli_intf(fx, "SELECT count(*) FROM otp_codes WHERE id = %lld"
+	                              " AND state = 1 AND ended_ms = %lld AND attempts = 1;",
+	                          (long long)id2, (long long)(T0 + 3000)), 1);
+}
+
+/* The admin's statuses of a number's codes, oldest first, as of now_ms
+ * (they derive from the columns: migration 4). */
+static void code_statuses(const struct fixture *fx, const char *phone, int64_t now_ms,
+                          char *out, size_t len)
+{
+	char sql[1024];
+
+	snprintf(sql, sizeof(sql),
+	         "SELECT group_concat(st, ',') FROM (SELECT CASE"
+	         " WHEN state = 1 THEN 'used' WHEN state = 2 THEN 'cancelled'"
+	         " WHEN state = 3 THEN 'replaced' WHEN attempts >= max_attempts THEN 'exhausted'"
+	         " WHEN expires_ms <= %lld THEN 'expired' ELSE 'valid' END || ':'"
+	         " || attempts || '/' || max_attempts || ':' || coalesce(ended_ms - %lld, '-')"
+	         " AS st FROM otp_codes WHERE phone = '%s' ORDER BY id);",
+	         (long long)now_ms, (long long)T0, phone);
+	assert_int_equal(cli(fx, sql, out, len), 0);
+}
+
+/* Every code issued is kept, with what became of it; the current code is
+ * the newest; an earlier one never verifies again. */
+static void test_history_every_code(void **state)
+{
+	struct fixture *fx = *state;
+	struct store_verify_result vr = untouched_verify();
+	int64_t ids[6];
+	char got[1024];
+
+	have_cli();
+	/* Sends 200 s apart: OTP_SEND_LIMIT 3 per 120 s never refuses. */
+	ids[0] = issue_ok(fx->s, &defaults, PHONE, 1, T0);
+	expect_invalid(fx->s, PHONE, 9, T0 + 1000, 2);
+	ids[1] = issue_ok(fx->s, &defaults, PHONE, 2, T0 + 200000);        /* replaces 0 */
+	assert_int_equal(store_otp_cancel(fx->s, PHONE, ids[1], T0 + 201000), OTPD_OK);
+	ids[2] = issue_ok(fx->s, &defaults, PHONE, 3, T0 + 400000);
+	expect_invalid(fx->s, PHONE, 9, T0 + 401000, 2);
+	expect_invalid(fx->s, PHONE, 9, T0 + 402000, 1);
+	expect_invalid(fx->s, PHONE, 9, T0 + 403000, 0);                   /* exhausted */
+	expect_plain(fx->s, PHONE, 3, T0 + 404000, OTPD_TOO_MANY_ATTEMPTS);
+	ids[3] = issue_ok(fx->s, &defaults, PHONE, 4, T0 + 600000);
+	assert_int_equal(verify(fx->s, &defaults, PHONE, 4, T0 + 601000, NULL, &vr), OTPD_OK);
+	ids[4] = issue_ok(fx->s, &defaults, PHONE, 5, T0 + 800000);        /* left to expire */
+	ids[5] = issue_ok(fx->s, &defaults, PHONE, 6, T0 + 1200000);
+	for (int i = 1; i < 6; i++)
+		assert_true(ids[i] > ids[i - 1]);
+
+	/* What an admin sees: a code over already (cancelled, exhausted,
+	 * used, expired) keeps its own end when a newer send comes; a valid
+	 * one becomes replaced. */
+	code_statuses(fx, PHONE, T0 + 1201000, got, sizeof(got));
+	assert_string_equal(got, "replaced:1/3:200000,cancelled:0/3:201000,"
+	                         "exhausted:3/3:403000,used:0/3:601000,"
+	                         "expired:0/3:-,valid:0/3:-");
+
+	/* The current code is the newest: no earlier code verifies, each is
+	 * a wrong guess against it. */
+	for (int seed = 1; seed <= 2; seed++)
+		expect_invalid(fx->s, PHONE, seed, T0 + 1202000 + seed, 3 - seed);
+	vr = untouched_verify();
+	assert_int_equal(verify(fx->s, &defaults, PHONE, 6, T0 + 1210000, NULL, &vr), OTPD_OK);
+	assert_false(vr.is_new_user);
+	code_statuses(fx, PHONE, T0 + 1211000, got, sizeof(got));
+	assert_non_null(strstr(got, ",used:2/3:1210000"));
+	assert_int_equal(cli_int(fx, "SELECT count(*) FROM otp_codes;"), 6);
+}
+
+/* A code is judged with the attempts it was issued with, unless the
+ * policy allows fewer now. */
+static void test_max_attempts_of_the_code(void **state)
+{
+	struct fixture *fx = *state;
+	const struct otp_policy five = {.expiry_ms = 300000, .max_attempts = 5,
+	                                .send_limit = 3, .send_window_ms = 120000};
+	struct store_verify_result vr = untouched_verify();
+
+	/* Issued with 3, verified under 5: 3. */
+	issue_ok(fx->s, &defaults, PHONE, 1, T0);
+	assert_int_equal(verify(fx->s, &five, PHONE, 9, T0 + 1, NULL, &vr), OTPD_INVALID_CODE);
+	assert_int_equal(vr.remaining_attempts, 2);
+	/* Issued with 5, verified under 3: 3 (lowering applies at once). */
+	issue_ok(fx->s, &five, PHONE2, 2, T0);
+	expect_invalid(fx->s, PHONE2, 9, T0 + 1, 2);
+	if (have_cli())
+		expect_cli(fx, "SELECT group_concat(max_attempts) FROM"
+		               " (SELECT max_attempts FROM otp_codes ORDER BY id);", "3,5");
 }
 
 static void test_cancel(void **state)
@@ -675,21 +781,39 @@ static void test_cancel(void **state)
 
 	/* A code whose SMS was not accepted never verifies. */
 	id1 = issue_ok(fx->s, &defaults, PHONE, 1, T0);
-	assert_int_equal(store_otp_cancel(fx->s, PHONE, id1), OTPD_OK);
+	assert_int_equal(store_otp_cancel(fx->s, PHONE, id1, T0 + 500), OTPD_OK);
 	expect_plain(fx->s, PHONE, 1, T0 + 1, OTPD_OTP_EXPIRED);
 
-	/* Cancelling a code a newer one replaced is a no-op. */
+	/* Cancelling a code a newer one replaced leaves the newer one alone. */
 	id2 = issue_ok(fx->s, &defaults, PHONE2, 2, T0);
 	id3 = issue_ok(fx->s, &defaults, PHONE2, 3, T0 + 1);
-	assert_int_equal(store_otp_cancel(fx->s, PHONE2, id2), OTPD_OK);
+	assert_int_equal(store_otp_cancel(fx->s, PHONE2, id2, T0 + 2), OTPD_OK);
 	/* The wrong phone for an id changes nothing either. */
-	assert_int_equal(store_otp_cancel(fx->s, PHONE, id3), OTPD_OK);
-	assert_int_equal(store_otp_cancel(fx->s, "+989000000000", id3), OTPD_OK);
+	assert_int_equal(store_otp_cancel(fx->s, PHONE, id3, T0 + 2), OTPD_OK);
+	assert_int_equal(store_otp_cancel(fx->s, "+989000000000", id3, T0 + 2), OTPD_OK);
 	assert_int_equal(verify(fx->s, &defaults, PHONE2, 3, T0 + 2, NULL, &vr),
 	                 OTPD_OK);
 	/* Cancelling a used code leaves it used. */
-	assert_int_equal(store_otp_cancel(fx->s, PHONE2, id3), OTPD_OK);
+	assert_int_equal(store_otp_cancel(fx->s, PHONE2, id3, T0 + 3), OTPD_OK);
 	expect_plain(fx->s, PHONE2, 3, T0 + 3, OTPD_OTP_EXPIRED);
+	/* A repeated cancel changes nothing more. */
+	assert_int_equal(store_otp_cancel(fx->s, PHONE, id1, T0 + 4), OTPD_OK);
+
+	if (!have_cli())
+		return;
+	/* In the history: both unsent codes cancelled (the replaced one too:
+	 * its SMS never went out), ended when the cancel came; the used one
+	 * used.  Each failure counted once. */
+	assert_int_equal(cli_intf(fx, "SELECT count(*) FROM otp_codes WHERE id = %lld"
+	                              " AND state = 2 AND ended_ms = %lld;",
+	                          (long long)id1, (long long)(T0 + 500)), 1);
+	assert_int_equal(cli_intf(fx, "SELECT count(*) FROM otp_codes WHERE id = %lld"
+	                              " AND state = 2 AND ended_ms = %lld;",
+	                          (long long)id2, (long long)(T0 + 2)), 1);
+	assert_int_equal(cli_intf(fx, "SELECT count(*) FROM otp_codes WHERE id = %lld"
+	                              " AND state = 1 AND ended_ms = %lld;",
+	                          (long long)id3, (long long)(T0 + 2)), 1);
+	assert_int_equal(cli_int(fx, "SELECT sum(sms_failures) FROM stats_5m;"), 2);
 }
 
 static void test_send_limit(void **state)
@@ -725,11 +849,18 @@ static void test_send_limit(void **state)
 	assert_int_equal(issue(fx->s, &defaults, PHONE, 9, T0 + 132000, &ir),
 	                 OTPD_OTP_RATE_LIMITED);
 
-	if (have_cli())
-		/* Sends that left the window were pruned. */
-		assert_int_equal(cli_int(fx, "SELECT count(*) FROM otp_sends"
-		                             " WHERE phone = '" PHONE "';"),
-		                 3);
+	if (!have_cli())
+		return;
+	/* The limit counted codes that were replaced: every one issued is
+	 * kept (none pruned), each replaced by the next; the refused
+	 * requests left none. */
+	assert_int_equal(cli_int(fx, "SELECT count(*) FROM otp_codes"
+	                             " WHERE phone = '" PHONE "';"),
+	                 5);
+	assert_int_equal(cli_int(fx, "SELECT count(*) FROM otp_codes"
+	                             " WHERE phone = '" PHONE "' AND state = 3;"),
+	                 4);
+	assert_int_equal(cli_int(fx, "SELECT sum(sends) FROM stats_5m;"), 6);
 }
 
 static void test_session_recorded_atomically(void **state)
@@ -1458,11 +1589,14 @@ static void test_migration_from_v1(void **state)
 	assert_non_null(strstr(fresh, "replaced_by:TEXT"));
 	assert_non_null(strstr(fresh, "refresh_tokens_expires"));
 
-	/* A code row of version 1 kept every column through version 3's copy. */
-	assert_int_equal(cli_db(fx, v1, "SELECT phone || ',' || otp_id || ',' || length(code_hash)"
+	/* A code row of version 1 kept every column through the copies of
+	 * versions 3 and 4 (its otp_id is its id; it had no send row). */
+	assert_int_equal(cli_db(fx, v1, "SELECT phone || ',' || id || ',' || length(code_hash)"
 	                        " || ',' || created_ms || ',' || expires_ms || ',' || attempts"
-	                        " || ',' || state FROM otp_codes;", upgraded, sizeof(upgraded)), 0);
-	assert_string_equal(upgraded, "+989120000007,7,32,1,2,3,1");
+	                        " || ',' || state || ',' || max_attempts || ','"
+	                        " || coalesce(ended_ms, '-') FROM otp_codes;",
+	                        upgraded, sizeof(upgraded)), 0);
+	assert_string_equal(upgraded, "+989120000007,7,32,1,2,3,1,3,-");
 	/* The orphan did not stop the upgrade (the copy checks foreign keys);
 	 * it is gone, the live record is there. */
 	assert_int_equal(cli_db(fx, v1, "SELECT group_concat(jti) FROM refresh_tokens"
@@ -1472,47 +1606,66 @@ static void test_migration_from_v1(void **state)
 	assert_string_equal(upgraded, "");
 }
 
-/* The writes of a send, a verify and a refresh build no ephemeral table:
- * SQLite builds one for `IN (a, b, c)` checks (the CHECK on state before
- * version 3) and for RETURNING.  A slow schema is a bug here. */
+/* Every statement the store prepares (store/sqlite.c's table, not a copy
+ * of it) builds no ephemeral table and sorts nothing: SQLite builds an
+ * ephemeral index for `IN (a, b, c)` checks (the CHECK on state before
+ * version 3) and a table for RETURNING, and a sorter for an ORDER BY that
+ * no index gives.  And none but the bounded purges (and ping) scans a
+ * table: the current code, the send window, the pending deliveries and the
+ * stats range are index lookups.  A slow schema is a bug here.  Only the
+ * session purge (`IN (SELECT ... LIMIT)`, the janitor's) may build one. */
 static void test_hot_writes_without_ephemeral_tables(void **state)
 {
 	struct fixture *fx = *state;
-	static const char *const hot[] = {
-		"INSERT INTO otp_codes (phone, otp_id, code_hash, created_ms, expires_ms, attempts, state)"
-		" VALUES ('x', 1, zeroblob(32), 1, 2, 0, 0) ON CONFLICT (phone) DO UPDATE SET"
-		" otp_id = excluded.otp_id, attempts = 0, state = 0",
-		"UPDATE otp_codes SET attempts = attempts + 1 WHERE phone = 'x'",
-		"UPDATE otp_codes SET state = 1 WHERE phone = 'x'",
-		"INSERT INTO otp_sends (phone, sent_ms) VALUES ('x', 1)",
-		"INSERT INTO users (phone_number, username, email, first_name, last_name, is_active,"
-		" is_staff, created_at_ms, last_login_ms) VALUES ('x', 'y', 'z', NULL, NULL, 1, 0, 1, 1)"
-		" ON CONFLICT (phone_number) DO NOTHING",
-		"INSERT INTO refresh_tokens (jti, family, user_id, access_jti, created_ms, expires_ms,"
-		" state) VALUES ('a', 'b', 1, 'c', 1, 2, 0)",
-		"UPDATE refresh_tokens SET state = 1, rotated_ms = 1, replaced_by = 'z'"
-		" WHERE jti = 'a' AND state = 0",
-	};
-	char sql[1024];
+	static const char *const tables[] = {"otp_codes", "stats_5m", "users", "refresh_tokens"};
+	const char *sql, *name;
+	char buf[2048];
 	sqlite3 *db = NULL;
+	size_t i, checked = 0;
 
 	assert_int_equal(sqlite3_open_v2(fx->path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
-	for (size_t i = 0; i < sizeof(hot) / sizeof(hot[0]); i++) {
+	for (i = 0; (sql = store_sqlite_statement(i, &name)) != NULL; i++) {
 		sqlite3_stmt *st = NULL;
-		int writes = 0, ephemeral = 0;
+		int writes = 0, ephemeral = 0, sorts = 0;
+		bool is_write = !strncmp(sql, "INSERT", 6) || !strncmp(sql, "UPDATE", 6) ||
+		                !strncmp(sql, "DELETE", 6);
+		bool purge = strstr(name, "purge") != NULL;
 
-		snprintf(sql, sizeof(sql), "EXPLAIN %s", hot[i]);
-		assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+		snprintf(buf, sizeof(buf), "EXPLAIN %s", sql);
+		assert_int_equal(sqlite3_prepare_v2(db, buf, -1, &st, NULL), SQLITE_OK);
 		while (sqlite3_step(st) == SQLITE_ROW) {
 			const char *op = (const char *)sqlite3_column_text(st, 1);
 			writes += op && strcmp(op, "OpenWrite") == 0;
 			ephemeral += op && strcmp(op, "OpenEphemeral") == 0;
+			sorts += op && strcmp(op, "SorterOpen") == 0;
 		}
 		sqlite3_finalize(st);
-		assert_true(writes > 0); /* the program was read */
-		if (ephemeral)
-			fail_msg("builds an ephemeral table: %s", hot[i]);
+		if (is_write)
+			assert_true(writes > 0); /* the program was read */
+		if ((ephemeral && strcmp(name, "purge sessions") != 0) || sorts)
+			fail_msg("builds an ephemeral table or sorts (%s): %s", name, sql);
+
+		snprintf(buf, sizeof(buf), "EXPLAIN QUERY PLAN %s", sql);
+		assert_int_equal(sqlite3_prepare_v2(db, buf, -1, &st, NULL), SQLITE_OK);
+		while (sqlite3_step(st) == SQLITE_ROW) {
+			const char *detail = (const char *)sqlite3_column_text(st, 3);
+
+			if (!detail)
+				continue;
+			if (strstr(detail, "TEMP B-TREE"))
+				fail_msg("sorts in a temporary b-tree (%s): %s", name, sql);
+			for (size_t t = 0; t < sizeof(tables) / sizeof(tables[0]) && !purge; t++) {
+				char scan[64];
+				snprintf(scan, sizeof(scan), "SCAN %s", tables[t]);
+				if (!strncmp(detail, scan, strlen(scan)) &&
+				    (detail[strlen(scan)] == '\0' || detail[strlen(scan)] == ' '))
+					fail_msg("scans %s (%s): %s", tables[t], name, sql);
+			}
+		}
+		sqlite3_finalize(st);
+		checked++;
 	}
+	assert_true(checked > 30);
 	sqlite3_close(db);
 }
 
@@ -1580,7 +1733,7 @@ static void test_locked_is_unavailable(void **state)
 	assert_int_equal(verify(s, &defaults, PHONE, 1, T0 + 1, NULL, &vr),
 	                 OTPD_UNAVAILABLE);
 	assert_int_equal(vr.user.id, UNTOUCHED);
-	assert_int_equal(store_otp_cancel(s, PHONE, 1), OTPD_UNAVAILABLE);
+	assert_int_equal(store_otp_cancel(s, PHONE, 1, T0 + 1), OTPD_UNAVAILABLE);
 	memset(a, 7, sizeof(a));
 	assert_int_equal(store_secret_get_or_create(s, "k", a, 32, got, 32),
 	                 OTPD_UNAVAILABLE);
@@ -1753,6 +1906,9 @@ static void race_single_use(struct fixture *fx, int nstores)
 	/* A code is used at most once, even raced (docs/API.md §3). */
 	assert_int_equal(count_status(rs, RACERS, OTPD_OK), 1);
 	assert_int_equal(count_status(rs, RACERS, OTPD_OTP_EXPIRED), RACERS - 1);
+	if (have_cli()) /* counted once too */
+		expect_cli(fx, "SELECT sum(sends) || ',' || sum(logins) || ',' || sum(new_users)"
+		               " || ',' || sum(wrong_guesses) FROM stats_5m;", "1,1,1,0");
 }
 
 static void race_attempts(struct fixture *fx, int nstores)
@@ -1777,6 +1933,9 @@ static void race_attempts(struct fixture *fx, int nstores)
 	assert_int_equal(seen[0], 1);
 	assert_int_equal(seen[1], 1);
 	assert_int_equal(seen[2], 1);
+	if (have_cli())
+		expect_cli(fx, "SELECT sum(sends) || ',' || sum(wrong_guesses) || ',' || sum(logins)"
+		               " FROM stats_5m;", "1,3,0");
 }
 
 static void race_send_limit(struct fixture *fx, int nstores)
@@ -1796,6 +1955,12 @@ static void race_send_limit(struct fixture *fx, int nstores)
 			if (rs[i].status == OTPD_OK && rs[j].status == OTPD_OK)
 				assert_true(rs[i].ir.otp_id != rs[j].ir.otp_id);
 	}
+	if (!have_cli())
+		return;
+	/* Three codes, two replaced by the next; three sends counted. */
+	expect_cli(fx, "SELECT count(*) || ',' || sum(state = 3) || ',' || sum(state = 0)"
+	               " FROM otp_codes;", "3,2,1");
+	expect_cli(fx, "SELECT sum(sends) FROM stats_5m;", "3");
 }
 
 static void race_first_login(struct fixture *fx, int nstores)
@@ -2010,8 +2175,15 @@ static void test_group_commit_many_threads(void **state)
 		                 GC_THREADS * GC_ROUNDS);
 		assert_int_equal(cli_int(fx, "SELECT count(*) FROM otp_codes;"),
 		                 GC_THREADS * GC_ROUNDS);
-		assert_int_equal(cli_int(fx, "SELECT count(*) FROM otp_sends;"),
-		                 GC_THREADS * GC_ROUNDS);
+		/* Each event counted once, whatever batch it committed in. */
+		char sums[64], want[64];
+		snprintf(want, sizeof(want), "%d,%d,%d,%d,0", GC_THREADS * GC_ROUNDS,
+		         GC_THREADS * GC_ROUNDS, GC_THREADS * GC_ROUNDS, GC_THREADS * GC_ROUNDS);
+		assert_int_equal(cli(fx, "SELECT sum(sends) || ',' || sum(logins) || ','"
+		                         " || sum(new_users) || ',' || sum(wrong_guesses)"
+		                         " || ',' || sum(sms_failures) FROM stats_5m;",
+		                     sums, sizeof(sums)), 0);
+		assert_string_equal(sums, want);
 		assert_int_equal(cli_int(fx, "SELECT count(*) FROM refresh_tokens;"),
 		                 GC_THREADS / 2 * GC_ROUNDS);
 	}
@@ -2175,13 +2347,445 @@ static void test_async_answers(void **state)
 	assert_int_equal(it.verify_status, OTPD_INVALID_CODE);
 	assert_int_equal(it.vr.remaining_attempts, 2);
 	/* Cancel: the code stops working. */
-	assert_int_equal(store_otp_cancel_start(fx->s, PHONE, otp_id, as_status, &it), OTPD_OK);
+	assert_int_equal(store_otp_cancel_start(fx->s, PHONE, otp_id, T0 + 1, as_status, &it),
+	                 OTPD_OK);
 	while (sem_wait(&finished) != 0)
 		;
 	assert_int_equal(it.verify_status, OTPD_OK);
 	assert_int_equal(atomic_load(&it.calls), 3);
 	expect_plain(fx->s, PHONE, 8, T0 + 2, OTPD_OTP_EXPIRED); /* the right code, cancelled */
 	sem_destroy(&finished);
+}
+
+/* ---- the dashboard's counters (store_stats) ---- */
+
+#define BUCKET_MS STORE_STATS_BUCKET_MS
+#define B0 (T0 - T0 % BUCKET_MS) /* the bucket T0 is in */
+
+static void expect_bucket(const struct store_stats_bucket *b, int64_t bucket_ms, int sends,
+                          int sms_failures, int logins, int new_users, int wrong_guesses)
+{
+	assert_int_equal(b->bucket_ms, bucket_ms);
+	assert_int_equal(b->sends, sends);
+	assert_int_equal(b->sms_failures, sms_failures);
+	assert_int_equal(b->logins, logins);
+	assert_int_equal(b->new_users, new_users);
+	assert_int_equal(b->wrong_guesses, wrong_guesses);
+	assert_int_equal(b->locks, 0);
+}
+
+/* Each event once, in the bucket of its time, only when its operation
+ * committed; the buckets of a range oldest first. */
+static void test_stats_buckets(void **state)
+{
+	struct fixture *fx = *state;
+	const int64_t b2 = B0 + 2 * BUCKET_MS, b9 = B0 + 288 * BUCKET_MS;
+	struct store_verify_result vr = untouched_verify();
+	struct store_issue_result ir;
+	struct store_session taken = session_of(1, b2);
+	struct store_stats_bucket got[8];
+	size_t n = UNTOUCHED;
+	int64_t id;
+
+	assert_int_equal(B0 % BUCKET_MS, 0);
+	/* Bucket B0: three sends, a fourth refused (not a send). */
+	issue_ok(fx->s, &defaults, PHONE, 1, B0 + 1000);
+	issue_ok(fx->s, &defaults, PHONE, 2, B0 + 2000);
+	issue_ok(fx->s, &defaults, PHONE, 3, B0 + 3000);
+	assert_int_equal(issue(fx->s, &defaults, PHONE, 4, B0 + 4000, &ir), OTPD_OTP_RATE_LIMITED);
+	expect_invalid(fx->s, PHONE, 9, B0 + 5000, 2);                     /* a wrong guess */
+	assert_int_equal(verify(fx->s, &defaults, PHONE, 3, B0 + 6000, NULL, &vr), OTPD_OK);
+	assert_true(vr.is_new_user);                                       /* a login, a new user */
+	expect_plain(fx->s, PHONE, 3, B0 + 7000, OTPD_OTP_EXPIRED);        /* nothing */
+	id = issue_ok(fx->s, &defaults, PHONE2, 5, B0 + 8000);
+	assert_int_equal(store_otp_cancel(fx->s, PHONE2, id, B0 + 9000), OTPD_OK); /* an SMS failure */
+	assert_int_equal(store_otp_cancel(fx->s, PHONE2, id, B0 + 9500), OTPD_OK); /* the same one */
+
+	/* Bucket B0 + 2: a login of a known user (with a session) ... */
+	issue_ok(fx->s, &defaults, PHONE, 6, b2 + 10);
+	vr = untouched_verify();
+	assert_int_equal(verify(fx->s, &defaults, PHONE, 6, b2 + 20, &taken, &vr), OTPD_OK);
+	assert_false(vr.is_new_user);
+	/* ... three wrong guesses, and a fourth refused (not a guess) ... */
+	issue_ok(fx->s, &defaults, PHONE2, 7, b2 + 30);
+	expect_invalid(fx->s, PHONE2, 9, b2 + 40, 2);
+	expect_invalid(fx->s, PHONE2, 9, b2 + 50, 1);
+	expect_invalid(fx->s, PHONE2, 9, b2 + 60, 0);
+	expect_plain(fx->s, PHONE2, 9, b2 + 70, OTPD_TOO_MANY_ATTEMPTS);
+	/* ... and a login that fails (its session's jti is taken): undone,
+	 * not counted. */
+	issue_ok(fx->s, &defaults, "+989121112233", 8, b2 + 80);
+	vr = untouched_verify();
+	assert_int_equal(verify(fx->s, &defaults, "+989121112233", 8, b2 + 90, &taken, &vr),
+	                 OTPD_INTERNAL);
+	/* 24 h later, one send. */
+	issue_ok(fx->s, &defaults, PHONE, 10, b9 + BUCKET_MS - 1);
+
+	assert_int_equal(store_stats(fx->s, B0, b9 + BUCKET_MS, got, 8, &n), OTPD_OK);
+	assert_int_equal(n, 3);
+	expect_bucket(&got[0], B0, 4, 1, 1, 1, 1);
+	expect_bucket(&got[1], b2, 3, 0, 1, 0, 3);
+	expect_bucket(&got[2], b9, 1, 0, 0, 0, 0);
+	/* since <= bucket_ms < until */
+	assert_int_equal(store_stats(fx->s, B0 + 1, b9, got, 8, &n), OTPD_OK);
+	assert_int_equal(n, 1);
+	expect_bucket(&got[0], b2, 3, 0, 1, 0, 3);
+	assert_int_equal(store_stats(fx->s, B0, b2, got, 8, &n), OTPD_OK);
+	assert_int_equal(n, 1);
+	assert_int_equal(got[0].bucket_ms, B0);
+	/* The last 24 h of b9: b9 - 86400000 is B0 itself. */
+	assert_int_equal(store_stats(fx->s, b9 + BUCKET_MS - 86400000, b9 + BUCKET_MS, got, 8, &n),
+	                 OTPD_OK);
+	assert_int_equal(n, 2);
+	assert_int_equal(got[0].bucket_ms, b2);
+	/* At most cap, the oldest. */
+	assert_int_equal(store_stats(fx->s, B0, b9 + BUCKET_MS, got, 2, &n), OTPD_OK);
+	assert_int_equal(n, 2);
+	assert_int_equal(got[0].bucket_ms, B0);
+	assert_int_equal(got[1].bucket_ms, b2);
+	/* Empty ranges. */
+	n = UNTOUCHED;
+	assert_int_equal(store_stats(fx->s, b2, b2, got, 8, &n), OTPD_OK);
+	assert_int_equal(n, 0);
+	n = UNTOUCHED;
+	assert_int_equal(store_stats(fx->s, B0, b9, got, 0, &n), OTPD_OK);
+	assert_int_equal(n, 0);
+	assert_int_equal(store_stats(fx->s, B0 + BUCKET_MS, b2, got, 8, &n), OTPD_OK);
+	assert_int_equal(n, 0);
+	if (have_cli())
+		assert_int_equal(cli_int(fx, "SELECT count(*) FROM stats_5m;"), 3);
+
+	/* An in-memory store reads through its writer: the same answers. */
+	struct store *m = NULL;
+	int applied;
+	assert_int_equal(open_url("sqlite::memory:", 100, &m), OTPD_OK);
+	assert_int_equal(store_migrate(m, &applied), OTPD_OK);
+	issue_ok(m, &defaults, PHONE, 1, B0 + 1);
+	assert_int_equal(store_stats(m, B0, b9, got, 8, &n), OTPD_OK);
+	assert_int_equal(n, 1);
+	expect_bucket(&got[0], B0, 1, 0, 0, 0, 0);
+	store_close(m);
+}
+
+/* The writer sums a batch's events per bucket: a batch whose operations
+ * fall in more buckets than it keeps at once still counts each once. */
+static void test_stats_one_batch(void **state)
+{
+	struct fixture *fx = *state;
+	enum { N = 14, BUCKETS = 7 };
+	static struct as_item items[N];
+	struct store_stats_bucket got[BUCKETS + 1];
+	struct store *s = NULL;
+	sem_t finished;
+	size_t n = 0;
+	FILE *shell;
+
+	have_cli();
+	assert_int_equal(open_url(fx->url, 10000, &s), OTPD_OK);
+	assert_int_equal(sem_init(&finished, 0, 0), 0);
+	memset(items, 0, sizeof(items));
+	/* Queued while another process holds the write lock: the writer waits
+	 * in BEGIN with the first, the others queue behind it. */
+	shell = hold_write_lock(fx);
+	for (int i = 0; i < N; i++) {
+		struct as_item *it = &items[i];
+
+		it->finished = &finished;
+		snprintf(it->phone, sizeof(it->phone), "+98912%07d", 2000000 + i);
+		hash_of(700 + i, it->hash);
+		assert_int_equal(store_otp_issue_start(s, &lenient, it->phone, it->hash,
+		                                       B0 + (i % BUCKETS) * BUCKET_MS + i, &it->ir,
+		                                       as_status, it),
+		                 OTPD_OK);
+		if (i == 0)
+			usleep(50000);
+	}
+	usleep(100000);
+	release_write_lock(shell);
+	for (int i = 0; i < N; i++)
+		while (sem_wait(&finished) != 0)
+			;
+	sem_destroy(&finished);
+	for (int i = 0; i < N; i++)
+		assert_int_equal(items[i].verify_status, OTPD_OK);
+	store_close(s); /* it says how it batched: the first alone, then the rest */
+	assert_true(log_contains(fx, "14 operations in 2 transactions"));
+	assert_int_equal(store_stats(fx->s, B0, B0 + BUCKETS * BUCKET_MS, got, BUCKETS + 1, &n),
+	                 OTPD_OK);
+	assert_int_equal(n, BUCKETS);
+	for (int k = 0; k < BUCKETS; k++)
+		expect_bucket(&got[k], B0 + k * BUCKET_MS, N / BUCKETS, 0, 0, 0, 0);
+}
+
+/* ---- retention (store_history_purge) ---- */
+
+static void test_history_purge(void **state)
+{
+	struct fixture *fx = *state;
+	const int64_t cut = T0 - 30 * DAY_MS;
+	struct store_verify_result vr = untouched_verify();
+	int64_t ahead, old1, old2, recent, last, next;
+	int deleted = UNTOUCHED;
+
+	have_cli();
+	/* By id: one written by a clock that ran ahead, two older than the
+	 * retention, one recent: each a code and a stats bucket. */
+	ahead = issue_ok(fx->s, &lenient, PHONE, 1, T0 + DAY_MS);
+	old1 = issue_ok(fx->s, &lenient, PHONE, 2, T0 - 40 * DAY_MS);
+	old2 = issue_ok(fx->s, &lenient, PHONE2, 3, T0 - 35 * DAY_MS);
+	recent = issue_ok(fx->s, &lenient, PHONE2, 4, T0 - DAY_MS);
+	assert_true(old1 > ahead && old2 > old1 && recent > old2);
+	assert_int_equal(cli_int(fx, "SELECT count(*) FROM stats_5m;"), 4);
+
+	/* A limit below 1 deletes nothing. */
+	assert_int_equal(store_history_purge(fx->s, cut, 0, &deleted), OTPD_OK);
+	assert_int_equal(deleted, 0);
+	assert_int_equal(store_history_purge(fx->s, cut, -1, &deleted), OTPD_OK);
+	assert_int_equal(deleted, 0);
+	/* At most `limit` rows a call: the old buckets first, ... */
+	assert_int_equal(store_history_purge(fx->s, cut, 2, &deleted), OTPD_OK);
+	assert_int_equal(deleted, 2);
+	assert_int_equal(cli_intf(fx, "SELECT count(*) FROM stats_5m WHERE bucket_ms < %lld;",
+	                          (long long)cut), 0);
+	/* ... then the codes among the oldest `limit` ids: the one ahead does
+	 * not hold back the old ones behind it. */
+	assert_int_equal(store_history_purge(fx->s, cut, 2, &deleted), OTPD_OK);
+	assert_int_equal(deleted, 1);
+	assert_int_equal(store_history_purge(fx->s, cut, 2, &deleted), OTPD_OK);
+	assert_int_equal(deleted, 1);
+	assert_int_equal(store_history_purge(fx->s, cut, 2, &deleted), OTPD_OK);
+	assert_int_equal(deleted, 0);
+	assert_int_equal(cli_intf(fx, "SELECT count(*) FROM otp_codes WHERE id IN (%lld, %lld);",
+	                          (long long)old1, (long long)old2), 0);
+	assert_int_equal(cli_intf(fx, "SELECT count(*) FROM otp_codes WHERE id IN (%lld, %lld);",
+	                          (long long)ahead, (long long)recent), 2);
+	assert_int_equal(cli_int(fx, "SELECT count(*) FROM stats_5m;"), 2);
+	/* What is left works: PHONE2's current code is the recent one. */
+	assert_int_equal(verify(fx->s, &lenient, PHONE2, 4, T0 - DAY_MS + 1, NULL, &vr), OTPD_OK);
+
+	/* Everything older than tomorrow + 1: all of it goes, and an id is
+	 * never given again (AUTOINCREMENT). */
+	last = issue_ok(fx->s, &lenient, "+989121112233", 5, T0);
+	assert_int_equal(store_history_purge(fx->s, T0 + 2 * DAY_MS, 1000, &deleted), OTPD_OK);
+	assert_int_equal(deleted, 3 + 3); /* 3 buckets (T0 - 1 d, T0, T0 + 1 d), 3 codes */
+	assert_int_equal(cli_int(fx, "SELECT count(*) FROM otp_codes;"), 0);
+	assert_int_equal(cli_int(fx, "SELECT count(*) FROM stats_5m;"), 0);
+	next = issue_ok(fx->s, &lenient, PHONE, 6, T0);
+	assert_true(next > last);
+}
+
+/* ---- SMS delivery (store_otp_sms_accepted_start, _delivery_*) ---- */
+
+static void expect_pending(struct store *s, int64_t since_ms, size_t limit, size_t want_n,
+                           const int64_t *want_ids, const int64_t *want_msgs)
+{
+	struct store_delivery_pending got[8];
+	size_t n = UNTOUCHED;
+
+	assert_true(limit <= 8);
+	assert_int_equal(store_otp_delivery_pending(s, since_ms, limit, got, &n), OTPD_OK);
+	assert_int_equal(n, want_n);
+	for (size_t i = 0; i < want_n; i++) {
+		assert_int_equal(got[i].otp_id, want_ids[i]);
+		assert_int_equal(got[i].message_id, want_msgs[i]);
+	}
+}
+
+static void test_sms_delivery(void **state)
+{
+	struct fixture *fx = *state;
+	struct store_delivery_status st[3];
+	struct store *s = NULL;
+	struct as_item it;
+	sem_t finished;
+	FILE *shell;
+	int64_t a, b, c;
+
+	have_cli();
+	a = issue_ok(fx->s, &lenient, PHONE, 1, T0);
+	b = issue_ok(fx->s, &lenient, PHONE2, 2, T0 + 1000);
+	c = issue_ok(fx->s, &lenient, "+989121112233", 3, T0 + 2000);
+
+	/* Fire and forget (done NULL), then one with done: the first is
+	 * committed once the second is answered (one writer, in order). */
+	assert_int_equal(store_otp_sms_accepted_start(fx->s, a, 900001, T0 + 100, NULL, NULL),
+	                 OTPD_OK);
+	memset(&it, 0, sizeof(it));
+	assert_int_equal(sem_init(&finished, 0, 0), 0);
+	it.finished = &finished;
+	it.verify_status = OTPD_INTERNAL;
+	assert_int_equal(store_otp_sms_accepted_start(fx->s, b, 900002, T0 + 1100, as_status, &it),
+	                 OTPD_OK);
+	while (sem_wait(&finished) != 0)
+		;
+	sem_destroy(&finished);
+	assert_int_equal(it.verify_status, OTPD_OK);
+	assert_int_equal(atomic_load(&it.calls), 1);
+
+	/* Pending: with a message id, no final status, created after since,
+	 * oldest first, at most limit; c has no message id. */
+	expect_pending(fx->s, T0 - 1, 8, 2, (int64_t[]){a, b}, (int64_t[]){900001, 900002});
+	expect_pending(fx->s, T0 - 1, 1, 1, (int64_t[]){a}, (int64_t[]){900001});
+	expect_pending(fx->s, T0, 8, 1, (int64_t[]){b}, (int64_t[]){900002});
+	expect_pending(fx->s, T0 - 1, 0, 0, NULL, NULL);
+	expect_cli(fx, "SELECT coalesce(sms_message_id, '-') || ',' || coalesce(sms_status, '-')"
+	               " || ',' || coalesce(sms_status_ms, '-') FROM otp_codes ORDER BY id LIMIT 1;",
+	           "900001,-,1700000000100");
+
+	/* In one call: a in progress (4), b delivered (10, final). */
+	st[0] = (struct store_delivery_status){.otp_id = a, .status = 4, .now_ms = T0 + 5000};
+	st[1] = (struct store_delivery_status){.otp_id = b, .status = 10, .now_ms = T0 + 5000};
+	st[2] = (struct store_delivery_status){.otp_id = 999999, .status = 10, .now_ms = T0}; /* unknown */
+	assert_int_equal(store_otp_delivery_set(fx->s, 3, st), OTPD_OK);
+	expect_pending(fx->s, T0 - 1, 8, 1, (int64_t[]){a}, (int64_t[]){900001});
+	/* a undelivered (11, final); a late "in progress" does not undo it. */
+	st[0] = (struct store_delivery_status){.otp_id = a, .status = 11, .now_ms = T0 + 6000};
+	assert_int_equal(store_otp_delivery_set(fx->s, 1, st), OTPD_OK);
+	st[0] = (struct store_delivery_status){.otp_id = a, .status = 4, .now_ms = T0 + 7000};
+	assert_int_equal(store_otp_delivery_set(fx->s, 1, st), OTPD_OK);
+	assert_int_equal(store_otp_delivery_set(fx->s, 0, NULL), OTPD_OK);
+	expect_pending(fx->s, T0 - 1, 8, 0, NULL, NULL);
+	expect_cli(fx, "SELECT group_concat(r, ';') FROM (SELECT coalesce(sms_message_id, '-')"
+	               " || ',' || coalesce(sms_status, '-') || ',' || coalesce(sms_status_ms - "
+	               "1700000000000, '-') AS r FROM otp_codes ORDER BY id);",
+	           "900001,11,6000;900002,10,5000;-,-,-");
+
+	/* Another handle whose writes wait 100 ms for a lock another process
+	 * holds: the set fails whole (nothing of it), a fire-and-forget fails
+	 * on its own (logged, nobody told), the pending read answers at once. */
+	assert_int_equal(open_url(fx->url, 100, &s), OTPD_OK);
+	shell = hold_write_lock(fx);
+	assert_int_equal(store_otp_sms_accepted_start(s, c, 900003, T0 + 2100, NULL, NULL), OTPD_OK);
+	st[0] = (struct store_delivery_status){.otp_id = c, .status = 10, .now_ms = T0 + 8000};
+	st[1] = (struct store_delivery_status){.otp_id = a, .status = 4, .now_ms = T0 + 8000};
+	assert_int_equal(store_otp_delivery_set(s, 2, st), OTPD_UNAVAILABLE);
+	expect_pending(s, T0 - 1, 8, 0, NULL, NULL);
+	release_write_lock(shell);
+	store_close(s);
+	expect_cli(fx, "SELECT group_concat(r, ';') FROM (SELECT coalesce(sms_message_id, '-')"
+	               " || ',' || coalesce(sms_status, '-') AS r FROM otp_codes ORDER BY id);",
+	           "900001,11;900002,10;-,-");
+	/* The codes themselves are untouched by all of it. */
+	expect_cli(fx, "SELECT group_concat(state) FROM (SELECT state FROM otp_codes ORDER BY id);",
+	           "0,0,0");
+}
+
+/* ---- from version 3: codes and sends become one history ---- */
+
+static void test_migration_from_v3(void **state)
+{
+	struct fixture *fx = *state;
+	struct store *s = NULL;
+	struct store_issue_result ir = {.otp_id = UNTOUCHED};
+	struct store_verify_result vr = untouched_verify();
+	uint8_t h3[OTP_HASH_LEN];
+	char v3[160], url[200], hex[2 * OTP_HASH_LEN + 1], *sql;
+	char fresh[4096], upgraded[4096];
+	int applied = UNTOUCHED;
+	size_t len;
+
+	assert_true(store_sqlite_migrations_count >= 4);
+	have_cli();
+	hash_of(3, h3);
+	for (int i = 0; i < OTP_HASH_LEN; i++)
+		snprintf(hex + 2 * i, 3, "%02x", h3[i]);
+
+	/* What otpd at version 3 leaves: PHONE sent three times in the last
+	 * 20 s (two sends whose codes the next replaced: otp_sends rows
+	 * without a code), its current code with one wrong guess; PHONE2's
+	 * code used; a code of a database filled by hand without its send;
+	 * the AUTOINCREMENT counter past the rows (pruned sends). */
+	snprintf(v3, sizeof(v3), "%s/v3.db", fx->dir);
+	len = 8192;
+	for (int i = 0; i < 3; i++)
+		len += strlen(store_sqlite_migrations[i]);
+	sql = malloc(len);
+	assert_non_null(sql);
+	snprintf(sql, len,
+	         "BEGIN;\n"
+	         "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY,"
+	         " applied_at TEXT NOT NULL) STRICT;\n"
+	         "%s%s%s"
+	         "INSERT INTO schema_migrations VALUES (1, 'x'), (2, 'x'), (3, 'x');\n"
+	         "INSERT INTO otp_sends (id, phone, sent_ms) VALUES"
+	         " (41, '" PHONE "', %lld), (42, '" PHONE "', %lld), (43, '" PHONE2 "', %lld),"
+	         " (44, '" PHONE "', %lld);\n"
+	         "INSERT INTO otp_codes (phone, otp_id, code_hash, created_ms, expires_ms,"
+	         " attempts, state) VALUES ('" PHONE "', 44, x'%s', %lld, %lld, 1, 0),"
+	         " ('" PHONE2 "', 43, zeroblob(32), %lld, %lld, 0, 1),"
+	         " ('+989120000007', 7, zeroblob(32), 1, 2, 3, 2);\n"
+	         "UPDATE sqlite_sequence SET seq = 50 WHERE name = 'otp_sends';\n"
+	         "COMMIT;\n",
+	         store_sqlite_migrations[0], store_sqlite_migrations[1], store_sqlite_migrations[2],
+	         (long long)T0, (long long)(T0 + 10000), (long long)(T0 + 15000),
+	         (long long)(T0 + 20000), hex, (long long)(T0 + 20000), (long long)(T0 + 320000),
+	         (long long)(T0 + 15000), (long long)(T0 + 315000));
+	assert_int_equal(cli_db(fx, v3, sql, NULL, 0), 0);
+	free(sql);
+	assert_int_equal(cli_db(fx, v3, "SELECT seq FROM sqlite_sequence WHERE name = 'otp_sends';",
+	                        upgraded, sizeof(upgraded)), 0);
+	assert_string_equal(upgraded, "50");
+	/* made by sqlite3 under the usual umask: 0644, which the store refuses */
+	assert_int_equal(chmod(v3, 0600), 0);
+
+	snprintf(url, sizeof(url), "sqlite:%s", v3);
+	assert_int_equal(open_url(url, 1000, &s), OTPD_OK);
+	assert_int_equal(store_migrate(s, &applied), OTPD_OK);
+	assert_int_equal(applied, (int)store_sqlite_migrations_count - 3);
+
+	/* Every send is a code, by its id: the two without one are replaced
+	 * (ended by the next send) with a hash that never matches; the
+	 * current codes kept their id and columns. */
+	assert_int_equal(cli_db(fx, v3, "SELECT group_concat(r, ';') FROM (SELECT id || ',' || phone"
+	                        " || ',' || state || ',' || (code_hash = zeroblob(32)) || ','"
+	                        " || (created_ms - 1700000000000) || ',' || (expires_ms - 1700000000000)"
+	                        " || ',' || coalesce(ended_ms - 1700000000000, '-') || ',' || attempts"
+	                        " || '/' || max_attempts || ',' || coalesce(sms_message_id, '-') AS r"
+	                        " FROM otp_codes ORDER BY id);", upgraded, sizeof(upgraded)), 0);
+	assert_string_equal(upgraded,
+	                    "7,+989120000007,2,1,-1699999999999,-1699999999998,-,3/3,-;"
+	                    "41," PHONE ",3,1,0,0,10000,0/3,-;"
+	                    "42," PHONE ",3,1,10000,10000,20000,0/3,-;"
+	                    "43," PHONE2 ",1,1,15000,315000,-,0/3,-;"
+	                    "44," PHONE ",0,0,20000,320000,-,1/3,-");
+	assert_int_equal(cli_db(fx, v3, "SELECT count(*) FROM sqlite_schema WHERE name = 'otp_sends'"
+	                        " OR name = 'otp_codes_v4';", upgraded, sizeof(upgraded)), 0);
+	assert_string_equal(upgraded, "0");
+
+	/* The send limit holds across the upgrade: three sends in the window
+	 * (two of them now replaced codes), the oldest at T0. */
+	assert_int_equal(issue(s, &defaults, PHONE, 5, T0 + 30000, &ir), OTPD_OTP_RATE_LIMITED);
+	assert_int_equal(ir.retry_after_s, 90);
+	/* The current code kept its attempt, and works. */
+	expect_invalid(s, PHONE, 9, T0 + 31000, 1);
+	assert_int_equal(verify(s, &defaults, PHONE, 3, T0 + 32000, NULL, &vr), OTPD_OK);
+	assert_true(vr.is_new_user);
+	/* New ids continue after the old counter. */
+	ir.otp_id = UNTOUCHED;
+	assert_int_equal(issue(s, &defaults, PHONE2, 6, T0 + 33000, &ir), OTPD_OK);
+	assert_int_equal(ir.otp_id, 51);
+	store_close(s);
+
+	/* Same columns and indexes as a database created fresh; one counter
+	 * for the codes. */
+	static const char *const schema =
+		"SELECT (SELECT group_concat(c, ',') FROM (SELECT t.name || '.' || c.name || ':'"
+		" || c.type || ':' || c.\"notnull\" || ':' || coalesce(c.dflt_value, '') || ':' || c.pk"
+		" AS c FROM sqlite_schema t, pragma_table_info(t.name) c WHERE t.type = 'table'"
+		" ORDER BY t.name, c.name)) || '|' || (SELECT group_concat(n, ',') FROM (SELECT"
+		" name || '=' || coalesce(sql, '') AS n FROM sqlite_schema WHERE type = 'index'"
+		" ORDER BY name));";
+	assert_int_equal(cli_db(fx, v3, schema, upgraded, sizeof(upgraded)), 0);
+	assert_int_equal(cli(fx, schema, fresh, sizeof(fresh)), 0);
+	assert_string_equal(upgraded, fresh);
+	assert_non_null(strstr(fresh, "otp_codes.max_attempts:INTEGER:1"));
+	assert_non_null(strstr(fresh, "stats_5m.wrong_guesses:INTEGER"));
+	assert_non_null(strstr(fresh, "otp_codes_phone="));
+	assert_null(strstr(fresh, "otp_sends"));
+	assert_int_equal(cli_db(fx, v3, "SELECT group_concat(name || '=' || seq) FROM"
+	                        " (SELECT name, seq FROM sqlite_sequence ORDER BY name);",
+	                        upgraded, sizeof(upgraded)), 0);
+	assert_string_equal(upgraded, "otp_codes=51,users=1");
 }
 
 /* ---- a job that fails its own statements, among others ---- */
@@ -2272,6 +2876,10 @@ static void test_group_commit_job_fails_alone(void **state)
 		assert_int_equal(cli_int(fx, "SELECT count(*) FROM refresh_tokens;"),
 		                 1 + GC_JOBS);
 		assert_int_equal(cli_int(fx, "SELECT count(*) FROM users;"), 1 + GC_JOBS);
+		/* The stats count the logins that committed, each once: the
+		 * first one, the batch's good ones, then the retried ones. */
+		assert_int_equal(cli_int(fx, "SELECT sum(logins) FROM stats_5m;"), 1 + GC_JOBS);
+		assert_int_equal(cli_int(fx, "SELECT sum(new_users) FROM stats_5m;"), 1 + GC_JOBS);
 	}
 }
 
@@ -2322,8 +2930,10 @@ static void test_group_commit_batch_fails_whole(void **state)
 		assert_int_equal(vs[i].status, OTPD_UNAVAILABLE);
 		assert_int_equal(vs[i].vr.user.id, UNTOUCHED);
 	}
-	/* Nothing recorded: no user, every code unused, no attempt counted. */
+	/* Nothing recorded: no user, every code unused, no attempt counted,
+	 * no login in the stats (the one before). */
 	assert_int_equal(cli_int(fx, "SELECT count(*) FROM users;"), 1);
+	assert_int_equal(cli_int(fx, "SELECT sum(logins) FROM stats_5m;"), 1);
 	assert_int_equal(cli_int(fx, "SELECT count(*) FROM otp_codes"
 	                             " WHERE phone LIKE '+98912%' AND state = 0"
 	                             " AND attempts = 0;"),
@@ -2338,6 +2948,7 @@ static void test_group_commit_batch_fails_whole(void **state)
 		assert_true(vs[i].vr.is_new_user);
 	}
 	store_close(s);
+	assert_int_equal(cli_int(fx, "SELECT sum(logins) FROM stats_5m;"), 1 + GC_JOBS);
 }
 
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -2359,6 +2970,8 @@ int main(void)
 		T(test_expiry),
 		T(test_used_code_stays_used),
 		T(test_new_code_replaces_old),
+		T(test_history_every_code),
+		T(test_max_attempts_of_the_code),
 		T(test_cancel),
 		T(test_send_limit),
 		T(test_session_recorded_atomically),
@@ -2397,6 +3010,11 @@ int main(void)
 		T(test_async_answers),
 		T(test_group_commit_job_fails_alone),
 		T(test_group_commit_batch_fails_whole),
+		T(test_stats_buckets),
+		T(test_stats_one_batch),
+		T(test_history_purge),
+		T(test_sms_delivery),
+		T(test_migration_from_v3),
 	};
 
 	return cmocka_run_group_tests_name("store (sqlite)", tests, NULL, NULL);

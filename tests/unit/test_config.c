@@ -147,6 +147,8 @@ static void test_defaults(void **state)
 	assert_false(cfg.cookie_secure);                  /* false outside production */
 	assert_string_equal(cfg.email_domain, "temp.pilito.com");
 	assert_true(cfg.auto_migrate);                    /* serve migrates unless false */
+	assert_true(cfg.purge_interval_s == 300);
+	assert_true(cfg.code_retention_s == 2592000);     /* 30 days */
 	assert_string_equal(cfg.metrics_token, "");       /* /metrics open */
 	assert_true(cfg.kavenegar_credit_interval_s == 300);
 	assert_true(cfg.kavenegar_credit_alert == 0);     /* off */
@@ -256,6 +258,8 @@ static void test_other_good_values(void **state)
 	static const struct kv sqlite_slashes[] = {{"DATABASE_URL", "sqlite:///var/lib/otpd/otpd.db"}, {NULL, NULL}};
 	static const struct kv rate_day[] = {{"OTP_THROTTLE_RATE", "100/day"}, {NULL, NULL}};
 	static const struct kv bool_words[] = {{"COOKIE_SECURE", "yes"}, {"OTPD_AUTO_MIGRATE", "0"}, {NULL, NULL}};
+	static const struct kv retention_min[] = {{"OTPD_CODE_RETENTION", "3600"}, {NULL, NULL}};
+	static const struct kv retention_max[] = {{"OTPD_CODE_RETENTION", "315360000"}, {NULL, NULL}};
 
 	(void)state;
 	load_ok(listen_any);
@@ -269,6 +273,10 @@ static void test_other_good_values(void **state)
 	load_ok(bool_words);
 	assert_true(cfg.cookie_secure);
 	assert_false(cfg.auto_migrate);
+	load_ok(retention_min);
+	assert_true(cfg.code_retention_s == 3600);
+	load_ok(retention_max);
+	assert_true(cfg.code_retention_s == 315360000);
 }
 
 /* ---- SMS backend default ---- */
@@ -346,6 +354,8 @@ static void test_bad_values(void **state)
 		{"DATABASE_URL", "sqlite:"},
 		{"OTPD_TRUSTED_PROXIES", "10.0.0.0/8, junk"},
 		{"OTPD_TRUSTED_PROXIES", "localhost"},
+		{"OTPD_CODE_RETENTION", "3599"},
+		{"OTPD_CODE_RETENTION", "315360001"},
 		{"OTPD_LOG_FORMAT", "xml"},
 		{"OTPD_LOG_FORMAT", "JSON"},
 		{"OTPD_LOG_FORMAT", "tty"},

@@ -53,7 +53,8 @@ static void test_no_code(void **state)
 
 static void test_used_and_cancelled(void **state)
 {
-	static const enum otp_code_state states[] = { OTP_CODE_USED, OTP_CODE_CANCELLED };
+	static const enum otp_code_state states[] = { OTP_CODE_USED, OTP_CODE_CANCELLED,
+	                                              OTP_CODE_REPLACED };
 
 	(void)state;
 	for (size_t i = 0; i < ARRAY_LEN(states); i++) {
