@@ -55,6 +55,7 @@ static const struct var vars[] = {
 	{"OTPD_AUTO_MIGRATE", K_BOOL, F(auto_migrate), "true", 0, 0, "serve applies pending migrations on start"},
 	{"KAVENEGAR_CREDIT_INTERVAL", K_INT, F(kavenegar_credit_interval_s), "300", 0, 86400, "seconds between reads of the provider's credit (account/info; also at start; 0: never)"},
 	{"KAVENEGAR_CREDIT_ALERT", K_INT, F(kavenegar_credit_alert), "0", 0, 1000000000000000, "credit (Rial) below which otpd warns once and otpd_sms_credit_low is 1 (0: off)"},
+	{"KAVENEGAR_DELIVERY_INTERVAL", K_INT, F(kavenegar_delivery_interval_s), "60", 0, 86400, "seconds between polls of sms/status for the delivery of accepted SMS (at most 10 x 500 ids a pass, for 48 h each; 0: never)"},
 	{"KAVENEGAR_TIMEOUT_MS", K_INT, F(kavenegar_timeout_ms), "10000", 100, 120000, "total time for one provider call"},
 	{"KAVENEGAR_CONNECT_TIMEOUT_MS", K_INT, F(kavenegar_connect_timeout_ms), "3000", 100, 60000, "time to connect to the provider"},
 	{"OTPD_ALLOW_SHARED_DB_FILE", K_BOOL, F(allow_shared_db_file), "false", 0, 0, "start on a database file that other users can read or write (otherwise refused; otpd creates its files 0600)"},

@@ -68,6 +68,7 @@ struct config {
 	char metrics_token[256];        /* "" = /metrics open */
 	int64_t kavenegar_credit_interval_s;
 	int64_t kavenegar_credit_alert;  /* Rial; 0 = no alert */
+	int64_t kavenegar_delivery_interval_s; /* 0 = no delivery polling */
 	enum config_log_format log_format;
 };
 

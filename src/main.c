@@ -9,6 +9,7 @@
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
+#include "auth/delivery.h"
 #include "auth/jwt.h"
 #include "auth/login.h"
 #include "auth/session.h"
@@ -194,6 +195,7 @@ static int cmd_serve(void)
 	struct auth *auth = NULL;
 	struct http_server *http = NULL;
 	struct auth_janitor *janitor = NULL;
+	struct auth_delivery *delivery = NULL;
 	uint8_t secret[sizeof(cfg.secret_key)];
 	size_t secret_len = 0;
 	sigset_t sigs;
@@ -247,6 +249,9 @@ static int cmd_serve(void)
 		goto out;
 	if (auth_janitor_start(auth, (int)cfg.purge_interval_s, &janitor) != OTPD_OK)
 		goto out;
+	if (cfg.sms_backend == SMS_KAVENEGAR && cfg.kavenegar_delivery_interval_s > 0 &&
+	    auth_delivery_start(store, sms, (int)cfg.kavenegar_delivery_interval_s, &delivery) != OTPD_OK)
+		goto out;
 
 	warn_development(&cfg);
 	log_fields(LOG_LEVEL_INFO, "server.listening",
@@ -258,7 +263,8 @@ static int cmd_serve(void)
 
 	while (sigwait(&sigs, &sig) != 0)
 		;
-	http_server_quiesce(http); /* first: once the line is out, no new work starts */
+	http_server_quiesce(http);
+	auth_delivery_stop(delivery); /* first: once the line is out, no new work starts */
 	log_info("server.stopping", "signal %d: finishing requests in flight", sig);
 	drain(http, (long)cfg.shutdown_timeout_s * 1000);
 	sms_free(sms, 0); /* sends still waiting get sms_unavailable */
@@ -282,8 +288,10 @@ static int cmd_serve(void)
 	rc = 0;
 out:
 	auth_janitor_stop(janitor);
+	auth_delivery_stop(delivery);
 	http_server_stop(http);
 	sms_free(sms, 0);
+	auth_delivery_free(delivery); /* after sms_free: see auth/delivery.h */
 	auth_free(auth);
 	store_close(store);
 	otp_wipe(secret, sizeof(secret));

@@ -136,10 +136,16 @@ static void on_sms_done(void *arg, const struct sms_result *sms)
 
 	job->result.status = sms->status;
 	job->result.provider_status = sms->provider_status;
-	if (sms->status != OTPD_OK)
+	if (sms->status != OTPD_OK) {
 		send_cancel(job);
-	else
-		send_finish(job);
+		return;
+	}
+	/* The provider's id, for the delivery poller: written with the next
+	 * batch, nobody waits for it (a failure is logged by the store). */
+	if (sms->message_id > 0)
+		store_otp_sms_accepted_start(job->a->store, job->issued.otp_id, sms->message_id,
+		                             wall_ms(), NULL, NULL);
+	send_finish(job);
 }
 
 /* Store thread: the code is stored (durably), or refused. */

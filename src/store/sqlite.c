@@ -174,7 +174,7 @@ static const struct {
 		" sms_status_ms = ?3 WHERE id = ?1"},
 	/* Through the partial index otp_codes_delivery: its WHERE, verbatim. */
 	[ST_DELIVERY_PENDING] = {"read pending deliveries",
-		"SELECT id, sms_message_id FROM otp_codes"
+		"SELECT id, sms_message_id, created_ms, phone FROM otp_codes"
 		" WHERE sms_message_id IS NOT NULL AND " SMS_NOT_FINAL
 		" AND created_ms > ?1 ORDER BY created_ms, id LIMIT ?2"},
 	[ST_DELIVERY_SET] = {"record delivery",
@@ -1784,9 +1784,13 @@ static enum otpd_status delivery_pending_read(struct conn *c, struct job *j)
 		rc = sqlite3_bind_int64(st, 2, sql_limit(j->u.pending.limit));
 	while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
 		if (n < j->u.pending.limit) {
-			j->u.pending.ret[n].otp_id = sqlite3_column_int64(st, 0);
-			j->u.pending.ret[n].message_id = sqlite3_column_int64(st, 1);
-			n++;
+			struct store_delivery_pending *d = &j->u.pending.ret[n];
+
+			d->otp_id = sqlite3_column_int64(st, 0);
+			d->message_id = sqlite3_column_int64(st, 1);
+			d->created_ms = sqlite3_column_int64(st, 2);
+			if (column_text(st, 3, d->phone, sizeof(d->phone), NULL))
+				n++; /* else not a stored number: never listed */
 		}
 		rc = SQLITE_OK;
 	}

@@ -102,6 +102,8 @@ struct store_stats_bucket {
 struct store_delivery_pending {
 	int64_t otp_id;
 	int64_t message_id; /* the provider's */
+	int64_t created_ms; /* when the code was issued */
+	char phone[OTP_PHONE_LEN + 1];
 };
 
 /* A delivery status learnt from the provider. */

@@ -579,6 +579,8 @@ class OtpdFactory:
                 # the credit check (account/info at start and every interval) would add
                 # calls to the fake's request log; its own tests turn it on
                 "KAVENEGAR_CREDIT_INTERVAL": "0",
+                # the same for the delivery poller (sms/status); its tests turn it on
+                "KAVENEGAR_DELIVERY_INTERVAL": "0",
             })
         for k, v in (overrides or {}).items():
             if v is None:
