@@ -280,7 +280,8 @@ bool config_load_from(const char *(*lookup)(const char *name), struct config *re
 		}
 		if (!parse_var(v, val, c, expected, sizeof(expected))) {
 			/* Never echo a secret back. */
-			bool secret = strstr(v->name, "KEY") != NULL || strstr(v->name, "TOKEN") != NULL;
+			bool secret = strstr(v->name, "KEY") != NULL || strstr(v->name, "TOKEN") != NULL ||
+			              (v->kind == K_DBURL && strchr(val, '@')); /* user:password@ */
 			snprintf(err, errlen, "%s: expected %s, got '%.64s'", v->name, expected,
 			         secret ? "(hidden)" : val);
 			goto out;

@@ -156,7 +156,7 @@ void metrics_sms_request(enum metrics_sms result, int provider_status, int64_t d
 		ADD(m.provider_status[i]); /* PROVIDER_N: other */
 	}
 	if (duration_ns < 0)
-		duration_ns = 0;
+		return; /* refused before any call: nothing to time */
 	ADD(m.sms_bucket[bucket_of(sms_bounds, SMS_NB, duration_ns)]);
 	atomic_fetch_add_explicit(&m.sms_sum_ns, (uint_fast64_t)duration_ns, memory_order_relaxed);
 }
@@ -304,7 +304,7 @@ char *metrics_render(size_t *ret_len)
 		}
 
 	family(&o, "otpd_http_request_duration_seconds", "histogram",
-	       "Time from a request's first byte of headers to its answer, by route template.");
+	       "Time from a request's headers being read to its answer, by route template.");
 	for (size_t r = 0; r <= m.n_routes; r++)
 		histogram(&o, "otpd_http_request_duration_seconds", "route", route_name(r),
 		          http_bounds, HTTP_NB, m.http_duration[r].bucket, &m.http_duration[r].sum_ns);

@@ -84,7 +84,8 @@ void metrics_otp_verify(enum metrics_verify result);
 void metrics_user_created(void);
 void metrics_token_refresh(enum metrics_refresh result);
 /* One provider call (or console delivery) finished: its outcome, the
- * provider's return.status when it answered one (else < 0), its duration. */
+ * provider's return.status when it answered one (else < 0), its duration
+ * (< 0: refused before any call, not timed). */
 void metrics_sms_request(enum metrics_sms result, int provider_status, int64_t duration_ns);
 void metrics_sms_in_flight_add(int delta);
 /* The provider's remaining credit, and whether it is below the alert. */

@@ -112,9 +112,13 @@ enum otpd_status auth_refresh_finish(struct auth_session_op *op, struct auth_tok
 	                       &ret->refresh_token);
 	if (st != OTPD_OK)
 		return st;
-	ret->access_ttl_s = a->cfg->jwt_access_ttl_s;
-	/* Max-Age = what is left of the refresh token's life, in whole seconds
-	 * on the same clock as its exp claim. */
+	/* Max-Age = what is left of each token's life, in whole seconds on the
+	 * same clock as its exp claim (inside the grace window the pair handed
+	 * out again is older than this request). */
+	ret->access_ttl_s = op->rr.session.created_ms / 1000 + a->cfg->jwt_access_ttl_s -
+	                    op->now_ms / 1000;
+	if (ret->access_ttl_s < 0)
+		ret->access_ttl_s = 0;
 	ret->refresh_ttl_s = op->rr.session.expires_ms / 1000 - op->now_ms / 1000;
 	if (ret->refresh_ttl_s < 0)
 		ret->refresh_ttl_s = 0;

@@ -191,7 +191,7 @@ static enum metrics_sms metric_of(enum otpd_status st)
 static void job_finish(struct sms *s, struct job *j, const struct sms_result *r)
 {
 	metrics_sms_request(metric_of(r->status), r->return_status,
-	                    j->start_ns ? mono_ns() - j->start_ns : 0);
+	                    j->start_ns ? mono_ns() - j->start_ns : -1);
 	metrics_sms_in_flight_add(-1);
 	log_set_request_id(j->request_id);
 	j->done(j->arg, r);
@@ -282,7 +282,13 @@ static void side_reap(struct sms *s, struct job *j, CURL *h, int rc)
 	size_t len = 0;
 	const char *body;
 	enum otpd_status st = sms_kavenegar_side_finish(j->call, h, rc, why, sizeof(why));
+	double credit;
 
+	body = sms_kavenegar_call_response(j->call, &len);
+	if (st == OTPD_OK && j->kind == JOB_CREDIT && !sms_kavenegar_parse_credit(body, len, &credit)) {
+		snprintf(why, sizeof(why), "the answer has no entries.remaincredit");
+		st = OTPD_SMS_UNAVAILABLE;
+	}
 	if (st != OTPD_OK && j->kind == JOB_CREDIT && !s->credit_failing) {
 		log_warn("sms.credit_check", "cannot read the SMS provider's credit: %s; "
 		         "retrying (sending goes on)", why);
@@ -290,7 +296,6 @@ static void side_reap(struct sms *s, struct job *j, CURL *h, int rc)
 	} else if (st != OTPD_OK && j->kind == JOB_STATUS) {
 		log_warn("sms.delivery_check", "cannot read delivery states: %s", why);
 	}
-	body = sms_kavenegar_call_response(j->call, &len);
 	side_finish(s, j, st, body, len);
 }
 
@@ -716,7 +721,7 @@ enum otpd_status sms_send(struct sms *s, const char *phone, const char *code,
 	pthread_mutex_unlock(&s->lock);
 
 	if (st != OTPD_OK) {
-		metrics_sms_request(METRICS_SMS_UNAVAILABLE, -1, 0);
+		metrics_sms_request(METRICS_SMS_UNAVAILABLE, -1, -1); /* no call: no duration */
 		otp_phone_mask(phone, masked);
 		if (full)
 			log_warn("sms.unavailable", "SMS queue full (%d jobs): SMS for %s refused",

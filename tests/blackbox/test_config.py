@@ -120,6 +120,12 @@ def test_postgres_is_refused_as_configuration(otpd_factory, url, cmd):
     assert "Pw0rdPw0rd" not in res.output
 
 
+def test_other_database_url_is_not_echoed_with_its_password(otpd_factory):
+    res = otpd_factory.run(["serve"], {"DATABASE_URL": "mysql://otpd:S3cr3tPw@db/otpd"}, timeout=8)
+    assert_refused(res, "DATABASE_URL")
+    assert "S3cr3tPw" not in res.output and "(hidden)" in res.output, res
+
+
 def test_help_says_postgres_is_not_yet_supported(otpd_factory):
     res = otpd_factory.run(["--help"], {}, base=False, timeout=5)
     assert res.rc == 0, res

@@ -42,6 +42,7 @@ def test_schema_is_the_document_byte_for_byte(otpd):
     assert r.content == DOC_PATH.read_bytes(), "GET /api/v1/schema differs from docs/openapi.json"
     d = r.json()
     assert d["openapi"] == "3.1.0"
+    assert d["info"]["version"] == (DOC_PATH.parent.parent / "VERSION").read_text().strip()
     assert d["paths"] and d["components"]["schemas"]["Problem"]
 
 

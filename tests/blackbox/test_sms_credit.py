@@ -96,6 +96,21 @@ def test_failed_check_logged_once_retried_and_sending_goes_on(otpd_factory, fake
     assert [o["level"] for o in events(otpd, "sms.credit_check")] == ["warn", "info"]
 
 
+def test_answer_without_a_credit_is_a_failed_check(otpd_factory, fake):
+    """account/info answered 200 but without entries.remaincredit: a failed check, logged
+    once, retried."""
+    otpd = otpd_factory.start(FAST)
+    wait_for(lambda: gauges(otpd).get("otpd_sms_credit") == 1500000, what="the credit")
+    # no knob makes the fake answer a credit that is not a number: set its state directly
+    with fake._state.lock:
+        fake._state.config["credit"] = "lots"
+    n = info_calls(fake)
+    wait_for(lambda: info_calls(fake) >= n + 3, what="three more checks")
+    failed = [o for o in events(otpd, "sms.credit_check") if o["level"] == "warn"]
+    assert len(failed) == 1 and "remaincredit" in failed[0]["msg"], failed
+    assert gauges(otpd)["otpd_sms_credit"] == 1500000   # the last good reading stays
+
+
 def test_console_backend_reads_no_credit(otpd_factory, fake):
     otpd = otpd_factory.start(dict(FAST, SMS_BACKEND="console"))
     assert otpd.send(PHONE).status_code == 200
