@@ -60,6 +60,17 @@ def verdict(ok):
     return "**met**" if ok else "**not met**"
 
 
+def cpu_us(r):
+    """otpd's own CPU (utime + stime) per answered request, in µs; None without otpd."""
+    if not r.get("otpd_ticks") or not r.get("requests"):
+        return None
+    return r["otpd_ticks"] / r.get("hz", 100) * 1e6 / r["requests"]
+
+
+def cpu_text(x):
+    return "—" if x is None else "%.0f µs" % x
+
+
 class Table:
     def __init__(self, rows):
         self.rows = rows
@@ -80,6 +91,8 @@ class Table:
             "wrapped": sum(r.get("wrapped", 0) for r in rs),
             "n": len(rs),
             "runs": rs,
+            "cpu_us": med([cpu_us(r) for r in rs if cpu_us(r) is not None]) if
+                      any(cpu_us(r) is not None for r in rs) else None,
         }
 
 
@@ -112,16 +125,16 @@ def build(rows, meta):
          meta["duration"], meta["warmup"], meta["nginx_workers"], meta["provider_workers"]))
     a("- versions: nginx %s, SQLite CLI %s" % (meta["versions"]["nginx"], meta["versions"]["sqlite"]))
     a("")
-    a("| scenario | rps | p50 | p99 | errors | × nginx-static | target (issue 5) | result |")
-    a("|---|---:|---:|---:|---:|---:|---|---|")
+    a("| scenario | rps | p50 | p99 | errors | × nginx-static | otpd CPU / request | target (issue 5) | result |")
+    a("|---|---:|---:|---:|---:|---:|---:|---|---|")
 
     def row(name, s, target, ok):
         if not s:
-            a("| %s | not run | | | | | %s | — |" % (name, target))
+            a("| %s | not run | | | | | | %s | — |" % (name, target))
             return
-        a("| %s | %.0f | %s | %s | %s | %s | %s | %s |"
-          % (name, s["rps"], ms(s["p50"]), ms(s["p99"]), s["errors"], fr(ratio(s)), target,
-             verdict(ok)))
+        a("| %s | %.0f | %s | %s | %s | %s | %s | %s | %s |"
+          % (name, s["rps"], ms(s["p50"]), ms(s["p99"]), s["errors"], fr(ratio(s)),
+             cpu_text(s["cpu_us"]), target, verdict(ok)))
 
     row("nginx-static POST (ceiling)", static, "the reference", None)
 
@@ -302,16 +315,16 @@ def build(rows, meta):
     # every run
     a("<details><summary>Every timed run</summary>")
     a("")
-    a("| scenario | run | wrk | requests | rps | p50 | p90 | p99 | max | errors | others' CPU |")
-    a("|---|---:|---|---:|---:|---:|---:|---:|---:|---|---:|")
+    a("| scenario | run | wrk | requests | rps | p50 | p90 | p99 | max | errors | otpd CPU / req | others' CPU |")
+    a("|---|---:|---|---:|---:|---:|---:|---:|---:|---|---:|---:|")
     for r in rows:
         if "rps" not in r or r.get("run", 0) <= 0:
             continue
         fc = r.get("foreign_cpu")
-        a("| %s | %d | -t%s -c%s -d%ss | %d | %.0f | %s | %s | %s | %s | %s | %s |"
+        a("| %s | %d | -t%s -c%s -d%ss | %d | %.0f | %s | %s | %s | %s | %s | %s | %s |"
           % (r["scenario"], r["run"], r.get("threads"), r.get("conns"), r.get("seconds"),
              r["requests"], r["rps"], ms(r.get("p50_us")), ms(r.get("p90_us")),
-             ms(r.get("p99_us")), ms(r.get("max_us")), err_text([r]),
+             ms(r.get("p99_us")), ms(r.get("max_us")), err_text([r]), cpu_text(cpu_us(r)),
              "—" if fc is None else "%.0f %%" % (fc * 100)))
     a("")
     a("</details>")

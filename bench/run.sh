@@ -187,6 +187,9 @@ start_otpd() {
 
 stop_otpd() { # stop otpd, summarise its log into the results
 	stop_pid "$OTPD_PID"
+	local name=$OTPD_NAME
+	OTPD_PID=""
+	OTPD_NAME=$name
 	[ "$BENCH_OTPD_LOG" = null ] && return 0
 	local sum
 	sum=$($HELP logsum "$TMP/$OTPD_NAME.otpd.log") || return 0
@@ -238,6 +241,16 @@ foreign_share() { # "busy ours"0 "busy ours"1 children0 children1 t0_ns t1_ns
 		printf "%.3f\n", f }'
 }
 
+# otpd's own CPU (utime + stime, clock ticks) so far; 0 when no otpd runs
+# (the nginx ceiling).  Per request: the steadiest figure on a shared host.
+otpd_ticks() {
+	if [ -n "${OTPD_PID:-}" ] && [ -r "/proc/$OTPD_PID/stat" ]; then
+		awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$OTPD_PID/stat"
+	else
+		echo 0
+	fi
+}
+
 # wrk_run scenario run(0 = warm-up, not recorded) threads conns seconds script url [timeout] -- args
 #   -> WRK_JSON (the BENCH line, tagged), WRK_ISSUED
 wrk_run() {
@@ -246,15 +259,16 @@ wrk_run() {
 	[ "${1:-}" = -- ] && shift
 	local out="$TMP/wrk-$scen-$run.txt" waited="0 0" c0 c1 t0 t1 foreign
 	[ "$run" -gt 0 ] && [ -z "${NO_QUIET:-}" ] && waited=$($HELP quiet $$ --threshold "$BENCH_QUIET" --max-wait "$BENCH_QUIET_WAIT")
-	c0=$($HELP cpu $$); child_ticks >"$TMP/k0"; t0=$(date +%s%N)
+	local u0 u1
+	c0=$($HELP cpu $$); child_ticks >"$TMP/k0"; t0=$(date +%s%N); u0=$(otpd_ticks)
 	wrk -t"$t" -c"$c" -d"${d}s" --latency --timeout "${to}s" -s "$BENCH/$script" "$url" -- "$@" >"$out" 2>&1 ||
 		die "wrk $scen run $run: $(tail -3 "$out")"
-	c1=$($HELP cpu $$); child_ticks >"$TMP/k1"; t1=$(date +%s%N)
+	u1=$(otpd_ticks); c1=$($HELP cpu $$); child_ticks >"$TMP/k1"; t1=$(date +%s%N)
 	foreign=$(foreign_share "$c0" "$c1" "$(cat "$TMP/k0")" "$(cat "$TMP/k1")" "$t0" "$t1")
 	local line
 	line=$(sed -n 's/^BENCH {//p' "$out")
 	[ -n "$line" ] || die "wrk $scen run $run printed no result: $(tail -3 "$out")"
-	WRK_JSON="{\"scenario\":\"$scen\",\"run\":$run,\"threads\":$t,\"conns\":$c,\"seconds\":$d,\"quiet_wait_s\":${waited%% *},\"foreign_cpu\":$foreign,$line"
+	WRK_JSON="{\"scenario\":\"$scen\",\"run\":$run,\"threads\":$t,\"conns\":$c,\"seconds\":$d,\"quiet_wait_s\":${waited%% *},\"foreign_cpu\":$foreign,\"otpd_ticks\":$((u1 - u0)),\"hz\":$HZ,$line"
 	WRK_ISSUED=$(printf '%s' "$line" | sed -n 's/.*"issued":\([0-9]*\).*/\1/p')
 	if [ "$run" -gt 0 ]; then
 		record "$WRK_JSON"
