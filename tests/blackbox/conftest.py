@@ -118,6 +118,23 @@ def wrong_code(code):
     return "%06d" % ((int(code) + 1) % 1000000)
 
 
+def verify_into_a_store_error(otpd, fake, phone):
+    """Log phone in, then give its user a username longer than the store ever writes (behind
+    otpd's back), so that its next login is an internal error of the store.  Returns that
+    verify's answer, sent outside the harness (which fails every 500 it records)."""
+    import sqlite3
+    otpd.login(fake, phone)
+    con = sqlite3.connect(str(otpd.db_path), timeout=5)
+    try:
+        con.execute("UPDATE users SET username = ? WHERE phone_number = ?", ("u" * 400, phone))
+        con.commit()
+    finally:
+        con.close()
+    assert otpd.send(phone).status_code == 200
+    return requests.post(otpd.url + VERIFY, json={"phone_number": phone,
+                                                  "code": get_code(fake, phone)}, timeout=30)
+
+
 def wait_for(pred, timeout=5.0, interval=0.02, what="condition"):
     end = time.monotonic() + timeout
     while True:

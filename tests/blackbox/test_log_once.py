@@ -2,12 +2,9 @@
 session use case), and never again on the way up.  Each test finds the lines of one request
 by its X-Request-Id and counts those above info."""
 
-import sqlite3
-
 import pytest
-import requests
 
-from conftest import PHONE, PHONE_MASKED, VERIFY, assert_problem, get_code, wait_for
+from conftest import PHONE, PHONE_MASKED, assert_problem, verify_into_a_store_error, wait_for
 
 REFRESH = "/api/v1/usr/token/refresh"
 
@@ -74,17 +71,7 @@ def test_store_error_logged_once(otpd, fake):
     """A row the store cannot read (a username longer than any it writes, put there behind
     otpd's back) is an internal error: one error line, from the store, with the request id;
     the 500 itself is not logged again."""
-    otpd.login(fake, PHONE)
-    con = sqlite3.connect(str(otpd.db_path), timeout=5)
-    try:
-        con.execute("UPDATE users SET username = ? WHERE phone_number = ?", ("u" * 400, PHONE))
-        con.commit()
-    finally:
-        con.close()
-    assert otpd.send(PHONE).status_code == 200
-    code = get_code(fake, PHONE)
-    # a plain request: the harness counts every 500 it sees as a failure, this one is wanted
-    r = requests.post(otpd.url + VERIFY, json={"phone_number": PHONE, "code": code}, timeout=30)
+    r = verify_into_a_store_error(otpd, fake, PHONE)
     assert r.status_code == 500 and r.json()["code"] == "internal_error", r.text
     lines = lines_of(otpd, r)
     bad = loud(lines)

@@ -9,7 +9,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import PHONE, assert_problem, get_code, wait_for
+from conftest import PHONE, assert_problem, get_code, verify_into_a_store_error, wait_for
 
 SEND = "/api/v1/usr/otp"
 REFRESH = "/api/v1/usr/token/refresh"
@@ -187,18 +187,8 @@ def test_labels_bounded_and_clean(otpd, fake):
 
 @pytest.mark.otpd_env(OTP_SEND_LIMIT="100")
 def test_store_errors_counted(otpd, fake):
-    import sqlite3
-    otpd.login(fake, PHONE)
-    con = sqlite3.connect(str(otpd.db_path), timeout=5)
-    try:
-        con.execute("UPDATE users SET username = ? WHERE phone_number = ?", ("u" * 400, PHONE))
-        con.commit()
-    finally:
-        con.close()
     m0 = scrape(otpd)
-    assert otpd.send(PHONE).status_code == 200
-    r = requests.post(otpd.url + "/api/v1/usr/otp/verify",
-                      json={"phone_number": PHONE, "code": get_code(fake, PHONE)}, timeout=30)
+    r = verify_into_a_store_error(otpd, fake, PHONE)
     assert r.status_code == 500
     m1 = wait_for(lambda: (lambda m: m if delta(m0, m, "otpd_otp_verifies_total",
                                                 result="error") else None)(scrape(otpd)),
