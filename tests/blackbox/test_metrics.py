@@ -6,7 +6,6 @@ and OTPD_METRICS_TOKEN guards the endpoint."""
 import secrets
 
 import pytest
-import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import PHONE, assert_problem, get_code, verify_into_a_store_error, wait_for
