@@ -115,7 +115,10 @@ if [ -n "$BENCH_REF" ]; then
 	SRC="$TMP/src"
 	mkdir -p "$SRC/bench"
 	git archive "$BENCH_REF" | tar -x -C "$SRC"
-	cp "$BENCH/prefill.c" "$SRC/bench/"
+	# The ref's own build and prefill (its schema) when it has them; a ref
+	# older than the benchmark gets today's.
+	[ -f "$SRC/bench/prefill.c" ] || cp "$BENCH/prefill.c" "$SRC/bench/"
+	grep -q 'bench/prefill' "$SRC/Makefile" && MAKEFILE="$SRC/Makefile"
 	COMMIT=$(git rev-parse "$BENCH_REF^{commit}")
 	COMMIT_NOTE="$BENCH_REF (git archive)"
 else
@@ -128,7 +131,7 @@ else
 	fi
 fi
 log "building otpd and bench/prefill ($COMMIT_NOTE) into $SRC/build-bench"
-make -s -C "$SRC" -f "$REPO/Makefile" BUILD=build-bench -j"$(nproc)" \
+make -s -C "$SRC" -f "${MAKEFILE:-$REPO/Makefile}" BUILD=build-bench -j"$(nproc)" \
 	build-bench/otpd build-bench/bench/prefill >&2 || die "build (BENCH_REF=HEAD benchmarks the last commit instead of the working tree)"
 OTPD="$SRC/build-bench/otpd"
 PREFILL="$SRC/build-bench/bench/prefill"
