@@ -95,7 +95,22 @@ static const char *curl_code_name(int code)
 
 /* An envelope is a JSON object whose "return" is an object with an integer
  * "status" (docs/KAVENEGAR.md §2).  Returns true and sets *ret_status if body is one. */
-static bool parse_envelope(const char *body, size_t len, int *ret_status)
+/* entries[0].messageid of an accepted send (entries an array, or a bare
+ * object: docs/KAVENEGAR.md §4.2); 0 when there is none. */
+static int64_t first_message_id(const json_t *root)
+{
+	json_t *e = json_object_get(root, "entries"), *id;
+
+	if (json_is_array(e))
+		e = json_array_get(e, 0);
+	id = json_is_object(e) ? json_object_get(e, "messageid") : NULL;
+	return json_is_integer(id) && json_integer_value(id) > 0 ? (int64_t)json_integer_value(id) : 0;
+}
+
+/* As parse_envelope(), and the first message id (ret_message_id not NULL):
+ * the body is parsed once. */
+static bool parse_envelope_id(const char *body, size_t len, int *ret_status,
+                              int64_t *ret_message_id)
 {
 	json_error_t err;
 	json_t *root, *ret, *status;
@@ -119,6 +134,8 @@ static bool parse_envelope(const char *body, size_t len, int *ret_status)
 	if (v < 0 || v > 99999)
 		goto out;
 	*ret_status = (int)v;
+	if (ret_message_id)
+		*ret_message_id = v == 200 ? first_message_id(root) : 0;
 	ok = true;
 out:
 	json_decref(root);
@@ -126,21 +143,10 @@ out:
 }
 
 /* sms_kavenegar_classify() plus the envelope's status (-1 if none). */
-/* entries[0].messageid of an accepted send (entries an array, or a bare
- * object: docs/KAVENEGAR.md §4.2); 0 when there is none. */
-static int64_t first_message_id(const char *body, size_t len)
-{
-	json_t *root = json_loadb(body, len, 0, NULL), *e, *id;
-	int64_t v = 0;
 
-	e = root ? json_object_get(root, "entries") : NULL;
-	if (json_is_array(e))
-		e = json_array_get(e, 0);
-	id = json_is_object(e) ? json_object_get(e, "messageid") : NULL;
-	if (json_is_integer(id) && json_integer_value(id) > 0)
-		v = (int64_t)json_integer_value(id);
-	json_decref(root);
-	return v;
+static bool parse_envelope(const char *body, size_t len, int *ret_status)
+{
+	return parse_envelope_id(body, len, ret_status, NULL);
 }
 
 static struct sms_result classify(int transport_ok, const char *body,
@@ -150,13 +156,12 @@ static struct sms_result classify(int transport_ok, const char *body,
 	int status;
 
 	*ret_envelope = -1;
-	if (!transport_ok || !parse_envelope(body, len, &status))
+	if (!transport_ok || !parse_envelope_id(body, len, &status, &r.message_id))
 		return r;
 	*ret_envelope = status;
 	r.return_status = status;
 	if (status == 200) {
 		r.status = OTPD_OK;
-		r.message_id = first_message_id(body, len);
 	} else if (status == 409) {
 		r.status = OTPD_SMS_UNAVAILABLE;  /* busy: the one retryable code */
 	} else {
