@@ -41,6 +41,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include "../log.h"
 #include "../metrics.h"
 
@@ -246,6 +247,7 @@ struct conn {
 };
 
 #define BATCH_MAX 512 /* jobs per transaction at most */
+#define LAZY_MAX_MS 100 /* how long a lazy job may wait for a batch to ride with */
 
 enum job_op {
 	JOB_MIGRATE, /* a batch of its own: one transaction per migration */
@@ -284,6 +286,7 @@ struct job {
 	char request_id[LOG_REQUEST_ID_MAX]; /* the caller's, for log lines */
 	sem_t done;              /* synchronous: posted once status, result and u are final */
 	bool async;              /* asynchronous: on_done (when not NULL) is called */
+	bool lazy;               /* nobody waits: rides with the next batch (enqueue()) */
 	struct stats_delta counted; /* what it adds to the stats (run_one()) */
 	store_done_fn on_done;   /* instead, then the job is freed */
 	void *on_done_arg;
@@ -376,6 +379,9 @@ struct sqlite_store {
 	pthread_mutex_t queue_lock; /* guards head, tail, stopping */
 	pthread_cond_t work;        /* to the writer: jobs queued, or stop */
 	struct job *head, *tail;    /* FIFO */
+	size_t eager;               /* jobs queued that are not lazy */
+	struct timespec lazy_due;   /* CLOCK_MONOTONIC: when queued lazy jobs run at the latest */
+	bool lazy_armed;            /* lazy_due is set */
 	bool stopping;
 	bool writer_idle;           /* waiting on `work` */
 	pthread_t writer;
@@ -551,8 +557,13 @@ static void enqueue(struct sqlite_store *s, struct job *j)
 		s->head = j;
 	s->tail = j;
 	/* The writer is either waiting for work (signal it) or running a
-	 * batch (it looks at the queue again before it waits). */
-	if (s->writer_idle)
+	 * batch (it looks at the queue again before it waits).  A lazy job
+	 * (nobody waits for it) wakes it only to set the deadline of its
+	 * wait: until then it rides with whatever batch comes first, and
+	 * costs no commit of its own. */
+	if (!j->lazy)
+		s->eager++;
+	if (s->writer_idle && (!j->lazy || !s->lazy_armed))
 		pthread_cond_signal(&s->work);
 	pthread_mutex_unlock(&s->queue_lock);
 }
@@ -590,6 +601,7 @@ static enum otpd_status submit_async(struct sqlite_store *s, const struct job *p
 	j->async = true;
 	j->on_done = done;
 	j->on_done_arg = arg;
+	j->lazy = !done && proto->op == JOB_SMS_ACCEPTED;
 	enqueue(s, j);
 	return OTPD_OK;
 }
@@ -2123,7 +2135,39 @@ static struct job *take_batch(struct sqlite_store *s)
 	if (!s->head)
 		s->tail = NULL;
 	last->next = NULL;
+	for (struct job *j = first; j; j = j->next)
+		if (!j->lazy)
+			s->eager--;
 	return first;
+}
+
+/* Under queue_lock: wait until there is a batch to run (an eager job, or
+ * lazy ones that are due) or the store stops.  Returns false when it
+ * stops with nothing left to run. */
+static bool wait_for_batch(struct sqlite_store *s)
+{
+	s->writer_idle = true;
+	while (!s->stopping && s->eager == 0) {
+		if (!s->head) {
+			s->lazy_armed = false;
+			pthread_cond_wait(&s->work, &s->queue_lock);
+			continue;
+		}
+		if (!s->lazy_armed) {
+			clock_gettime(CLOCK_MONOTONIC, &s->lazy_due);
+			s->lazy_due.tv_nsec += LAZY_MAX_MS * 1000000L;
+			if (s->lazy_due.tv_nsec >= 1000000000L) {
+				s->lazy_due.tv_sec++;
+				s->lazy_due.tv_nsec -= 1000000000L;
+			}
+			s->lazy_armed = true;
+		}
+		if (pthread_cond_timedwait(&s->work, &s->queue_lock, &s->lazy_due) == ETIMEDOUT)
+			break;
+	}
+	s->writer_idle = false;
+	s->lazy_armed = false;
+	return s->head != NULL;
 }
 
 static void *writer_main(void *arg)
@@ -2133,11 +2177,7 @@ static void *writer_main(void *arg)
 	pthread_setname_np(pthread_self(), "otpd-writer"); /* for top -H and perf */
 	pthread_mutex_lock(&s->queue_lock);
 	for (;;) {
-		s->writer_idle = true;
-		while (!s->head && !s->stopping)
-			pthread_cond_wait(&s->work, &s->queue_lock);
-		s->writer_idle = false;
-		if (!s->head)
+		if (!wait_for_batch(s))
 			break; /* stopping, and every job is answered */
 		struct job *batch = take_batch(s);
 		/* Callers queue the next batch while this one syncs. */
@@ -2222,7 +2262,15 @@ static bool sync_init(struct sqlite_store *s)
 		return false;
 	if (pthread_mutex_init(&s->queue_lock, NULL) != 0)
 		goto no_queue_lock;
-	if (pthread_cond_init(&s->work, NULL) == 0)
+	pthread_condattr_t attr;
+	bool ok = pthread_condattr_init(&attr) == 0;
+
+	/* The deadline of lazy jobs (wait_for_batch()) is on the monotonic
+	 * clock: a wall clock step must not stall or hurry them. */
+	ok = ok && pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) == 0 &&
+	     pthread_cond_init(&s->work, &attr) == 0;
+	pthread_condattr_destroy(&attr);
+	if (ok)
 		return true;
 	pthread_mutex_destroy(&s->queue_lock);
 no_queue_lock:

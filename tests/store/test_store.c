@@ -2670,6 +2670,42 @@ static void test_sms_delivery(void **state)
 	           "0,0,0");
 }
 
+/* A fire-and-forget message id waits for a batch to ride with, but not
+ * for ever: alone in the queue it is committed by itself soon after (this
+ * polls for up to 10 s; the store's bound is 100 ms), and one queued right
+ * before close is committed by the close. */
+static void test_sms_accepted_alone(void **state)
+{
+	struct fixture *fx = *state;
+	int64_t a, b;
+	int polls = 0;
+
+	a = issue_ok(fx->s, &lenient, PHONE, 1, T0);
+	b = issue_ok(fx->s, &lenient, PHONE2, 2, T0 + 1000);
+	usleep(50 * 1000); /* the writer is waiting for work, not ending a batch */
+	assert_int_equal(store_otp_sms_accepted_start(fx->s, a, 900001, T0 + 100, NULL, NULL),
+	                 OTPD_OK);
+	for (;;) {
+		struct store_delivery_pending got[2];
+		size_t n = UNTOUCHED;
+
+		assert_int_equal(store_otp_delivery_pending(fx->s, T0 - 1, 2, got, &n), OTPD_OK);
+		if (n == 1) {
+			assert_int_equal(got[0].otp_id, a);
+			break;
+		}
+		assert_int_equal(n, 0);
+		assert_true(++polls < 1000);
+		usleep(10 * 1000);
+	}
+	assert_int_equal(store_otp_sms_accepted_start(fx->s, b, 900002, T0 + 1100, NULL, NULL),
+	                 OTPD_OK);
+	store_close(fx->s);
+	fx->s = NULL;
+	assert_int_equal(open_url(fx->url, 1000, &fx->s), OTPD_OK);
+	expect_pending(fx->s, T0 - 1, 8, 2, (int64_t[]){a, b}, (int64_t[]){900001, 900002});
+}
+
 /* ---- from version 3: codes and sends become one history ---- */
 
 static void test_migration_from_v3(void **state)
@@ -3014,6 +3050,7 @@ int main(void)
 		T(test_stats_one_batch),
 		T(test_history_purge),
 		T(test_sms_delivery),
+		T(test_sms_accepted_alone),
 		T(test_migration_from_v3),
 	};
 
