@@ -6,7 +6,7 @@
  * at the end.  Times are milliseconds since the Unix epoch (INTEGER). */
 #include "backend.h"
 
-const char *const store_sqlite_migrations[] = {
+static const char *const sqlite_sql[] = {
 	/* 1: secrets, users, codes, sends, refresh tokens. */
 	"CREATE TABLE meta (\n"
 	"  name  TEXT PRIMARY KEY,\n"
@@ -209,5 +209,7 @@ const char *const store_sqlite_migrations[] = {
 	/* Append new versions here. */
 };
 
-const size_t store_sqlite_migrations_count =
-	sizeof(store_sqlite_migrations) / sizeof(store_sqlite_migrations[0]);
+const struct store_migrations store_sqlite_migrations = {
+	.sql = sqlite_sql,
+	.count = sizeof(sqlite_sql) / sizeof(sqlite_sql[0]),
+};

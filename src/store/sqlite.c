@@ -1,56 +1,29 @@
-/* The SQLite backend of store.h: group commit.
+/* The SQLite dialect of the store (backend.h): statements, error mapping,
+ * the transaction body of each operation, and open (WAL, file modes).  The
+ * engine (queue.c) drives it with one writer, which owns the write
+ * connection, and one reader on a second, read-only connection, so reads
+ * never wait for a batch (WAL).  An in-memory database cannot be shared by
+ * two connections: there the reads are jobs of the writer.
  *
- * One writer thread per store owns the write connection.  A write operation
- * (secret, issue, cancel, verify, rotate, revoke, purges, SMS accepted,
- * delivery statuses, migrate) packs its arguments into a job and queues it:
- * a synchronous call's job lives on the caller's stack and the caller waits;
- * an asynchronous one (issue, cancel, verify, rotate, revoke, SMS accepted:
- * store_*_start) is a heap copy, and the writer calls its done() (if any)
- * instead, so the request path never holds a thread while it waits.  The
- * writer takes every job queued at that moment (at most BATCH_MAX), runs
- * them in ONE `BEGIN IMMEDIATE ... COMMIT` transaction, each job in a
- * savepoint of its own, and answers them only after the COMMIT has
- * returned.  There is no artificial delay: a batch is whatever queued while
- * the previous one was being synced.  Because jobs run one after another
- * inside a transaction that holds the write lock, the read-decide-write of
- * each rule (single use, attempt counts, send limits, one user per number)
- * still never interleaves with another writer, in this process or another.
- *
- * - A job whose own statements fail is rolled back to its savepoint: it
- *   answers that status, the other jobs of the batch are unaffected.
- * - When BEGIN or COMMIT fails (locked past busy_timeout, disk full, I/O
- *   error), or an error rolls the whole transaction back, nothing of the
- *   batch is durable: every job answers the failure (logged once).
- * - synchronous=FULL in WAL mode syncs the WAL at every commit, so OTPD_OK
- *   means durable, with one sync per batch instead of one per request.
- *
- * Reads that are one statement (ping, user_get, stats, pending deliveries)
- * use a second, read-only
- * connection under its own mutex: they never wait for a batch (WAL).  An
- * in-memory database cannot be shared by two connections; there the reads
- * are jobs too.  Driver errors are translated and logged once, here (see
- * fail()). */
-#define _GNU_SOURCE /* pthread_setname_np */
+ * Every write transaction is `BEGIN IMMEDIATE`: it holds the database's
+ * write lock from its first statement, so the read-decide-write of each
+ * rule (single use, attempt counts, send limits, one user per number)
+ * never interleaves with another writer, in this process or another.
+ * synchronous=FULL in WAL mode syncs the WAL at every commit, so OTPD_OK
+ * means durable, with one sync per batch.  Driver errors are translated and
+ * logged once, here (see fail()). */
 #include "backend.h"
 
 #include <errno.h>
 #include <pthread.h>
-#include <semaphore.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include "../log.h"
 #include "../metrics.h"
-
-/* A database error: logged once, here, and counted (otpd_store_errors_total). */
-#define store_error(...)                                  \
-	do {                                              \
-		metrics_store_error();                    \
-		log_error("store.error", __VA_ARGS__);    \
-	} while (0)
+#include "rules.h"
 
 enum stmt_id {
 	ST_BEGIN,
@@ -239,161 +212,13 @@ const char *store_sqlite_statement(size_t i, const char **ret_name)
 }
 
 /* One connection and its prepared statements, used by one thread at a
- * time: the writer thread (the write connection), or whoever holds
- * read_lock (the read connection). */
-struct conn {
+ * time: the worker that owns it. */
+struct store_conn {
 	sqlite3 *db;
 	sqlite3_stmt *stmt[_ST_MAX];
 };
 
 #define BATCH_MAX 512 /* jobs per transaction at most */
-#define LAZY_MAX_MS 100 /* how long a lazy job may wait for a batch to ride with */
-
-enum job_op {
-	JOB_MIGRATE, /* a batch of its own: one transaction per migration */
-	JOB_SECRET,
-	JOB_ISSUE,
-	JOB_CANCEL,
-	JOB_VERIFY,
-	JOB_ROTATE,
-	JOB_REVOKE,
-	JOB_PURGE,
-	JOB_SMS_ACCEPTED,
-	JOB_DELIVERY_SET,
-	JOB_HISTORY_PURGE,
-	JOB_PING,     /* reads: jobs only when there is no read connection */
-	JOB_USER_GET,
-	JOB_DELIVERY_PENDING,
-	JOB_STATS,
-};
-
-/* What one operation adds to the stats bucket of its time (stats_5m):
- * each event at most once. */
-struct stats_delta {
-	uint8_t sends, sms_failures, logins, new_users, wrong_guesses;
-};
-
-/* One operation for the writer: its arguments (borrowed: they stay valid
- * until the job is answered), its results, and how it is answered.  A
- * synchronous job lives on the caller's stack and the caller waits on
- * `done`; an asynchronous one (store_*_start) is malloc'ed by submit_async()
- * and freed by the writer after calling `on_done`. */
-struct job {
-	struct job *next;
-	enum job_op op;
-	enum otpd_status status; /* the driver's; OTPD_OK: committed */
-	enum otpd_status result; /* the operation's answer when status is OK */
-	char request_id[LOG_REQUEST_ID_MAX]; /* the caller's, for log lines */
-	sem_t done;              /* synchronous: posted once status, result and u are final */
-	bool async;              /* asynchronous: on_done (when not NULL) is called */
-	bool lazy;               /* nobody waits: rides with the next batch (enqueue()) */
-	struct stats_delta counted; /* what it adds to the stats (run_one()) */
-	store_done_fn on_done;   /* instead, then the job is freed */
-	void *on_done_arg;
-	union {
-		struct {
-			int applied;
-			int64_t version;
-		} migrate;
-		struct {
-			const char *name;
-			const uint8_t *fresh;
-			size_t len;
-			uint8_t *value;
-		} secret;
-		struct {
-			const struct otp_policy *p;
-			const char *phone;
-			const uint8_t *hash;
-			int64_t now_ms;
-			struct store_issue_result res;
-			struct store_issue_result *ret; /* the caller's: see job_answer() */
-		} issue;
-		struct {
-			const char *phone;
-			int64_t otp_id;
-			int64_t now_ms;
-		} cancel;
-		struct {
-			int64_t otp_id;
-			int64_t message_id;
-			int64_t now_ms;
-		} sms;
-		struct {
-			size_t n;
-			const struct store_delivery_status *items;
-		} delivery;
-		struct {
-			int64_t since_ms;
-			size_t limit;
-			struct store_delivery_pending *ret; /* the caller's: see sq_otp_delivery_pending() */
-			size_t n;
-		} pending;
-		struct {
-			int64_t since_ms, until_ms;
-			struct store_stats_bucket *ret; /* the caller's: see sq_stats() */
-			size_t cap;
-			size_t n;
-		} stats;
-		struct {
-			const struct otp_policy *p;
-			const char *phone;
-			const uint8_t *hash;
-			const char *email_domain;
-			const struct store_session *session;
-			int64_t now_ms;
-			struct store_verify_result res;
-			struct store_verify_result *ret; /* the caller's: see job_answer() */
-		} verify;
-		struct {
-			const char *jti;
-			int64_t user_id;
-			const struct store_session *next;
-			int64_t grace_ms;
-			int64_t now_ms;
-			struct store_rotate_result res;
-			struct store_rotate_result *ret; /* the caller's: see job_answer() */
-		} rotate;
-		struct {
-			const char *jti;
-			int revoked;
-		} revoke;
-		struct {
-			int64_t now_ms; /* JOB_HISTORY_PURGE: before_ms */
-			int limit;
-			int deleted;
-		} purge;
-		struct {
-			int64_t id;
-			bool found;
-			struct store_user user;
-		} user;
-	} u;
-};
-
-struct sqlite_store {
-	struct store base; /* first: a struct store * points here */
-	struct conn w;     /* the write connection: the writer thread only */
-	struct conn r;     /* read-only; r.db is NULL for :memory: */
-	pthread_mutex_t read_lock;  /* guards r */
-	pthread_mutex_t queue_lock; /* guards head, tail, stopping */
-	pthread_cond_t work;        /* to the writer: jobs queued, or stop */
-	struct job *head, *tail;    /* FIFO */
-	size_t eager;               /* jobs queued that are not lazy */
-	struct timespec lazy_due;   /* CLOCK_MONOTONIC: when queued lazy jobs run at the latest */
-	bool lazy_armed;            /* lazy_due is set */
-	bool stopping;
-	bool writer_idle;           /* waiting on `work` */
-	pthread_t writer;
-	/* The writer's own counters (read after it has ended): how well
-	 * group commit groups. */
-	uint64_t batches, batched_jobs, batch_max;
-};
-
-static struct sqlite_store *to_sqlite(struct store *base)
-{
-	return (struct sqlite_store *)base;
-}
 
 static enum otpd_status status_of(int rc)
 {
@@ -418,7 +243,7 @@ static enum otpd_status status_of(int rc)
 /* The one place a driver error is logged and translated.  Call it right
  * after the failing call, while sqlite3_errmsg() still describes it.  SQLite
  * messages name tables and constraints, never bound values. */
-static enum otpd_status fail(struct conn *c, int rc, const char *what)
+static enum otpd_status fail(struct store_conn *c, int rc, const char *what)
 {
 	enum otpd_status status = status_of(rc);
 
@@ -427,7 +252,7 @@ static enum otpd_status fail(struct conn *c, int rc, const char *what)
 	return status == OTPD_OK ? OTPD_INTERNAL : status;
 }
 
-static enum otpd_status prepare(struct conn *c, enum stmt_id id,
+static enum otpd_status prepare(struct store_conn *c, enum stmt_id id,
                                 sqlite3_stmt **ret)
 {
 	if (!c->stmt[id]) {
@@ -452,7 +277,7 @@ static void release(sqlite3_stmt *st)
 
 /* Step a bound statement that returns no rows, then release it.  rc is the
  * result of the bind calls (SQLITE_OK when they all succeeded). */
-static enum otpd_status finish(struct conn *c, enum stmt_id id, int rc)
+static enum otpd_status finish(struct store_conn *c, enum stmt_id id, int rc)
 {
 	sqlite3_stmt *st = c->stmt[id];
 	enum otpd_status status = OTPD_OK;
@@ -471,7 +296,7 @@ static enum otpd_status finish(struct conn *c, enum stmt_id id, int rc)
 /* Step a bound statement expected to return at most one row.  On
  * SQLITE_ROW the statement is left on its row for the caller to read and
  * release; otherwise it is released here.  *ret_found tells which. */
-static enum otpd_status fetch(struct conn *c, enum stmt_id id, int rc,
+static enum otpd_status fetch(struct store_conn *c, enum stmt_id id, int rc,
                               bool *ret_found)
 {
 	sqlite3_stmt *st = c->stmt[id];
@@ -493,7 +318,7 @@ static enum otpd_status fetch(struct conn *c, enum stmt_id id, int rc,
 	return status;
 }
 
-static enum otpd_status run_plain(struct conn *c, enum stmt_id id)
+static enum otpd_status run_plain(struct store_conn *c, enum stmt_id id)
 {
 	sqlite3_stmt *st = NULL;
 	enum otpd_status status = prepare(c, id, &st);
@@ -503,9 +328,12 @@ static enum otpd_status run_plain(struct conn *c, enum stmt_id id)
 	return finish(c, id, SQLITE_OK);
 }
 
-/* ---- transactions ---- */
 
-static void tx_rollback(struct conn *c)
+
+
+/* ---- the dialect's transactions ---- */
+
+static void sq_rollback(struct store_conn *c)
 {
 	/* Some errors (IOERR, FULL, NOMEM, BUSY on commit) may already have
 	 * rolled the transaction back. */
@@ -515,26 +343,36 @@ static void tx_rollback(struct conn *c)
 		sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
 }
 
-static enum otpd_status tx_begin(struct conn *c)
+static enum otpd_status sq_begin(struct store_conn *c)
 {
 	/* Never build on a transaction an earlier failure left open. */
-	tx_rollback(c);
+	sq_rollback(c);
 	return run_plain(c, ST_BEGIN);
 }
 
-static enum otpd_status tx_commit(struct conn *c)
+static enum otpd_status sq_commit(struct store_conn *c)
 {
 	return run_plain(c, ST_COMMIT);
 }
 
-/* Commit when status is OTPD_OK, else roll back; returns the final status. */
-static enum otpd_status tx_end(struct conn *c, enum otpd_status status)
+static enum otpd_status sq_savepoint(struct store_conn *c)
 {
-	if (status == OTPD_OK)
-		status = tx_commit(c);
-	if (status != OTPD_OK)
-		tx_rollback(c);
-	return status;
+	return run_plain(c, ST_SAVEPOINT);
+}
+
+static enum otpd_status sq_release(struct store_conn *c)
+{
+	return run_plain(c, ST_RELEASE);
+}
+
+static enum otpd_status sq_rollback_to(struct store_conn *c)
+{
+	return run_plain(c, ST_ROLLBACK_TO);
+}
+
+static bool sq_in_transaction(struct store_conn *c)
+{
+	return !sqlite3_get_autocommit(c->db);
 }
 
 static int bind_text(sqlite3_stmt *st, int i, const char *text)
@@ -542,146 +380,47 @@ static int bind_text(sqlite3_stmt *st, int i, const char *text)
 	return sqlite3_bind_text(st, i, text, -1, SQLITE_STATIC);
 }
 
-/* ---- the queue: callers hand jobs to the writer ---- */
+/* ---- migrations (migrate.c drives them) ---- */
 
-static void enqueue(struct sqlite_store *s, struct job *j)
+static enum otpd_status sq_migrations_table(struct store_conn *c)
 {
-	j->next = NULL;
-	j->status = OTPD_INTERNAL;
-	j->result = OTPD_INTERNAL;
-	snprintf(j->request_id, sizeof(j->request_id), "%s", log_get_request_id());
-	pthread_mutex_lock(&s->queue_lock);
-	if (s->tail)
-		s->tail->next = j;
-	else
-		s->head = j;
-	s->tail = j;
-	/* The writer is either waiting for work (signal it) or running a
-	 * batch (it looks at the queue again before it waits).  A lazy job
-	 * (nobody waits for it) wakes it only to set the deadline of its
-	 * wait: until then it rides with whatever batch comes first, and
-	 * costs no commit of its own. */
-	if (!j->lazy)
-		s->eager++;
-	if (s->writer_idle && (!j->lazy || !s->lazy_armed))
-		pthread_cond_signal(&s->work);
-	pthread_mutex_unlock(&s->queue_lock);
+	return run_plain(c, ST_MIGRATIONS_TABLE);
 }
 
-/* Queue j for the writer and wait until its batch is answered: committed,
- * or failed.  The calling thread waits while the batch in progress
- * commits, then while its own does. */
-static void submit(struct sqlite_store *s, struct job *j)
-{
-	j->async = false;
-	j->on_done = NULL;
-	if (sem_init(&j->done, 0, 0) != 0) {
-		store_error( "cannot create a semaphore");
-		j->status = OTPD_INTERNAL;
-		return;
-	}
-	enqueue(s, j);
-	/* Only this job's own answer wakes this thread. */
-	while (sem_wait(&j->done) != 0)
-		; /* EINTR */
-	sem_destroy(&j->done);
-}
-
-/* Queue a copy of *proto (op and arguments) and return at once; the writer
- * calls done(arg, answer) after the batch (done NULL: nobody), then frees
- * the copy. */
-static enum otpd_status submit_async(struct sqlite_store *s, const struct job *proto,
-                                     store_done_fn done, void *arg)
-{
-	struct job *j = malloc(sizeof(*j));
-
-	if (!j)
-		return OTPD_NOMEM;
-	*j = *proto;
-	j->async = true;
-	j->on_done = done;
-	j->on_done_arg = arg;
-	j->lazy = !done && proto->op == JOB_SMS_ACCEPTED;
-	enqueue(s, j);
-	return OTPD_OK;
-}
-
-/* What an answered job says to its caller: the driver's failure, else the
- * operation's own answer (for the operations that have one).  Its result
- * struct is copied to the caller's only with an answer that carries data:
- * any other leaves the caller's untouched. */
-static enum otpd_status job_answer(const struct job *j)
-{
-	if (j->status != OTPD_OK)
-		return j->status;
-	switch (j->op) {
-	case JOB_ISSUE:
-		*j->u.issue.ret = j->u.issue.res; /* otp_id, or retry_after_s */
-		return j->result;
-	case JOB_VERIFY:
-		if (j->result == OTPD_OK || j->result == OTPD_INVALID_CODE ||
-		    j->result == OTPD_USER_INACTIVE)
-			*j->u.verify.ret = j->u.verify.res;
-		return j->result;
-	case JOB_ROTATE:
-		if (j->result == OTPD_OK) {
-			*j->u.rotate.ret = j->u.rotate.res;
-		} else if (j->result == OTPD_INVALID_TOKEN) {
-			j->u.rotate.ret->reuse_detected = j->u.rotate.res.reuse_detected;
-			j->u.rotate.ret->revoked_records = j->u.rotate.res.revoked_records;
-		}
-		return j->result;
-	default:
-		return OTPD_OK;
-	}
-}
-
-/* ---- migrations ---- */
-
-/* Apply version `version` unless it is recorded already; one transaction. */
-static enum otpd_status migrate_one(struct conn *c, int version,
-                                    const char *sql, bool *ret_applied)
+static enum otpd_status sq_migration_has(struct store_conn *c, int version, bool *ret)
 {
 	sqlite3_stmt *st = NULL;
-	enum otpd_status status;
-	bool found = false;
-	int rc;
+	enum otpd_status status = prepare(c, ST_MIGRATION_HAS, &st);
 
-	status = tx_begin(c);
-	if (status != OTPD_OK)
-		return status;
-	status = run_plain(c, ST_MIGRATIONS_TABLE);
-	if (status != OTPD_OK)
-		goto out;
-	status = prepare(c, ST_MIGRATION_HAS, &st);
-	if (status != OTPD_OK)
-		goto out;
-	status = fetch(c, ST_MIGRATION_HAS, sqlite3_bind_int(st, 1, version), &found);
-	if (status != OTPD_OK)
-		goto out;
-	if (found) {
-		release(st);
-		goto out;
-	}
-	rc = sqlite3_exec(c->db, sql, NULL, NULL, NULL);
-	if (rc != SQLITE_OK) {
-		char what[64];
-		snprintf(what, sizeof(what), "migration %d", version);
-		status = fail(c, rc, what);
-		goto out;
-	}
-	status = prepare(c, ST_MIGRATION_ADD, &st);
-	if (status != OTPD_OK)
-		goto out;
-	status = finish(c, ST_MIGRATION_ADD, sqlite3_bind_int(st, 1, version));
-out:
-	status = tx_end(c, status);
 	if (status == OTPD_OK)
-		*ret_applied = !found;
+		status = fetch(c, ST_MIGRATION_HAS, sqlite3_bind_int(st, 1, version), ret);
+	if (status == OTPD_OK && *ret)
+		release(st);
 	return status;
 }
 
-static enum otpd_status schema_version(struct conn *c, int64_t *ret)
+static enum otpd_status sq_migration_add(struct store_conn *c, int version)
+{
+	sqlite3_stmt *st = NULL;
+	enum otpd_status status = prepare(c, ST_MIGRATION_ADD, &st);
+
+	if (status != OTPD_OK)
+		return status;
+	return finish(c, ST_MIGRATION_ADD, sqlite3_bind_int(st, 1, version));
+}
+
+static enum otpd_status sq_exec(struct store_conn *c, int version, const char *sql)
+{
+	int rc = sqlite3_exec(c->db, sql, NULL, NULL, NULL);
+	char what[64];
+
+	if (rc == SQLITE_OK)
+		return OTPD_OK;
+	snprintf(what, sizeof(what), "migration %d", version);
+	return fail(c, rc, what);
+}
+
+static enum otpd_status sq_schema_version(struct store_conn *c, int64_t *ret)
 {
 	sqlite3_stmt *st = NULL;
 	bool found;
@@ -697,56 +436,31 @@ static enum otpd_status schema_version(struct conn *c, int64_t *ret)
 	return OTPD_OK;
 }
 
-/* Every pending migration, each in its own transaction (the writer runs
- * this alone, outside any batch).  A migration that copies a table sorts
- * its keys to build the indexes (version 4: 10 M codes, some 800 MB): the
- * sorter spills to temporary files meanwhile, not to memory as a job's
- * savepoint journal does (temp_store=MEMORY, store_sqlite_open()). */
-static enum otpd_status migrate_all(struct conn *c, int *ret_applied,
-                                    int64_t *ret_version)
+/* A migration that copies a table sorts its keys to build the indexes
+ * (version 4: 10 M codes, some 800 MB): the sorter spills to temporary
+ * files meanwhile, not to memory as a job's savepoint journal does
+ * (temp_store=MEMORY, store_sqlite_open()). */
+static void sq_migrate_enter(struct store_conn *c)
 {
-	enum otpd_status status = OTPD_OK;
-	int applied = 0;
-
 	if (sqlite3_exec(c->db, "PRAGMA temp_store=FILE", NULL, NULL, NULL) != SQLITE_OK)
 		log_warn("store.migrate", "sqlite: temp_store=FILE: %s", sqlite3_errmsg(c->db));
-	for (size_t i = 0; i < store_sqlite_migrations_count && status == OTPD_OK; i++) {
-		bool did = false;
-		status = migrate_one(c, (int)i + 1, store_sqlite_migrations[i], &did);
-		applied += did;
-	}
-	if (sqlite3_exec(c->db, "PRAGMA temp_store=MEMORY", NULL, NULL, NULL) != SQLITE_OK)
-		log_warn("store.migrate", "sqlite: temp_store=MEMORY: %s", sqlite3_errmsg(c->db));
-	if (status != OTPD_OK)
-		return status;
-	*ret_applied = applied;
-	return schema_version(c, ret_version);
 }
 
-static enum otpd_status sq_migrate(struct store *base, int *ret_applied)
+static void sq_migrate_leave(struct store_conn *c)
 {
-	struct sqlite_store *s = to_sqlite(base);
-	struct job j = {.op = JOB_MIGRATE};
-
-	submit(s, &j);
-	if (j.status != OTPD_OK)
-		return j.status;
-	if (j.u.migrate.version > (int64_t)store_sqlite_migrations_count)
-		log_warn("store.migrate",
-		         "database schema version %lld is newer than this otpd's %zu",
-		         (long long)j.u.migrate.version, store_sqlite_migrations_count);
-	*ret_applied = j.u.migrate.applied;
-	return OTPD_OK;
+	if (sqlite3_exec(c->db, "PRAGMA temp_store=MEMORY", NULL, NULL, NULL) != SQLITE_OK)
+		log_warn("store.migrate", "sqlite: temp_store=MEMORY: %s", sqlite3_errmsg(c->db));
 }
 
 /* ---- ping ---- */
 
-static enum otpd_status ping_tx(struct conn *c)
+static enum otpd_status op_ping(struct store_conn *c, struct store_job *j)
 {
 	sqlite3_stmt *st = NULL;
 	bool found;
 	enum otpd_status status = prepare(c, ST_PING, &st);
 
+	(void)j;
 	if (status == OTPD_OK)
 		status = fetch(c, ST_PING, SQLITE_OK, &found);
 	if (status == OTPD_OK && found)
@@ -754,28 +468,15 @@ static enum otpd_status ping_tx(struct conn *c)
 	return status;
 }
 
-static enum otpd_status sq_ping(struct store *base)
-{
-	struct sqlite_store *s = to_sqlite(base);
-	enum otpd_status status;
-
-	if (!s->r.db) {
-		struct job j = {.op = JOB_PING};
-		submit(s, &j);
-		return j.status;
-	}
-	pthread_mutex_lock(&s->read_lock);
-	status = ping_tx(&s->r);
-	pthread_mutex_unlock(&s->read_lock);
-	return status;
-}
 
 /* ---- secrets ---- */
 
-static enum otpd_status secret_tx(struct conn *c, const char *name,
-                                  const uint8_t *fresh, size_t len,
-                                  uint8_t *ret)
+static enum otpd_status op_secret(struct store_conn *c, struct store_job *j)
 {
+	const char *name = j->u.secret.name;
+	const uint8_t *fresh = j->u.secret.fresh;
+	size_t len = j->u.secret.len;
+	uint8_t *ret = j->u.secret.value;
 	sqlite3_stmt *st = NULL;
 	enum otpd_status status;
 	bool found;
@@ -816,59 +517,11 @@ static enum otpd_status secret_tx(struct conn *c, const char *name,
 	return status;
 }
 
-static enum otpd_status sq_secret_get_or_create(struct store *base,
-                                                const char *name,
-                                                const uint8_t *fresh,
-                                                size_t len, uint8_t *ret,
-                                                size_t ret_len)
-{
-	struct sqlite_store *s = to_sqlite(base);
-	struct job j = {.op = JOB_SECRET};
-	uint8_t *value;
-
-	if (len == 0 || len > 65536 || ret_len != len) {
-		store_error( "secret '%s': bad length %zu (buffer %zu)",
-		          name, len, ret_len);
-		return OTPD_INTERNAL;
-	}
-	value = malloc(len); /* ret stays untouched until the commit */
-	if (!value)
-		return OTPD_NOMEM;
-	j.u.secret.name = name;
-	j.u.secret.fresh = fresh;
-	j.u.secret.len = len;
-	j.u.secret.value = value;
-	submit(s, &j);
-	if (j.status == OTPD_OK)
-		memcpy(ret, value, len);
-	otp_wipe(value, len);
-	free(value);
-	return j.status;
-}
-
 /* ---- the dashboard's counters ---- */
 
-/* The start of the bucket holding ms (floor, also before 1970). */
-static int64_t stats_bucket(int64_t ms)
-{
-	int64_t r = ms % STORE_STATS_BUCKET_MS;
-
-	return ms - (r < 0 ? r + STORE_STATS_BUCKET_MS : r);
-}
-
-static bool stats_any(const struct stats_delta *d)
-{
-	return d->sends || d->sms_failures || d->logins || d->new_users || d->wrong_guesses;
-}
-
-/* A batch's events in one bucket. */
-struct stats_sums {
-	int sends, sms_failures, logins, new_users, wrong_guesses;
-};
-
 /* One UPSERT into bucket bucket_ms. */
-static enum otpd_status stats_add(struct conn *c, int64_t bucket_ms,
-                                  const struct stats_sums *d)
+static enum otpd_status sq_stats_add(struct store_conn *c, int64_t bucket_ms,
+                                     const struct store_stats_sums *d)
 {
 	sqlite3_stmt *st = NULL;
 	enum otpd_status status = prepare(c, ST_STATS_ADD, &st);
@@ -888,57 +541,6 @@ static enum otpd_status stats_add(struct conn *c, int64_t bucket_ms,
 	if (rc == SQLITE_OK)
 		rc = sqlite3_bind_int(st, 6, d->wrong_guesses);
 	return finish(c, ST_STATS_ADD, rc);
-}
-
-/* The events of a batch, summed per bucket: the operations only say what
- * they count (job.counted); run_one() adds a job's events here once its
- * savepoint is released (a job that failed counts nothing), and
- * run_batch() writes them, one UPSERT per bucket, just before the COMMIT:
- * in the transaction that commits the operations, so an event is counted
- * if and only if its operation is durable.  (One UPSERT per operation was
- * an eighth of a verify's instructions.) */
-#define BATCH_BUCKETS 4
-
-struct batch_stats {
-	int n;
-	int64_t bucket_ms[BATCH_BUCKETS];
-	struct stats_sums d[BATCH_BUCKETS];
-};
-
-static enum otpd_status batch_stats_flush(struct conn *c, struct batch_stats *bs)
-{
-	enum otpd_status status = OTPD_OK;
-
-	for (int i = 0; i < bs->n && status == OTPD_OK; i++)
-		status = stats_add(c, bs->bucket_ms[i], &bs->d[i]);
-	bs->n = 0;
-	return status;
-}
-
-static enum otpd_status batch_stats_add(struct conn *c, struct batch_stats *bs,
-                                        int64_t now_ms, const struct stats_delta *d)
-{
-	int64_t bucket_ms = stats_bucket(now_ms);
-	enum otpd_status status = OTPD_OK;
-	int i;
-
-	for (i = 0; i < bs->n && bs->bucket_ms[i] != bucket_ms; i++)
-		;
-	if (i == BATCH_BUCKETS) { /* times far apart: write what is summed */
-		status = batch_stats_flush(c, bs);
-		i = 0;
-	}
-	if (i == bs->n) {
-		bs->bucket_ms[i] = bucket_ms;
-		memset(&bs->d[i], 0, sizeof(bs->d[i]));
-		bs->n++;
-	}
-	bs->d[i].sends += d->sends;
-	bs->d[i].sms_failures += d->sms_failures;
-	bs->d[i].logins += d->logins;
-	bs->d[i].new_users += d->new_users;
-	bs->d[i].wrong_guesses += d->wrong_guesses;
-	return status;
 }
 
 /* Bind ?1 and ?2 of a statement that takes a row id and a time. */
@@ -961,7 +563,7 @@ struct send_window {
 	int64_t oldest_ms;   /* the oldest of those */
 };
 
-static enum otpd_status send_window(struct conn *c, const char *phone,
+static enum otpd_status send_window(struct store_conn *c, const char *phone,
                                     int limit, int64_t since_ms, int64_t now_ms,
                                     struct send_window *ret)
 {
@@ -982,9 +584,15 @@ static enum otpd_status send_window(struct conn *c, const char *phone,
 		if (!w.has_current) {
 			w.has_current = true;
 			w.current_id = sqlite3_column_int64(st, 0);
-			w.current_valid = sqlite3_column_int(st, 5) == OTP_CODE_ACTIVE &&
-			                  sqlite3_column_int(st, 3) < sqlite3_column_int(st, 4) &&
-			                  now_ms < sqlite3_column_int64(st, 2);
+			struct store_rules_code code = {
+				.created_ms = created_ms,
+				.expires_ms = sqlite3_column_int64(st, 2),
+				.attempts = sqlite3_column_int(st, 3),
+				.max_attempts = sqlite3_column_int(st, 4),
+				.state = sqlite3_column_int(st, 5),
+			};
+
+			w.current_valid = store_rules_code_live(&code, now_ms);
 		}
 		if (created_ms > since_ms) {
 			w.count++;
@@ -1003,13 +611,13 @@ static enum otpd_status send_window(struct conn *c, const char *phone,
 	return OTPD_OK;
 }
 
-static enum otpd_status issue_tx(struct conn *c,
-                                 const struct otp_policy *p, const char *phone,
-                                 const uint8_t hash[OTP_HASH_LEN],
-                                 int64_t now_ms, enum otpd_status *ret_result,
-                                 struct store_issue_result *res,
-                                 struct stats_delta *counted)
+static enum otpd_status op_issue(struct store_conn *c, struct store_job *j)
 {
+	const struct otp_policy *p = j->u.issue.p;
+	const char *phone = j->u.issue.phone;
+	const uint8_t *hash = j->u.issue.hash;
+	int64_t now_ms = j->now_ms;
+	struct store_issue_result *res = &j->u.issue.res;
 	sqlite3_stmt *st = NULL;
 	enum otpd_status status;
 	struct send_window w = {0};
@@ -1021,7 +629,7 @@ static enum otpd_status issue_tx(struct conn *c,
 	if (!otp_policy_send_allowed(p, w.count, w.oldest_ms, now_ms, &retry_after_s)) {
 		/* Refused: nothing is recorded. */
 		res->retry_after_s = retry_after_s;
-		*ret_result = OTPD_OTP_RATE_LIMITED;
+		j->result = OTPD_OTP_RATE_LIMITED;
 		return OTPD_OK;
 	}
 
@@ -1053,35 +661,16 @@ static enum otpd_status issue_tx(struct conn *c,
 	if (status != OTPD_OK)
 		return status;
 	res->otp_id = sqlite3_last_insert_rowid(c->db); /* under the lock */
-	counted->sends = 1;
-	*ret_result = OTPD_OK;
+	j->counted.sends = 1;
+	j->result = OTPD_OK;
 	return OTPD_OK;
-}
-
-static enum otpd_status sq_otp_issue(struct store *base,
-                                     const struct otp_policy *p,
-                                     const char *phone,
-                                     const uint8_t hash[OTP_HASH_LEN],
-                                     int64_t now_ms,
-                                     struct store_issue_result *ret,
-                                     store_done_fn done, void *arg)
-{
-	struct job j = {.op = JOB_ISSUE};
-
-	j.u.issue.p = p;
-	j.u.issue.phone = phone;
-	j.u.issue.hash = hash;
-	j.u.issue.now_ms = now_ms;
-	j.u.issue.ret = ret; /* OTPD_OK: otp_id; OTPD_OTP_RATE_LIMITED: retry_after_s */
-	return submit_async(to_sqlite(base), &j, done, arg);
 }
 
 /* ---- cancel a code ---- */
 
-static enum otpd_status cancel_tx(struct conn *c, const char *phone,
-                                  int64_t otp_id, int64_t now_ms,
-                                  struct stats_delta *counted)
+static enum otpd_status op_cancel(struct store_conn *c, struct store_job *j)
 {
+	const char *phone = j->u.cancel.phone;
 	sqlite3_stmt *st = NULL;
 	enum otpd_status status = prepare(c, ST_CODE_CANCEL, &st);
 	int rc;
@@ -1090,31 +679,19 @@ static enum otpd_status cancel_tx(struct conn *c, const char *phone,
 		return status;
 	rc = bind_text(st, 1, phone);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(st, 2, otp_id);
+		rc = sqlite3_bind_int64(st, 2, j->u.cancel.otp_id);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(st, 3, now_ms);
+		rc = sqlite3_bind_int64(st, 3, j->now_ms);
 	status = finish(c, ST_CODE_CANCEL, rc);
 	if (status == OTPD_OK && sqlite3_changes(c->db) == 1)
-		counted->sms_failures = 1; /* it changed: counted once */
+		j->counted.sms_failures = 1; /* it changed: counted once */
 	return status;
-}
-
-static enum otpd_status sq_otp_cancel(struct store *base, const char *phone,
-                                      int64_t otp_id, int64_t now_ms,
-                                      store_done_fn done, void *arg)
-{
-	struct job j = {.op = JOB_CANCEL};
-
-	j.u.cancel.phone = phone;
-	j.u.cancel.otp_id = otp_id;
-	j.u.cancel.now_ms = now_ms;
-	return submit_async(to_sqlite(base), &j, done, arg);
 }
 
 /* ---- verify a code and log in ---- */
 
 /* The phone's current code: its newest. */
-static enum otpd_status code_get(struct conn *c, const char *phone,
+static enum otpd_status code_get(struct store_conn *c, const char *phone,
                                  bool *ret_found, int64_t *ret_id,
                                  int *ret_max_attempts, struct otp_record *ret_rec,
                                  uint8_t ret_hash[OTP_HASH_LEN])
@@ -1165,7 +742,7 @@ static enum otpd_status code_get(struct conn *c, const char *phone,
 }
 
 /* ST_CODE_ATTEMPT or ST_CODE_USE on code id; ended_ms < 0 binds NULL. */
-static enum otpd_status code_update(struct conn *c, enum stmt_id id,
+static enum otpd_status code_update(struct store_conn *c, enum stmt_id id,
                                     int64_t code_id, int64_t ended_ms)
 {
 	sqlite3_stmt *st = NULL;
@@ -1230,16 +807,15 @@ static enum otpd_status user_row(sqlite3_stmt *st, struct store_user *ret)
  * per number even when raced: the write lock is held across both, and
  * UNIQUE backs it.  A known but inactive user is read, and no login is
  * recorded (the caller answers user_inactive). */
-static enum otpd_status user_login(struct conn *c, const char *phone,
+static enum otpd_status user_login(struct store_conn *c, const char *phone,
                                    const char *email_domain, int64_t now_ms,
                                    bool *ret_is_new, struct store_user *ret)
 {
-	const char *digits = otp_phone_digits(phone);
 	struct store_user u;
 	sqlite3_stmt *st = NULL;
 	enum otpd_status status;
 	bool found;
-	int n, rc;
+	int rc;
 
 	*ret_is_new = false;
 	status = prepare(c, ST_USER_BY_PHONE, &st);
@@ -1262,25 +838,16 @@ static enum otpd_status user_login(struct conn *c, const char *phone,
 		return finish(c, ST_USER_LOGIN, rc);
 	}
 
-	memset(&u, 0, sizeof(u));
-	n = digits && digits[0] ? snprintf(u.email, sizeof(u.email), "%s@%s", digits,
-	                      email_domain ? email_domain : "")
-	           : -1;
-	if (n < 0 || (size_t)n >= sizeof(u.email) ||
-	    strlen(phone) >= sizeof(u.phone_number) || strlen(digits) >= sizeof(u.username)) {
-		store_error( "not a normalised phone number, or e-mail domain too long");
+	if (!store_rules_new_user(phone, email_domain, &u)) {
+		store_error("not a normalised phone number, or e-mail domain too long");
 		return OTPD_INTERNAL;
 	}
-	strcpy(u.phone_number, phone);
-	strcpy(u.username, digits);
-	u.is_active = true;
-	u.is_staff = false;
 	status = prepare(c, ST_USER_INSERT, &st);
 	if (status != OTPD_OK)
 		return status;
 	rc = bind_text(st, 1, phone);
 	if (rc == SQLITE_OK)
-		rc = bind_text(st, 2, digits);
+		rc = bind_text(st, 2, u.username);
 	if (rc == SQLITE_OK)
 		rc = bind_text(st, 3, u.email);
 	if (rc == SQLITE_OK)
@@ -1301,7 +868,7 @@ static enum otpd_status user_login(struct conn *c, const char *phone,
 
 /* Insert a live refresh-token record: session's jti, access_jti and
  * times, in `family` (a login's own, or the family a rotation continues). */
-static enum otpd_status session_insert(struct conn *c,
+static enum otpd_status session_insert(struct store_conn *c,
                                        const struct store_session *session,
                                        const char *family, int64_t user_id)
 {
@@ -1325,17 +892,15 @@ static enum otpd_status session_insert(struct conn *c,
 	return finish(c, ST_SESSION_INSERT, rc);
 }
 
-static enum otpd_status verify_tx(struct conn *c,
-                                  const struct otp_policy *p,
-                                  const char *phone,
-                                  const uint8_t hash[OTP_HASH_LEN],
-                                  const char *email_domain,
-                                  const struct store_session *session,
-                                  int64_t now_ms, enum otpd_status *ret_result,
-                                  struct store_verify_result *res,
-                                  struct stats_delta *counted)
+static enum otpd_status op_verify(struct store_conn *c, struct store_job *j)
 {
-	struct otp_policy judged = *p;
+	const struct otp_policy *p = j->u.verify.p;
+	const char *phone = j->u.verify.phone;
+	const uint8_t *hash = j->u.verify.hash;
+	const struct store_session *session = j->u.verify.session;
+	int64_t now_ms = j->now_ms;
+	struct store_verify_result *res = &j->u.verify.res;
+	struct otp_policy judged;
 	struct otp_record rec;
 	struct otp_verdict v;
 	uint8_t stored[OTP_HASH_LEN];
@@ -1352,19 +917,16 @@ static enum otpd_status verify_tx(struct conn *c,
 		match = otp_hash_equal(stored, hash); /* in C, constant time */
 	otp_wipe(stored, sizeof(stored));
 
-	/* The attempts the code was issued with, unless the policy allows
-	 * fewer now (a lowered OTP_MAX_ATTEMPTS applies at once). */
-	if (found && max_attempts < judged.max_attempts)
-		judged.max_attempts = max_attempts;
+	judged = found ? store_rules_verify_policy(p, max_attempts) : *p;
 	v = otp_policy_judge(&judged, found ? &rec : NULL, match, now_ms);
 	if (v.count_attempt) {
 		/* The last guess allowed ends the code (exhausted). */
-		bool last = (int64_t)rec.attempts + 1 >= judged.max_attempts;
+		bool last = store_rules_last_guess(&judged, rec.attempts);
 
 		status = code_update(c, ST_CODE_ATTEMPT, code_id, last ? now_ms : -1);
 		if (status != OTPD_OK)
 			return status;
-		counted->wrong_guesses = 1;
+		j->counted.wrong_guesses = 1;
 	}
 	if (v.consume) {
 		status = code_update(c, ST_CODE_USE, code_id, now_ms);
@@ -1373,18 +935,18 @@ static enum otpd_status verify_tx(struct conn *c,
 	}
 	if (v.status != OTPD_OK) {
 		res->remaining_attempts = v.remaining_attempts;
-		*ret_result = v.status;
+		j->result = v.status;
 		return OTPD_OK; /* commit the counted attempt */
 	}
 
-	status = user_login(c, phone, email_domain, now_ms, &res->is_new_user,
+	status = user_login(c, phone, j->u.verify.email_domain, now_ms, &res->is_new_user,
 	                    &res->user);
 	if (status != OTPD_OK)
 		return status;
 	if (!res->user.is_active) {
 		/* docs/API.md §3: user_inactive; the code is used up all the
 		 * same, and it is not a login (no last_login, no session). */
-		*ret_result = OTPD_USER_INACTIVE;
+		j->result = OTPD_USER_INACTIVE;
 		return OTPD_OK;
 	}
 	if (session) {
@@ -1392,37 +954,15 @@ static enum otpd_status verify_tx(struct conn *c,
 		if (status != OTPD_OK)
 			return status;
 	}
-	counted->logins = 1;
-	counted->new_users = res->is_new_user;
-	*ret_result = OTPD_OK;
+	j->counted.logins = 1;
+	j->counted.new_users = res->is_new_user;
+	j->result = OTPD_OK;
 	return OTPD_OK;
-}
-
-static enum otpd_status sq_otp_verify(struct store *base,
-                                      const struct otp_policy *p,
-                                      const char *phone,
-                                      const uint8_t hash[OTP_HASH_LEN],
-                                      const char *email_domain,
-                                      const struct store_session *session,
-                                      int64_t now_ms,
-                                      struct store_verify_result *ret,
-                                      store_done_fn done, void *arg)
-{
-	struct job j = {.op = JOB_VERIFY};
-
-	j.u.verify.p = p;
-	j.u.verify.phone = phone;
-	j.u.verify.hash = hash;
-	j.u.verify.email_domain = email_domain;
-	j.u.verify.session = session;
-	j.u.verify.now_ms = now_ms;
-	j.u.verify.ret = ret;
-	return submit_async(to_sqlite(base), &j, done, arg);
 }
 
 /* ---- users ---- */
 
-static enum otpd_status user_by_id(struct conn *c, int64_t id,
+static enum otpd_status user_by_id(struct store_conn *c, int64_t id,
                                    bool *ret_found, struct store_user *ret)
 {
 	sqlite3_stmt *st = NULL;
@@ -1437,46 +977,17 @@ static enum otpd_status user_by_id(struct conn *c, int64_t id,
 	return status;
 }
 
-static enum otpd_status sq_user_get(struct store *base, int64_t id,
-                                    struct store_user *ret)
+static enum otpd_status op_user_get(struct store_conn *c, struct store_job *j)
 {
-	struct sqlite_store *s = to_sqlite(base);
-	struct job j = {.op = JOB_USER_GET};
-
-	j.u.user.id = id;
-	if (s->r.db) {
-		pthread_mutex_lock(&s->read_lock);
-		j.status = user_by_id(&s->r, id, &j.u.user.found, &j.u.user.user);
-		pthread_mutex_unlock(&s->read_lock);
-	} else {
-		submit(s, &j);
-	}
-	if (j.status != OTPD_OK)
-		return j.status;
-	if (!j.u.user.found)
-		return OTPD_NOT_FOUND;
-	*ret = j.u.user.user;
-	return OTPD_OK;
+	return user_by_id(c, j->u.user.id, &j->u.user.found, &j->u.user.user);
 }
 
 /* ---- sessions: rotate, revoke, purge ---- */
 
-enum session_state { SESSION_LIVE = 0, SESSION_ROTATED = 1, SESSION_REVOKED = 2 };
-
-/* A refresh_tokens row (SESSION_COLUMNS). */
-struct session_row {
-	struct store_session sess;
-	int64_t user_id;
-	int state;
-	bool has_rotated_ms;
-	int64_t rotated_ms;
-	char replaced_by[STORE_JTI_LEN + 1]; /* "" when NULL */
-};
-
-static enum otpd_status session_get(struct conn *c, const char *jti,
-                                    bool *ret_found, struct session_row *ret)
+static enum otpd_status session_get(struct store_conn *c, const char *jti,
+                                    bool *ret_found, struct store_session_row *ret)
 {
-	struct session_row r;
+	struct store_session_row r;
 	sqlite3_stmt *st = NULL;
 	enum otpd_status status = prepare(c, ST_SESSION_GET, &st);
 	bool found;
@@ -1515,7 +1026,7 @@ static enum otpd_status session_get(struct conn *c, const char *jti,
 
 /* Revoke every record of the family of jti (a no-op when jti is unknown);
  * *ret_revoked says how many records changed state. */
-static enum otpd_status family_revoke(struct conn *c, const char *jti,
+static enum otpd_status family_revoke(struct store_conn *c, const char *jti,
                                       int *ret_revoked)
 {
 	sqlite3_stmt *st = NULL;
@@ -1530,7 +1041,7 @@ static enum otpd_status family_revoke(struct conn *c, const char *jti,
 }
 
 /* Mark live record `jti` rotated at now_ms, replaced by `next_jti`. */
-static enum otpd_status session_mark_rotated(struct conn *c,
+static enum otpd_status session_mark_rotated(struct store_conn *c,
                                              const char *jti,
                                              const char *next_jti,
                                              int64_t now_ms)
@@ -1556,68 +1067,59 @@ static enum otpd_status session_mark_rotated(struct conn *c,
 }
 
 /* The decisions of store_session_rotate (store.h), in the order listed
- * there.  Returns the driver status; the answer goes to *ret_result.  Any
- * answer commits: only the OK and replay answers have written anything. */
-static enum otpd_status rotate_tx(struct conn *c, const char *jti,
-                                  int64_t user_id,
-                                  const struct store_session *next,
-                                  int64_t grace_ms, int64_t now_ms,
-                                  enum otpd_status *ret_result,
-                                  struct store_rotate_result *res)
+ * there (store/rules.c makes them; this reads and writes).  Returns the
+ * driver status; the answer goes to j->result.  Any answer commits: only
+ * the OK and replay answers have written anything. */
+static enum otpd_status op_rotate(struct store_conn *c, struct store_job *j)
 {
-	struct session_row cur, succ;
+	const struct store_args_rotate *a = &j->u.rotate;
+	struct store_rotate_result *res = &j->u.rotate.res;
+	struct store_session_row cur, succ;
 	enum otpd_status status;
 	bool found = false;
 	int revoked = 0;
 
-	*ret_result = OTPD_INVALID_TOKEN;
+	j->result = OTPD_INVALID_TOKEN;
 	res->reuse_detected = false;
 	res->revoked_records = 0;
-	status = session_get(c, jti, &found, &cur);
+	status = session_get(c, a->jti, &found, &cur);
 	if (status != OTPD_OK || !found)
 		return status;
-	/* Expired: the token's exp (expires_ms) is reached (RFC 7519 §4.1.4). */
-	if (cur.state == SESSION_REVOKED || now_ms >= cur.sess.expires_ms ||
-	    cur.user_id != user_id)
+	if (store_rules_rotate_first(&cur, a->user_id, j->now_ms) == STORE_ROTATE_REFUSE)
 		return OTPD_OK;
-	status = user_by_id(c, user_id, &found, &res->user);
+	status = user_by_id(c, a->user_id, &found, &res->user);
 	if (status != OTPD_OK || !found)
 		return status;
 	if (!res->user.is_active) {
-		*ret_result = OTPD_USER_INACTIVE;
+		j->result = OTPD_USER_INACTIVE;
 		return OTPD_OK;
 	}
 
-	if (cur.state == SESSION_LIVE) {
-		status = session_mark_rotated(c, cur.sess.jti, next->jti, now_ms);
+	switch (store_rules_rotate_next(&cur, a->grace_ms, j->now_ms)) {
+	case STORE_ROTATE_NOW:
+		status = session_mark_rotated(c, cur.sess.jti, a->next->jti, j->now_ms);
 		if (status == OTPD_OK) /* the family continues; next->family is ignored */
-			status = session_insert(c, next, cur.sess.family, user_id);
+			status = session_insert(c, a->next, cur.sess.family, a->user_id);
 		if (status != OTPD_OK)
 			return status;
-		res->session = *next;
+		res->session = *a->next;
 		memcpy(res->session.family, cur.sess.family, sizeof(res->session.family));
 		res->replayed = false;
-		*ret_result = OTPD_OK;
+		j->result = OTPD_OK;
 		return OTPD_OK;
-	}
-
-	/* Rotated.  Inside the grace window, the same client retrying (a lost
-	 * response, two tabs) gets the pair already minted, as long as it is
-	 * still live.  grace_ms 0 means no grace at all, even with clock skew
-	 * between nodes. */
-	if (grace_ms > 0 && cur.has_rotated_ms && now_ms - cur.rotated_ms < grace_ms &&
-	    cur.replaced_by[0] != '\0') {
+	case STORE_ROTATE_GRACE:
 		status = session_get(c, cur.replaced_by, &found, &succ);
 		if (status != OTPD_OK)
 			return status;
-		if (found && succ.state == SESSION_LIVE && now_ms < succ.sess.expires_ms &&
-		    succ.user_id == user_id &&
-		    strcmp(succ.sess.family, cur.sess.family) == 0) {
+		if (found && store_rules_successor_usable(&cur, &succ, a->user_id, j->now_ms)) {
 			res->session = succ.sess;
 			res->replayed = true;
-			*ret_result = OTPD_OK;
+			j->result = OTPD_OK;
 			return OTPD_OK;
 		}
+		break;
+	case STORE_ROTATE_REUSE:
+		break;
 	}
 
 	/* A replay of a rotated-out token (docs/API.md §3 "Tokens", RFC 9700
@@ -1630,45 +1132,12 @@ static enum otpd_status rotate_tx(struct conn *c, const char *jti,
 	return OTPD_OK;
 }
 
-static enum otpd_status sq_session_rotate(struct store *base, const char *jti,
-                                          int64_t user_id,
-                                          const struct store_session *next,
-                                          int64_t grace_ms, int64_t now_ms,
-                                          struct store_rotate_result *ret,
-                                          store_done_fn done, void *arg)
+static enum otpd_status op_revoke(struct store_conn *c, struct store_job *j)
 {
-	struct job j = {.op = JOB_ROTATE};
-
-	if (!jti)
-		return OTPD_INVALID_TOKEN;
-	if (!next) {
-		store_error( "session rotate: no successor given");
-		return OTPD_INTERNAL;
-	}
-	j.u.rotate.jti = jti;
-	j.u.rotate.user_id = user_id;
-	j.u.rotate.next = next;
-	j.u.rotate.grace_ms = grace_ms;
-	j.u.rotate.now_ms = now_ms;
-	j.u.rotate.ret = ret; /* with OTPD_OK only: see job_answer() */
-	return submit_async(to_sqlite(base), &j, done, arg);
+	return family_revoke(c, j->u.revoke.jti, &j->u.revoke.revoked);
 }
 
-static enum otpd_status sq_session_revoke(struct store *base, const char *jti,
-                                          store_done_fn done, void *arg)
-{
-	struct job j = {.op = JOB_REVOKE};
-
-	if (!jti) {
-		store_error( "session revoke: no jti given");
-		return OTPD_INTERNAL;
-	}
-	j.u.revoke.jti = jti;
-	return submit_async(to_sqlite(base), &j, done, arg);
-}
-
-static enum otpd_status purge_tx(struct conn *c, int64_t now_ms,
-                                 int limit, int *ret_deleted)
+static enum otpd_status op_session_purge(struct store_conn *c, struct store_job *j)
 {
 	sqlite3_stmt *st = NULL;
 	enum otpd_status status = prepare(c, ST_SESSION_PURGE, &st);
@@ -1676,37 +1145,18 @@ static enum otpd_status purge_tx(struct conn *c, int64_t now_ms,
 
 	if (status != OTPD_OK)
 		return status;
-	rc = sqlite3_bind_int64(st, 1, now_ms);
+	rc = sqlite3_bind_int64(st, 1, j->u.purge.before_ms);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int(st, 2, limit);
+		rc = sqlite3_bind_int(st, 2, j->u.purge.limit);
 	status = finish(c, ST_SESSION_PURGE, rc);
 	if (status == OTPD_OK)
-		*ret_deleted = sqlite3_changes(c->db);
+		j->u.purge.deleted = sqlite3_changes(c->db);
 	return status;
-}
-
-static enum otpd_status sq_session_purge(struct store *base, int64_t now_ms,
-                                         int limit, int *ret_deleted)
-{
-	struct sqlite_store *s = to_sqlite(base);
-	struct job j = {.op = JOB_PURGE};
-
-	if (limit <= 0) { /* at most none */
-		*ret_deleted = 0;
-		return OTPD_OK;
-	}
-	j.u.purge.now_ms = now_ms;
-	j.u.purge.limit = limit;
-	submit(s, &j);
-	if (j.status == OTPD_OK)
-		*ret_deleted = j.u.purge.deleted;
-	return j.status;
 }
 
 /* ---- SMS delivery ---- */
 
-static enum otpd_status sms_accepted_tx(struct conn *c, int64_t otp_id,
-                                        int64_t message_id, int64_t now_ms)
+static enum otpd_status op_sms_accepted(struct store_conn *c, struct store_job *j)
 {
 	sqlite3_stmt *st = NULL;
 	enum otpd_status status = prepare(c, ST_SMS_ACCEPTED, &st);
@@ -1714,30 +1164,19 @@ static enum otpd_status sms_accepted_tx(struct conn *c, int64_t otp_id,
 
 	if (status != OTPD_OK)
 		return status;
-	rc = sqlite3_bind_int64(st, 1, otp_id);
+	rc = sqlite3_bind_int64(st, 1, j->u.sms.otp_id);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(st, 2, message_id);
+		rc = sqlite3_bind_int64(st, 2, j->u.sms.message_id);
 	if (rc == SQLITE_OK)
-		rc = sqlite3_bind_int64(st, 3, now_ms);
+		rc = sqlite3_bind_int64(st, 3, j->now_ms);
 	return finish(c, ST_SMS_ACCEPTED, rc);
 }
 
-static enum otpd_status sq_otp_sms_accepted(struct store *base, int64_t otp_id,
-                                            int64_t message_id, int64_t now_ms,
-                                            store_done_fn done, void *arg)
-{
-	struct job j = {.op = JOB_SMS_ACCEPTED};
-
-	j.u.sms.otp_id = otp_id;
-	j.u.sms.message_id = message_id;
-	j.u.sms.now_ms = now_ms;
-	return submit_async(to_sqlite(base), &j, done, arg);
-}
-
 /* Every item in the job's savepoint: all or none. */
-static enum otpd_status delivery_set_tx(struct conn *c, size_t n,
-                                        const struct store_delivery_status *items)
+static enum otpd_status op_delivery_set(struct store_conn *c, struct store_job *j)
 {
+	const struct store_delivery_status *items = j->u.delivery.items;
+	size_t n = j->u.delivery.n;
 	enum otpd_status status = OTPD_OK;
 
 	for (size_t i = 0; i < n && status == OTPD_OK; i++) {
@@ -1757,23 +1196,6 @@ static enum otpd_status delivery_set_tx(struct conn *c, size_t n,
 	return status;
 }
 
-static enum otpd_status sq_otp_delivery_set(struct store *base, size_t n,
-                                            const struct store_delivery_status *items)
-{
-	struct job j = {.op = JOB_DELIVERY_SET};
-
-	if (n == 0)
-		return OTPD_OK;
-	if (!items) {
-		store_error("delivery set: no items given");
-		return OTPD_INTERNAL;
-	}
-	j.u.delivery.n = n;
-	j.u.delivery.items = items;
-	submit(to_sqlite(base), &j);
-	return j.status;
-}
-
 /* LIMIT takes a signed 64-bit value; a negative one would mean none. */
 static int64_t sql_limit(size_t n)
 {
@@ -1782,7 +1204,7 @@ static int64_t sql_limit(size_t n)
 
 /* The rows go to the job's own buffer, copied to the caller's only when
  * the whole read succeeded (a failure leaves it untouched). */
-static enum otpd_status delivery_pending_read(struct conn *c, struct job *j)
+static enum otpd_status op_delivery_pending(struct store_conn *c, struct store_job *j)
 {
 	sqlite3_stmt *st = NULL;
 	enum otpd_status status = prepare(c, ST_DELIVERY_PENDING, &st);
@@ -1816,7 +1238,7 @@ static enum otpd_status delivery_pending_read(struct conn *c, struct job *j)
 	return OTPD_OK;
 }
 
-static enum otpd_status stats_read(struct conn *c, struct job *j)
+static enum otpd_status op_stats(struct store_conn *c, struct store_job *j)
 {
 	sqlite3_stmt *st = NULL;
 	enum otpd_status status = prepare(c, ST_STATS_RANGE, &st);
@@ -1854,87 +1276,13 @@ static enum otpd_status stats_read(struct conn *c, struct job *j)
 	return OTPD_OK;
 }
 
-/* A read job: on the read connection (it never waits for a batch), or
- * through the writer when there is none (:memory:). */
-static enum otpd_status job_run(struct conn *c, struct job *j);
-
-static void run_read(struct sqlite_store *s, struct job *j)
-{
-	if (!s->r.db) {
-		submit(s, j);
-		return;
-	}
-	pthread_mutex_lock(&s->read_lock);
-	j->status = job_run(&s->r, j);
-	pthread_mutex_unlock(&s->read_lock);
-}
-
-static enum otpd_status sq_otp_delivery_pending(struct store *base, int64_t since_ms,
-                                                size_t limit,
-                                                struct store_delivery_pending *ret,
-                                                size_t *ret_n)
-{
-	struct job j = {.op = JOB_DELIVERY_PENDING};
-	struct store_delivery_pending *buf = NULL;
-
-	if (limit > 100000) {
-		store_error("delivery pending: limit %zu is over 100000", limit);
-		return OTPD_INTERNAL;
-	}
-	if (limit && !(buf = malloc(limit * sizeof(*buf))))
-		return OTPD_NOMEM;
-	j.u.pending.since_ms = since_ms;
-	j.u.pending.limit = limit;
-	j.u.pending.ret = buf;
-	if (limit)
-		run_read(to_sqlite(base), &j);
-	else
-		j.status = OTPD_OK;
-	if (j.status == OTPD_OK) {
-		if (j.u.pending.n)
-			memcpy(ret, buf, j.u.pending.n * sizeof(*buf));
-		*ret_n = j.u.pending.n;
-	}
-	free(buf);
-	return j.status;
-}
-
-static enum otpd_status sq_stats(struct store *base, int64_t since_ms, int64_t until_ms,
-                                 struct store_stats_bucket *ret, size_t cap,
-                                 size_t *ret_n)
-{
-	struct job j = {.op = JOB_STATS};
-	struct store_stats_bucket *buf = NULL;
-
-	if (cap > 1000000) {
-		store_error("stats: cap %zu is over 1000000", cap);
-		return OTPD_INTERNAL;
-	}
-	if (cap && !(buf = malloc(cap * sizeof(*buf))))
-		return OTPD_NOMEM;
-	j.u.stats.since_ms = since_ms;
-	j.u.stats.until_ms = until_ms;
-	j.u.stats.ret = buf;
-	j.u.stats.cap = cap;
-	if (cap && since_ms < until_ms)
-		run_read(to_sqlite(base), &j);
-	else
-		j.status = OTPD_OK;
-	if (j.status == OTPD_OK) {
-		if (j.u.stats.n)
-			memcpy(ret, buf, j.u.stats.n * sizeof(*buf));
-		*ret_n = j.u.stats.n;
-	}
-	free(buf);
-	return j.status;
-}
-
 /* ---- retention ---- */
 
 /* Stats buckets first, then codes with what is left of the limit. */
-static enum otpd_status history_purge_tx(struct conn *c, int64_t before_ms,
-                                         int limit, int *ret_deleted)
+static enum otpd_status op_history_purge(struct store_conn *c, struct store_job *j)
 {
+	int64_t before_ms = j->u.purge.before_ms;
+	int limit = j->u.purge.limit;
 	static const enum stmt_id order[] = {ST_HISTORY_PURGE_STATS, ST_HISTORY_PURGE_CODES};
 	int deleted = 0;
 
@@ -1953,261 +1301,51 @@ static enum otpd_status history_purge_tx(struct conn *c, int64_t before_ms,
 			return status;
 		deleted += sqlite3_changes(c->db);
 	}
-	*ret_deleted = deleted;
+	j->u.purge.deleted = deleted;
 	return OTPD_OK;
 }
 
-static enum otpd_status sq_history_purge(struct store *base, int64_t before_ms,
-                                         int limit, int *ret_deleted)
-{
-	struct job j = {.op = JOB_HISTORY_PURGE};
+/* ---- the dialect ---- */
 
-	if (limit <= 0) { /* at most none */
-		*ret_deleted = 0;
-		return OTPD_OK;
-	}
-	j.u.purge.now_ms = before_ms;
-	j.u.purge.limit = limit;
-	submit(to_sqlite(base), &j);
-	if (j.status == OTPD_OK)
-		*ret_deleted = j.u.purge.deleted;
-	return j.status;
-}
+static void sq_conn_close(struct store_conn *c);
 
-/* ---- the writer: one transaction and one sync per batch ---- */
-
-/* The body of job j, on the write connection, inside the batch's
- * transaction.  Returns the driver status; the answer goes to j->result. */
-static enum otpd_status job_run(struct conn *c, struct job *j)
-{
-	switch (j->op) {
-	case JOB_SECRET:
-		return secret_tx(c, j->u.secret.name, j->u.secret.fresh,
-		                 j->u.secret.len, j->u.secret.value);
-	case JOB_ISSUE:
-		return issue_tx(c, j->u.issue.p, j->u.issue.phone, j->u.issue.hash,
-		                j->u.issue.now_ms, &j->result, &j->u.issue.res, &j->counted);
-	case JOB_CANCEL:
-		return cancel_tx(c, j->u.cancel.phone, j->u.cancel.otp_id, j->u.cancel.now_ms,
-		                 &j->counted);
-	case JOB_VERIFY:
-		return verify_tx(c, j->u.verify.p, j->u.verify.phone, j->u.verify.hash,
-		                 j->u.verify.email_domain, j->u.verify.session,
-		                 j->u.verify.now_ms, &j->result, &j->u.verify.res,
-		                 &j->counted);
-	case JOB_ROTATE:
-		return rotate_tx(c, j->u.rotate.jti, j->u.rotate.user_id,
-		                 j->u.rotate.next, j->u.rotate.grace_ms,
-		                 j->u.rotate.now_ms, &j->result, &j->u.rotate.res);
-	case JOB_REVOKE:
-		return family_revoke(c, j->u.revoke.jti, &j->u.revoke.revoked);
-	case JOB_PURGE:
-		return purge_tx(c, j->u.purge.now_ms, j->u.purge.limit,
-		                &j->u.purge.deleted);
-	case JOB_SMS_ACCEPTED:
-		return sms_accepted_tx(c, j->u.sms.otp_id, j->u.sms.message_id,
-		                       j->u.sms.now_ms);
-	case JOB_DELIVERY_SET:
-		return delivery_set_tx(c, j->u.delivery.n, j->u.delivery.items);
-	case JOB_HISTORY_PURGE:
-		return history_purge_tx(c, j->u.purge.now_ms, j->u.purge.limit,
-		                        &j->u.purge.deleted);
-	case JOB_DELIVERY_PENDING:
-		return delivery_pending_read(c, j);
-	case JOB_STATS:
-		return stats_read(c, j);
-	case JOB_PING:
-		return ping_tx(c);
-	case JOB_USER_GET:
-		return user_by_id(c, j->u.user.id, &j->u.user.found, &j->u.user.user);
-	case JOB_MIGRATE: /* never inside a batch */
-		break;
-	}
-	store_error( "sqlite: job %d cannot run in a batch", (int)j->op);
-	return OTPD_INTERNAL;
-}
-
-/* The time of an operation that counts events. */
-static int64_t job_time(const struct job *j)
-{
-	switch (j->op) {
-	case JOB_ISSUE:
-		return j->u.issue.now_ms;
-	case JOB_CANCEL:
-		return j->u.cancel.now_ms;
-	case JOB_VERIFY:
-		return j->u.verify.now_ms;
-	default:
-		return 0;
-	}
-}
-
-/* Run j in a savepoint of its own: when its statements fail, they alone
- * are undone and j->status says why; else what it counts joins the
- * batch's stats.  Returns the batch's status: not OTPD_OK when the
- * transaction itself is lost. */
-/* Jobs that are one statement with no counters: SQLite undoes a failed
- * statement by itself, so they need no savepoint of their own (a savepoint
- * and its release were most of the cost of recording a message id). */
-static bool job_is_one_statement(const struct job *j)
-{
-	return j->op == JOB_SMS_ACCEPTED;
-}
-
-static enum otpd_status run_one(struct conn *c, struct job *j, struct batch_stats *bs)
-{
-	enum otpd_status status;
-
-	if (job_is_one_statement(j)) {
-		log_set_request_id(j->request_id);
-		j->status = job_run(c, j);
-		log_set_request_id(NULL);
-		/* IOERR, FULL, NOMEM, BUSY may have rolled back the whole
-		 * transaction: then the batch fails with it. */
-		return j->status == OTPD_OK || !sqlite3_get_autocommit(c->db) ? OTPD_OK : j->status;
-	}
-	status = run_plain(c, ST_SAVEPOINT);
-	if (status != OTPD_OK)
-		return status;
-	memset(&j->counted, 0, sizeof(j->counted));
-	log_set_request_id(j->request_id);
-	j->status = job_run(c, j);
-	log_set_request_id(NULL);
-	if (j->status == OTPD_OK) {
-		status = run_plain(c, ST_RELEASE);
-		if (status == OTPD_OK && stats_any(&j->counted))
-			status = batch_stats_add(c, bs, job_time(j), &j->counted);
-		return status;
-	}
-	/* IOERR, FULL, NOMEM, BUSY may have rolled back the whole
-	 * transaction, and the jobs before this one with it. */
-	if (sqlite3_get_autocommit(c->db))
-		return j->status;
-	status = run_plain(c, ST_ROLLBACK_TO);
-	if (status == OTPD_OK)
-		status = run_plain(c, ST_RELEASE);
-	return status;
-}
-
-static void run_batch(struct sqlite_store *s, struct job *batch)
-{
-	struct conn *c = &s->w;
-	struct batch_stats bs = {0};
-	enum otpd_status status;
-
-	if (batch->op == JOB_MIGRATE) {
-		batch->status = migrate_all(c, &batch->u.migrate.applied,
-		                            &batch->u.migrate.version);
-		return;
-	}
-	for (struct job *j = batch; j; j = j->next)
-		j->status = OTPD_OK;
-	status = tx_begin(c);
-	for (struct job *j = batch; j && status == OTPD_OK; j = j->next)
-		status = run_one(c, j, &bs);
-	if (status == OTPD_OK)
-		status = batch_stats_flush(c, &bs);
-	if (status == OTPD_OK)
-		status = tx_commit(c);
-	if (status == OTPD_OK)
-		return;
-	/* Nothing of this batch is durable: every job that has not failed on
-	 * its own answers the failure (fail() has logged it, once). */
-	tx_rollback(c);
-	for (struct job *j = batch; j; j = j->next)
-		if (j->status == OTPD_OK)
-			j->status = status;
-}
-
-/* Under queue_lock: unlink the next batch, every job queued now up to
- * BATCH_MAX (a migration runs alone). */
-static struct job *take_batch(struct sqlite_store *s)
-{
-	struct job *first = s->head, *last = first;
-	int n = 1;
-
-	if (first->op != JOB_MIGRATE)
-		while (last->next && last->next->op != JOB_MIGRATE && n < BATCH_MAX) {
-			last = last->next;
-			n++;
-		}
-	s->head = last->next;
-	if (!s->head)
-		s->tail = NULL;
-	last->next = NULL;
-	for (struct job *j = first; j; j = j->next)
-		if (!j->lazy)
-			s->eager--;
-	return first;
-}
-
-/* Under queue_lock: wait until there is a batch to run (an eager job, or
- * lazy ones that are due) or the store stops.  Returns false when it
- * stops with nothing left to run. */
-static bool wait_for_batch(struct sqlite_store *s)
-{
-	s->writer_idle = true;
-	while (!s->stopping && s->eager == 0) {
-		if (!s->head) {
-			s->lazy_armed = false;
-			pthread_cond_wait(&s->work, &s->queue_lock);
-			continue;
-		}
-		if (!s->lazy_armed) {
-			clock_gettime(CLOCK_MONOTONIC, &s->lazy_due);
-			s->lazy_due.tv_nsec += LAZY_MAX_MS * 1000000L;
-			if (s->lazy_due.tv_nsec >= 1000000000L) {
-				s->lazy_due.tv_sec++;
-				s->lazy_due.tv_nsec -= 1000000000L;
-			}
-			s->lazy_armed = true;
-		}
-		if (pthread_cond_timedwait(&s->work, &s->queue_lock, &s->lazy_due) == ETIMEDOUT)
-			break;
-	}
-	s->writer_idle = false;
-	s->lazy_armed = false;
-	return s->head != NULL;
-}
-
-static void *writer_main(void *arg)
-{
-	struct sqlite_store *s = arg;
-
-	pthread_setname_np(pthread_self(), "otpd-writer"); /* for top -H and perf */
-	pthread_mutex_lock(&s->queue_lock);
-	for (;;) {
-		if (!wait_for_batch(s))
-			break; /* stopping, and every job is answered */
-		struct job *batch = take_batch(s);
-		/* Callers queue the next batch while this one syncs. */
-		pthread_mutex_unlock(&s->queue_lock);
-		run_batch(s, batch);
-		uint64_t n = 0;
-		for (struct job *j = batch; j; j = j->next)
-			n++;
-		s->batches++;
-		s->batched_jobs += n;
-		if (n > s->batch_max)
-			s->batch_max = n;
-		for (struct job *j = batch, *next; j; j = next) {
-			next = j->next; /* j belongs to its caller once posted */
-			if (j->async) {
-				if (j->on_done) {
-					log_set_request_id(j->request_id);
-					j->on_done(j->on_done_arg, job_answer(j));
-					log_set_request_id(NULL);
-				}
-				free(j);
-			} else {
-				sem_post(&j->done);
-			}
-		}
-		pthread_mutex_lock(&s->queue_lock);
-	}
-	pthread_mutex_unlock(&s->queue_lock);
-	return NULL;
-}
+static const struct store_dialect sqlite_dialect = {
+	.name = "sqlite",
+	.statement_atomic = true,
+	.begin = sq_begin,
+	.commit = sq_commit,
+	.rollback = sq_rollback,
+	.savepoint = sq_savepoint,
+	.release = sq_release,
+	.rollback_to = sq_rollback_to,
+	.in_transaction = sq_in_transaction,
+	.stats_add = sq_stats_add,
+	.op = {
+		[STORE_OP_SECRET] = op_secret,
+		[STORE_OP_ISSUE] = op_issue,
+		[STORE_OP_CANCEL] = op_cancel,
+		[STORE_OP_VERIFY] = op_verify,
+		[STORE_OP_ROTATE] = op_rotate,
+		[STORE_OP_REVOKE] = op_revoke,
+		[STORE_OP_SESSION_PURGE] = op_session_purge,
+		[STORE_OP_SMS_ACCEPTED] = op_sms_accepted,
+		[STORE_OP_DELIVERY_SET] = op_delivery_set,
+		[STORE_OP_HISTORY_PURGE] = op_history_purge,
+		[STORE_OP_PING] = op_ping,
+		[STORE_OP_USER_GET] = op_user_get,
+		[STORE_OP_DELIVERY_PENDING] = op_delivery_pending,
+		[STORE_OP_STATS] = op_stats,
+	},
+	.migrations = &store_sqlite_migrations,
+	.migrations_table = sq_migrations_table,
+	.migration_has = sq_migration_has,
+	.migration_add = sq_migration_add,
+	.exec = sq_exec,
+	.schema_version = sq_schema_version,
+	.migrate_enter = sq_migrate_enter,
+	.migrate_leave = sq_migrate_leave,
+	.conn_close = sq_conn_close,
+};
 
 /* ---- open / close ---- */
 
@@ -2223,13 +1361,13 @@ static void sqlite_config(void)
 	(void)sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
 }
 
-static enum otpd_status conn_open(struct conn *c, const char *path, int flags,
+static enum otpd_status conn_open(struct store_conn *c, const char *path, int flags,
                                   int busy_timeout_ms)
 {
 	int rc;
 
 	pthread_once(&sqlite_config_once, sqlite_config);
-	/* One thread at a time uses a connection (see struct conn). */
+	/* One thread at a time uses a connection (see struct store_conn). */
 	rc = sqlite3_open_v2(path, &c->db, flags | SQLITE_OPEN_NOMUTEX, NULL);
 
 	if (rc != SQLITE_OK) {
@@ -2244,8 +1382,10 @@ static enum otpd_status conn_open(struct conn *c, const char *path, int flags,
 	return OTPD_OK;
 }
 
-static void conn_close(struct conn *c)
+static void conn_close(struct store_conn *c)
 {
+	if (!c)
+		return;
 	int rc;
 
 	for (int i = 0; i < _ST_MAX; i++)
@@ -2256,87 +1396,9 @@ static void conn_close(struct conn *c)
 	memset(c, 0, sizeof(*c));
 }
 
-static bool sync_init(struct sqlite_store *s)
-{
-	if (pthread_mutex_init(&s->read_lock, NULL) != 0)
-		return false;
-	if (pthread_mutex_init(&s->queue_lock, NULL) != 0)
-		goto no_queue_lock;
-	pthread_condattr_t attr;
-	bool ok = pthread_condattr_init(&attr) == 0;
-
-	/* The deadline of lazy jobs (wait_for_batch()) is on the monotonic
-	 * clock: a wall clock step must not stall or hurry them. */
-	ok = ok && pthread_condattr_setclock(&attr, CLOCK_MONOTONIC) == 0 &&
-	     pthread_cond_init(&s->work, &attr) == 0;
-	pthread_condattr_destroy(&attr);
-	if (ok)
-		return true;
-	pthread_mutex_destroy(&s->queue_lock);
-no_queue_lock:
-	pthread_mutex_destroy(&s->read_lock);
-	return false;
-}
-
-static void sync_release(struct sqlite_store *s)
-{
-	pthread_cond_destroy(&s->work);
-	pthread_mutex_destroy(&s->queue_lock);
-	pthread_mutex_destroy(&s->read_lock);
-}
-
-static void sq_close(struct store *base)
-{
-	struct sqlite_store *s = to_sqlite(base);
-
-	/* The writer answers every job queued so far, then ends. */
-	pthread_mutex_lock(&s->queue_lock);
-	s->stopping = true;
-	pthread_cond_signal(&s->work);
-	pthread_mutex_unlock(&s->queue_lock);
-	pthread_join(s->writer, NULL);
-	if (s->batches)
-		log_info("store.stats", "sqlite: %llu operations in %llu transactions"
-		         " (%.1f per transaction on average, %llu at most)",
-		         (unsigned long long)s->batched_jobs, (unsigned long long)s->batches,
-		         (double)s->batched_jobs / (double)s->batches,
-		         (unsigned long long)s->batch_max);
-	/* The reader first: the last connection to close checkpoints the WAL. */
-	conn_close(&s->r);
-	conn_close(&s->w);
-	sync_release(s);
-	free(s);
-}
-
-static const struct store_ops sqlite_ops = {
-	.name = "sqlite",
-	.migrate = sq_migrate,
-	.ping = sq_ping,
-	.secret_get_or_create = sq_secret_get_or_create,
-	.otp_issue = sq_otp_issue,
-	.otp_cancel = sq_otp_cancel,
-	.otp_sms_accepted = sq_otp_sms_accepted,
-	.otp_delivery_pending = sq_otp_delivery_pending,
-	.otp_delivery_set = sq_otp_delivery_set,
-	.stats = sq_stats,
-	.history_purge = sq_history_purge,
-	.otp_verify = sq_otp_verify,
-	.user_get = sq_user_get,
-	.session_rotate = sq_session_rotate,
-	.session_revoke = sq_session_revoke,
-	.session_purge = sq_session_purge,
-	.close = sq_close,
-};
-
-/* The database's files are the owner's only.  The main file is created
- * under umask 077 (the umask is per process: the opens of this file take
- * turns; nothing else in otpd changes it).  SQLite's unix VFS creates -wal,
- * -shm and -journal later with the main file's mode (findCreateFileMode(),
- * unixOpenSharedMemory(): it even fchmod()s them to it), so they are 0600
- * too. */
 static pthread_mutex_t umask_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static enum otpd_status conn_open_private(struct conn *c, const char *path, int flags,
+static enum otpd_status conn_open_private(struct store_conn *c, const char *path, int flags,
                                           int busy_timeout_ms)
 {
 	enum otpd_status status;
@@ -2390,7 +1452,7 @@ static enum otpd_status file_check(const char *file, const char *shown,
 /* The database file and its side files, before SQLite reads any of them
  * (an in-memory database has none).  Names are shown as DATABASE_URL wrote
  * them, unless it is a URI (file:...), then as SQLite resolved them. */
-static enum otpd_status files_check(struct conn *c, const char *path,
+static enum otpd_status files_check(struct store_conn *c, const char *path,
                                     const struct store_options *opt, char *err,
                                     size_t errlen)
 {
@@ -2423,7 +1485,7 @@ out:
 }
 
 /* journal_mode=WAL answers with the mode in effect. */
-static enum otpd_status set_wal(struct conn *c, const char *path)
+static enum otpd_status set_wal(struct store_conn *c, const char *path)
 {
 	sqlite3_stmt *st = NULL;
 	enum otpd_status status = OTPD_OK;
@@ -2449,40 +1511,43 @@ static enum otpd_status set_wal(struct conn *c, const char *path)
 	return status;
 }
 
+static void sq_conn_close(struct store_conn *c)
+{
+	conn_close(c);
+	free(c);
+}
+
 enum otpd_status store_sqlite_open(const char *path, const struct store_options *opt,
                                    char *err, size_t errlen, struct store **ret)
 {
-	int busy_timeout_ms = opt->busy_timeout_ms;
-	struct sqlite_store *s;
+	struct store_engine_config cfg = {
+		.d = &sqlite_dialect,
+		.n_writers = 1,
+		.batch_max = BATCH_MAX,
+		.queue_max = opt->queue_max,
+	};
+	struct store_conn *w = calloc(1, sizeof(*w)), *r = NULL;
 	enum otpd_status status;
 	const char *file;
 	int rc;
 
-	s = calloc(1, sizeof(*s));
-	if (!s) {
+	if (!w) {
 		log_error("store.open", "out of memory");
 		return OTPD_NOMEM;
 	}
-	s->base.ops = &sqlite_ops;
-	if (!sync_init(s)) {
-		log_error("store.open", "cannot create a mutex");
-		free(s);
-		return OTPD_INTERNAL;
-	}
-
-	status = conn_open_private(&s->w, path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
-	                           busy_timeout_ms);
+	status = conn_open_private(w, path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
+	                           opt->busy_timeout_ms);
 	if (status != OTPD_OK)
 		goto out;
-	status = files_check(&s->w, path, opt, err, errlen);
+	status = files_check(w, path, opt, err, errlen);
 	if (status != OTPD_OK)
 		goto out;
 	/* The first statement that reads the file: a file that is not a
 	 * database, or cannot be read, fails here. */
-	status = set_wal(&s->w, path);
+	status = set_wal(w, path);
 	if (status != OTPD_OK)
 		goto out;
-	rc = sqlite3_exec(s->w.db,
+	rc = sqlite3_exec(w->db,
 	                  "PRAGMA synchronous=FULL;"
 	                  "PRAGMA foreign_keys=ON;"
 	                  /* The savepoint of each job journals the pages it
@@ -2490,33 +1555,30 @@ enum otpd_status store_sqlite_open(const char *path, const struct store_options 
 	                  "PRAGMA temp_store=MEMORY;",
 	                  NULL, NULL, NULL);
 	if (rc != SQLITE_OK) {
-		status = fail(&s->w, rc, "connection settings");
+		status = fail(w, rc, "connection settings");
 		goto out;
 	}
 
-	/* The readers' connection, on the file the writer opened ("" for an
-	 * in-memory database, which only its own connection sees). */
-	file = sqlite3_db_filename(s->w.db, "main");
+	/* The reader's connection, on the file the writer opened ("" for an
+	 * in-memory database, which only its own connection sees: there the
+	 * reads are the writer's jobs). */
+	file = sqlite3_db_filename(w->db, "main");
 	if (file && file[0]) {
-		status = conn_open(&s->r, file, SQLITE_OPEN_READONLY, busy_timeout_ms);
+		r = calloc(1, sizeof(*r));
+		status = r ? conn_open(r, file, SQLITE_OPEN_READONLY, opt->busy_timeout_ms)
+		           : OTPD_NOMEM;
 		if (status != OTPD_OK)
 			goto out;
 	}
-
-	rc = pthread_create(&s->writer, NULL, writer_main, s);
-	if (rc != 0) {
-		log_error("store.open", "cannot start the database writer thread: %s",
-		          strerror(rc));
-		status = OTPD_INTERNAL;
-		goto out;
-	}
-	log_debug("store.open", "opened SQLite database '%s'", path);
-	*ret = &s->base;
-	return OTPD_OK;
+	cfg.writers = &w;
+	cfg.readers = &r;
+	cfg.n_readers = r ? 1 : 0;
+	status = store_engine_open(&cfg, ret); /* owns w and r from here */
+	if (status == OTPD_OK)
+		log_debug("store.open", "opened SQLite database '%s'", path);
+	return status;
 out:
-	conn_close(&s->r);
-	conn_close(&s->w);
-	sync_release(s);
-	free(s);
+	sq_conn_close(r);
+	sq_conn_close(w);
 	return status;
 }

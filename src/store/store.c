@@ -1,9 +1,12 @@
-/* store_open() picks a backend from the DATABASE_URL scheme; the other
- * store_* functions are one-line wrappers over the backend's ops (Redis
- * ConnectionType, curl Curl_ssl).  No SQL here. */
+/* The store's public functions: store_open() picks a backend from the
+ * DATABASE_URL scheme; every other call packs its arguments into a job
+ * (struct store_job, backend.h: each operation's parameters are named
+ * once, in its argument struct) and hands it to the engine (queue.c).  A
+ * synchronous call is its asynchronous form plus a wait.  No SQL here. */
 #include "store.h"
 
 #include <semaphore.h>
+#include <stdlib.h>
 #include <string.h>
 #include "../log.h"
 #include "backend.h"
@@ -26,14 +29,17 @@ enum otpd_status store_open(const char *url, const struct store_options *opt,
 		log_error("store.open", "no database URL");
 		return OTPD_INTERNAL;
 	}
+	if (o.busy_timeout_ms < 0)
+		o.busy_timeout_ms = 0;
+	if (o.queue_max == 0)
+		o.queue_max = 10000;
+	if (has_prefix(url, "postgres://") || has_prefix(url, "postgresql://"))
+		return store_postgres_open(url, &o, err, errlen, ret);
 	/* "sqlite://PATH" first: "sqlite:" is a prefix of it. */
-	if (has_prefix(url, "sqlite://"))
+	if (has_prefix(url, "sqlite://")) {
 		path = url + strlen("sqlite://");
-	else if (has_prefix(url, "sqlite:"))
+	} else if (has_prefix(url, "sqlite:")) {
 		path = url + strlen("sqlite:");
-	else if (has_prefix(url, "postgres://") || has_prefix(url, "postgresql://")) {
-		log_error("store.open", "PostgreSQL store not built yet");
-		return OTPD_INTERNAL;
 	} else {
 		/* The URL may carry a password: name only what was expected. */
 		log_error("store.open",
@@ -45,35 +51,301 @@ enum otpd_status store_open(const char *url, const struct store_options *opt,
 		log_error("store.open", "DATABASE_URL 'sqlite:' names no file");
 		return OTPD_INTERNAL;
 	}
-	if (o.busy_timeout_ms < 0)
-		o.busy_timeout_ms = 0;
 	return store_sqlite_open(path, &o, err, errlen, ret);
 }
 
-void store_close(struct store *s)
+/* ---- synchronous calls: a job on the caller's stack ---- */
+
+static enum otpd_status run(struct store *s, struct store_job *j)
 {
-	if (s)
-		s->ops->close(s);
+	store_engine_submit(s, j);
+	return store_job_answer(j);
 }
 
 enum otpd_status store_migrate(struct store *s, int *ret_applied)
 {
-	return s->ops->migrate(s, ret_applied);
+	struct store_job j = {.op = STORE_OP_MIGRATE};
+	enum otpd_status status = run(s, &j);
+
+	if (status != OTPD_OK)
+		return status;
+	*ret_applied = j.u.migrate.applied;
+	return OTPD_OK;
 }
 
 enum otpd_status store_ping(struct store *s)
 {
-	return s->ops->ping(s);
+	struct store_job j = {.op = STORE_OP_PING};
+
+	return run(s, &j);
 }
 
 enum otpd_status store_secret_get_or_create(struct store *s, const char *name,
                                             const uint8_t *fresh, size_t len,
                                             uint8_t *ret, size_t ret_len)
 {
-	return s->ops->secret_get_or_create(s, name, fresh, len, ret, ret_len);
+	struct store_job j = {.op = STORE_OP_SECRET};
+	enum otpd_status status;
+	uint8_t *value;
+
+	if (len == 0 || len > 65536 || ret_len != len) {
+		store_error("secret '%s': bad length %zu (buffer %zu)", name, len, ret_len);
+		return OTPD_INTERNAL;
+	}
+	value = malloc(len); /* ret stays untouched until the commit */
+	if (!value)
+		return OTPD_NOMEM;
+	j.u.secret.name = name;
+	j.u.secret.fresh = fresh;
+	j.u.secret.len = len;
+	j.u.secret.value = value;
+	status = run(s, &j);
+	if (status == OTPD_OK)
+		memcpy(ret, value, len);
+	otp_wipe(value, len);
+	free(value);
+	return status;
 }
 
-/* A synchronous call is its asynchronous form plus a wait. */
+enum otpd_status store_otp_delivery_pending(struct store *s, int64_t since_ms,
+                                            size_t limit,
+                                            struct store_delivery_pending *ret,
+                                            size_t *ret_n)
+{
+	struct store_job j = {.op = STORE_OP_DELIVERY_PENDING};
+	struct store_delivery_pending *buf = NULL;
+	enum otpd_status status;
+
+	if (limit > 100000) {
+		store_error("delivery pending: limit %zu is over 100000", limit);
+		return OTPD_INTERNAL;
+	}
+	if (limit == 0) {
+		*ret_n = 0;
+		return OTPD_OK;
+	}
+	if (!(buf = malloc(limit * sizeof(*buf)))) /* ret untouched on failure */
+		return OTPD_NOMEM;
+	j.u.pending.since_ms = since_ms;
+	j.u.pending.limit = limit;
+	j.u.pending.ret = buf;
+	status = run(s, &j);
+	if (status == OTPD_OK) {
+		if (j.u.pending.n)
+			memcpy(ret, buf, j.u.pending.n * sizeof(*buf));
+		*ret_n = j.u.pending.n;
+	}
+	free(buf);
+	return status;
+}
+
+enum otpd_status store_otp_delivery_set(struct store *s, size_t n,
+                                        const struct store_delivery_status *items)
+{
+	struct store_job j = {.op = STORE_OP_DELIVERY_SET};
+
+	if (n == 0)
+		return OTPD_OK;
+	if (!items) {
+		store_error("delivery set: no items given");
+		return OTPD_INTERNAL;
+	}
+	j.u.delivery.n = n;
+	j.u.delivery.items = items;
+	return run(s, &j);
+}
+
+enum otpd_status store_stats(struct store *s, int64_t since_ms, int64_t until_ms,
+                             struct store_stats_bucket *ret, size_t cap,
+                             size_t *ret_n)
+{
+	struct store_job j = {.op = STORE_OP_STATS};
+	struct store_stats_bucket *buf = NULL;
+	enum otpd_status status;
+
+	if (cap > 1000000) {
+		store_error("stats: cap %zu is over 1000000", cap);
+		return OTPD_INTERNAL;
+	}
+	if (cap == 0 || since_ms >= until_ms) {
+		*ret_n = 0;
+		return OTPD_OK;
+	}
+	if (!(buf = malloc(cap * sizeof(*buf))))
+		return OTPD_NOMEM;
+	j.u.stats.since_ms = since_ms;
+	j.u.stats.until_ms = until_ms;
+	j.u.stats.ret = buf;
+	j.u.stats.cap = cap;
+	status = run(s, &j);
+	if (status == OTPD_OK) {
+		if (j.u.stats.n)
+			memcpy(ret, buf, j.u.stats.n * sizeof(*buf));
+		*ret_n = j.u.stats.n;
+	}
+	free(buf);
+	return status;
+}
+
+enum otpd_status store_history_purge(struct store *s, int64_t before_ms, int limit,
+                                     int *ret_deleted)
+{
+	struct store_job j = {.op = STORE_OP_HISTORY_PURGE};
+	enum otpd_status status;
+
+	if (limit <= 0) { /* at most none */
+		*ret_deleted = 0;
+		return OTPD_OK;
+	}
+	j.u.purge.before_ms = before_ms;
+	j.u.purge.limit = limit;
+	status = run(s, &j);
+	if (status == OTPD_OK)
+		*ret_deleted = j.u.purge.deleted;
+	return status;
+}
+
+enum otpd_status store_session_purge(struct store *s, int64_t now_ms, int limit,
+                                     int *ret_deleted)
+{
+	struct store_job j = {.op = STORE_OP_SESSION_PURGE, .now_ms = now_ms};
+	enum otpd_status status;
+
+	if (limit <= 0) {
+		*ret_deleted = 0;
+		return OTPD_OK;
+	}
+	j.u.purge.before_ms = now_ms;
+	j.u.purge.limit = limit;
+	status = run(s, &j);
+	if (status == OTPD_OK)
+		*ret_deleted = j.u.purge.deleted;
+	return status;
+}
+
+enum otpd_status store_user_get(struct store *s, int64_t id, struct store_user *ret)
+{
+	struct store_job j = {.op = STORE_OP_USER_GET};
+
+	j.u.user.id = id;
+	j.u.user.ret = ret;
+	return run(s, &j);
+}
+
+/* ---- asynchronous calls: a heap copy of the job ---- */
+
+enum otpd_status store_otp_issue_start(struct store *s, const struct otp_policy *p,
+                                       const char *phone,
+                                       const uint8_t hash[OTP_HASH_LEN],
+                                       int64_t now_ms, struct store_issue_result *ret,
+                                       store_done_fn done, void *arg)
+{
+	struct store_job j = {.op = STORE_OP_ISSUE, .now_ms = now_ms};
+
+	j.u.issue.p = p;
+	j.u.issue.phone = phone;
+	j.u.issue.hash = hash;
+	j.u.issue.ret = ret; /* OTPD_OK: otp_id; OTPD_OTP_RATE_LIMITED: retry_after_s */
+	return store_engine_start(s, &j, done, arg);
+}
+
+enum otpd_status store_otp_cancel_start(struct store *s, const char *phone,
+                                        int64_t otp_id, int64_t now_ms,
+                                        store_done_fn done, void *arg)
+{
+	struct store_job j = {.op = STORE_OP_CANCEL, .now_ms = now_ms};
+
+	j.u.cancel.phone = phone;
+	j.u.cancel.otp_id = otp_id;
+	return store_engine_start(s, &j, done, arg);
+}
+
+enum otpd_status store_otp_sms_accepted_start(struct store *s, int64_t otp_id,
+                                              int64_t message_id, int64_t now_ms,
+                                              store_done_fn done, void *arg)
+{
+	struct store_job j = {.op = STORE_OP_SMS_ACCEPTED, .now_ms = now_ms};
+
+	j.u.sms.otp_id = otp_id;
+	j.u.sms.message_id = message_id;
+	return store_engine_start(s, &j, done, arg);
+}
+
+enum otpd_status store_otp_verify_start(struct store *s, const struct otp_policy *p,
+                                        const char *phone,
+                                        const uint8_t hash[OTP_HASH_LEN],
+                                        const char *email_domain,
+                                        const struct store_session *session,
+                                        int64_t now_ms,
+                                        struct store_verify_result *ret,
+                                        store_done_fn done, void *arg)
+{
+	struct store_job j = {.op = STORE_OP_VERIFY, .now_ms = now_ms};
+
+	j.u.verify.p = p;
+	j.u.verify.phone = phone;
+	j.u.verify.hash = hash;
+	j.u.verify.email_domain = email_domain;
+	j.u.verify.session = session;
+	j.u.verify.ret = ret;
+	return store_engine_start(s, &j, done, arg);
+}
+
+enum otpd_status store_session_rotate_start(struct store *s, const char *jti,
+                                            int64_t user_id,
+                                            const struct store_session *next,
+                                            int64_t grace_ms, int64_t now_ms,
+                                            struct store_rotate_result *ret,
+                                            store_done_fn done, void *arg)
+{
+	struct store_job j = {.op = STORE_OP_ROTATE, .now_ms = now_ms};
+
+	if (!jti)
+		return OTPD_INVALID_TOKEN;
+	if (!next) {
+		store_error("session rotate: no successor given");
+		return OTPD_INTERNAL;
+	}
+	j.u.rotate.jti = jti;
+	j.u.rotate.user_id = user_id;
+	j.u.rotate.next = next;
+	j.u.rotate.grace_ms = grace_ms;
+	j.u.rotate.ret = ret; /* see store_job_answer() */
+	return store_engine_start(s, &j, done, arg);
+}
+
+enum otpd_status store_session_revoke_start(struct store *s, const char *jti,
+                                            store_done_fn done, void *arg)
+{
+	struct store_job j = {.op = STORE_OP_REVOKE};
+
+	if (!jti) {
+		store_error("session revoke: no jti given");
+		return OTPD_INTERNAL;
+	}
+	j.u.revoke.jti = jti;
+	return store_engine_start(s, &j, done, arg);
+}
+
+enum otpd_status store_ping_start(struct store *s, store_done_fn done, void *arg)
+{
+	struct store_job j = {.op = STORE_OP_PING};
+
+	return store_engine_start(s, &j, done, arg);
+}
+
+enum otpd_status store_user_get_start(struct store *s, int64_t id, struct store_user *ret,
+                                      store_done_fn done, void *arg)
+{
+	struct store_job j = {.op = STORE_OP_USER_GET};
+
+	j.u.user.id = id;
+	j.u.user.ret = ret;
+	return store_engine_start(s, &j, done, arg);
+}
+
+/* ---- the synchronous forms of the asynchronous calls: start, then wait ---- */
+
 struct waiter {
 	sem_t sem;
 	enum otpd_status status;
@@ -107,15 +379,6 @@ static enum otpd_status waiter_wait(struct waiter *w, enum otpd_status started)
 	return started;
 }
 
-enum otpd_status store_otp_issue_start(struct store *s, const struct otp_policy *p,
-                                       const char *phone,
-                                       const uint8_t hash[OTP_HASH_LEN],
-                                       int64_t now_ms, struct store_issue_result *ret,
-                                       store_done_fn done, void *arg)
-{
-	return s->ops->otp_issue(s, p, phone, hash, now_ms, ret, done, arg);
-}
-
 enum otpd_status store_otp_issue(struct store *s, const struct otp_policy *p,
                                  const char *phone,
                                  const uint8_t hash[OTP_HASH_LEN],
@@ -129,13 +392,6 @@ enum otpd_status store_otp_issue(struct store *s, const struct otp_policy *p,
 	                                             waiter_wake, &w));
 }
 
-enum otpd_status store_otp_cancel_start(struct store *s, const char *phone,
-                                        int64_t otp_id, int64_t now_ms,
-                                        store_done_fn done, void *arg)
-{
-	return s->ops->otp_cancel(s, phone, otp_id, now_ms, done, arg);
-}
-
 enum otpd_status store_otp_cancel(struct store *s, const char *phone,
                                   int64_t otp_id, int64_t now_ms)
 {
@@ -145,53 +401,6 @@ enum otpd_status store_otp_cancel(struct store *s, const char *phone,
 		return OTPD_INTERNAL;
 	return waiter_wait(&w, store_otp_cancel_start(s, phone, otp_id, now_ms,
 	                                              waiter_wake, &w));
-}
-
-enum otpd_status store_otp_sms_accepted_start(struct store *s, int64_t otp_id,
-                                              int64_t message_id, int64_t now_ms,
-                                              store_done_fn done, void *arg)
-{
-	return s->ops->otp_sms_accepted(s, otp_id, message_id, now_ms, done, arg);
-}
-
-enum otpd_status store_otp_delivery_pending(struct store *s, int64_t since_ms,
-                                            size_t limit,
-                                            struct store_delivery_pending *ret,
-                                            size_t *ret_n)
-{
-	return s->ops->otp_delivery_pending(s, since_ms, limit, ret, ret_n);
-}
-
-enum otpd_status store_otp_delivery_set(struct store *s, size_t n,
-                                        const struct store_delivery_status *items)
-{
-	return s->ops->otp_delivery_set(s, n, items);
-}
-
-enum otpd_status store_stats(struct store *s, int64_t since_ms, int64_t until_ms,
-                             struct store_stats_bucket *ret, size_t cap,
-                             size_t *ret_n)
-{
-	return s->ops->stats(s, since_ms, until_ms, ret, cap, ret_n);
-}
-
-enum otpd_status store_history_purge(struct store *s, int64_t before_ms, int limit,
-                                     int *ret_deleted)
-{
-	return s->ops->history_purge(s, before_ms, limit, ret_deleted);
-}
-
-enum otpd_status store_otp_verify_start(struct store *s, const struct otp_policy *p,
-                                        const char *phone,
-                                        const uint8_t hash[OTP_HASH_LEN],
-                                        const char *email_domain,
-                                        const struct store_session *session,
-                                        int64_t now_ms,
-                                        struct store_verify_result *ret,
-                                        store_done_fn done, void *arg)
-{
-	return s->ops->otp_verify(s, p, phone, hash, email_domain, session, now_ms,
-	                          ret, done, arg);
 }
 
 enum otpd_status store_otp_verify(struct store *s, const struct otp_policy *p,
@@ -211,23 +420,6 @@ enum otpd_status store_otp_verify(struct store *s, const struct otp_policy *p,
 	                                              waiter_wake, &w));
 }
 
-enum otpd_status store_user_get(struct store *s, int64_t id,
-                                struct store_user *ret)
-{
-	return s->ops->user_get(s, id, ret);
-}
-
-enum otpd_status store_session_rotate_start(struct store *s, const char *jti,
-                                            int64_t user_id,
-                                            const struct store_session *next,
-                                            int64_t grace_ms, int64_t now_ms,
-                                            struct store_rotate_result *ret,
-                                            store_done_fn done, void *arg)
-{
-	return s->ops->session_rotate(s, jti, user_id, next, grace_ms, now_ms, ret,
-	                              done, arg);
-}
-
 enum otpd_status store_session_rotate(struct store *s, const char *jti,
                                       int64_t user_id,
                                       const struct store_session *next,
@@ -242,12 +434,6 @@ enum otpd_status store_session_rotate(struct store *s, const char *jti,
 	                                                  now_ms, ret, waiter_wake, &w));
 }
 
-enum otpd_status store_session_revoke_start(struct store *s, const char *jti,
-                                            store_done_fn done, void *arg)
-{
-	return s->ops->session_revoke(s, jti, done, arg);
-}
-
 enum otpd_status store_session_revoke(struct store *s, const char *jti)
 {
 	struct waiter w;
@@ -257,10 +443,4 @@ enum otpd_status store_session_revoke(struct store *s, const char *jti)
 	if (!waiter_init(&w))
 		return OTPD_INTERNAL;
 	return waiter_wait(&w, store_session_revoke_start(s, jti, waiter_wake, &w));
-}
-
-enum otpd_status store_session_purge(struct store *s, int64_t now_ms, int limit,
-                                     int *ret_deleted)
-{
-	return s->ops->session_purge(s, now_ms, limit, ret_deleted);
 }

@@ -4,10 +4,12 @@
  * number) holds atomically under concurrency and across nodes.  A write is
  * durable (synced) before the call returns OTPD_OK.
  *
- * Backends implement struct store_ops (store/sqlite.c now, store/postgres.c
- * later); store_open() picks one from the DATABASE_URL scheme.  All calls are
- * thread-safe.  Driver errors are translated here and logged once:
- * unreachable / locked / read-only / disk full -> OTPD_UNAVAILABLE. */
+ * One engine (store/queue.c: a bounded queue, worker threads, group commit)
+ * drives two dialects, store/sqlite.c and store/postgres.c; store_open()
+ * picks one from the DATABASE_URL scheme (store/backend.h says how they
+ * fit).  All calls are thread-safe.  Driver errors are translated in the
+ * dialect and logged once: unreachable / locked / read-only / disk full /
+ * a queue that is full -> OTPD_UNAVAILABLE. */
 #ifndef OTPD_STORE_H
 #define OTPD_STORE_H
 
@@ -117,75 +119,30 @@ struct store_delivery_status {
  * "Asynchronous forms" below. */
 typedef void (*store_done_fn)(void *arg, enum otpd_status status);
 
-struct store_ops {
-	const char *name;
-	enum otpd_status (*migrate)(struct store *s, int *ret_applied);
-	enum otpd_status (*ping)(struct store *s);
-	enum otpd_status (*secret_get_or_create)(struct store *s, const char *name,
-	                                         const uint8_t *fresh, size_t len,
-	                                         uint8_t *ret, size_t ret_len);
-	enum otpd_status (*otp_issue)(struct store *s, const struct otp_policy *p,
-	                              const char *phone,
-	                              const uint8_t hash[OTP_HASH_LEN],
-	                              int64_t now_ms,
-	                              struct store_issue_result *ret,
-	                              store_done_fn done, void *arg);
-	enum otpd_status (*otp_cancel)(struct store *s, const char *phone,
-	                               int64_t otp_id, int64_t now_ms,
-	                               store_done_fn done, void *arg);
-	enum otpd_status (*otp_sms_accepted)(struct store *s, int64_t otp_id,
-	                                     int64_t message_id, int64_t now_ms,
-	                                     store_done_fn done, void *arg);
-	enum otpd_status (*otp_delivery_pending)(struct store *s, int64_t since_ms,
-	                                         size_t limit,
-	                                         struct store_delivery_pending *ret,
-	                                         size_t *ret_n);
-	enum otpd_status (*otp_delivery_set)(struct store *s, size_t n,
-	                                     const struct store_delivery_status *items);
-	enum otpd_status (*stats)(struct store *s, int64_t since_ms, int64_t until_ms,
-	                          struct store_stats_bucket *ret, size_t cap,
-	                          size_t *ret_n);
-	enum otpd_status (*history_purge)(struct store *s, int64_t before_ms,
-	                                  int limit, int *ret_deleted);
-	enum otpd_status (*otp_verify)(struct store *s, const struct otp_policy *p,
-	                               const char *phone,
-	                               const uint8_t hash[OTP_HASH_LEN],
-	                               const char *email_domain,
-	                               const struct store_session *session,
-	                               int64_t now_ms,
-	                               struct store_verify_result *ret,
-	                               store_done_fn done, void *arg);
-	enum otpd_status (*user_get)(struct store *s, int64_t id,
-	                             struct store_user *ret);
-	enum otpd_status (*session_rotate)(struct store *s, const char *jti,
-	                                   int64_t user_id,
-	                                   const struct store_session *next,
-	                                   int64_t grace_ms, int64_t now_ms,
-	                                   struct store_rotate_result *ret,
-	                                   store_done_fn done, void *arg);
-	enum otpd_status (*session_revoke)(struct store *s, const char *jti,
-	                                   store_done_fn done, void *arg);
-	enum otpd_status (*session_purge)(struct store *s, int64_t now_ms,
-	                                  int limit, int *ret_deleted);
-	void (*close)(struct store *s);
-};
-
-/* Every backend's handle starts with this. */
-struct store {
-	const struct store_ops *ops;
-};
-
 struct store_options {
 	/* How long a write waits for a lock before the call answers
-	 * OTPD_UNAVAILABLE. */
+	 * OTPD_UNAVAILABLE (SQLite's busy timeout; PostgreSQL's
+	 * lock_timeout). */
 	int busy_timeout_ms;
+	/* PostgreSQL: connections per node (DATABASE_POOL_SIZE), each driven
+	 * by a store thread of its own; a statement's time limit
+	 * (statement_timeout) and how long a connection attempt may take.
+	 * 0: the defaults. */
+	int pool_size;
+	int statement_timeout_ms;
+	int connect_timeout_ms;
+	/* Jobs waiting for the database at most (OTPD_STORE_MAX_QUEUE); past
+	 * it a call answers OTPD_UNAVAILABLE.  0: the default. */
+	size_t queue_max;
 	/* Open a database file (or side file) that users other than its
 	 * owner may read or write (OTPD_ALLOW_SHARED_DB_FILE), with a
 	 * warning; refused otherwise. */
 	bool allow_shared_file;
 };
 
-/* Open by URL: "sqlite:PATH" (also "sqlite://PATH") -> store/sqlite.c.
+/* Open by URL: "sqlite:PATH" (also "sqlite://PATH") -> store/sqlite.c;
+ * "postgres://..." or "postgresql://..." (libpq's URI, with its parameters,
+ * e.g. ?sslmode=require) -> store/postgres.c.
  * The files it creates (the database, its -wal and -shm) are readable and
  * writable by their owner only: the database holds code hashes, sessions
  * and, without SECRET_KEY, the signing secret.  (It sets the process umask
@@ -382,5 +339,12 @@ enum otpd_status store_session_rotate_start(struct store *s, const char *jti,
                                             store_done_fn done, void *arg);
 enum otpd_status store_session_revoke_start(struct store *s, const char *jti,
                                             store_done_fn done, void *arg);
+
+/* Reads, asynchronously (the same rules; done runs on a store thread):
+ * store_ping_start answers what store_ping() would; store_user_get_start
+ * fills *ret and answers OTPD_OK, or answers OTPD_NOT_FOUND. */
+enum otpd_status store_ping_start(struct store *s, store_done_fn done, void *arg);
+enum otpd_status store_user_get_start(struct store *s, int64_t id, struct store_user *ret,
+                                      store_done_fn done, void *arg);
 
 #endif

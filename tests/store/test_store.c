@@ -1525,12 +1525,12 @@ static void test_migration_from_v1(void **state)
 	size_t len;
 
 	/* Version 2 is the one that added rotation; a fresh database gets all. */
-	assert_true(store_sqlite_migrations_count >= 2);
-	assert_int_equal(fx->applied, (int)store_sqlite_migrations_count);
+	assert_true(store_sqlite_migrations.count >= 2);
+	assert_int_equal(fx->applied, (int)store_sqlite_migrations.count);
 	have_cli();
 
 	snprintf(v1, sizeof(v1), "%s/v1.db", fx->dir);
-	len = strlen(store_sqlite_migrations[0]) + 2048;
+	len = strlen(store_sqlite_migrations.sql[0]) + 2048;
 	sql = malloc(len);
 	assert_non_null(sql);
 	snprintf(sql, len,
@@ -1549,7 +1549,7 @@ static void test_migration_from_v1(void **state)
 	         "INSERT INTO refresh_tokens (jti, family, user_id, created_ms, expires_ms)"
 	         " VALUES ('orphan', 'orphan', 999, 1, 2);\n"
 	         "COMMIT;\n",
-	         store_sqlite_migrations[0], (long long)T0, s0.jti, s0.family,
+	         store_sqlite_migrations.sql[0], (long long)T0, s0.jti, s0.family,
 	         (long long)T0, (long long)s0.expires_ms);
 	assert_int_equal(cli_db(fx, v1, sql, NULL, 0), 0);
 	free(sql);
@@ -1559,7 +1559,7 @@ static void test_migration_from_v1(void **state)
 	snprintf(url, sizeof(url), "sqlite:%s", v1);
 	assert_int_equal(open_url(url, 1000, &s), OTPD_OK);
 	assert_int_equal(store_migrate(s, &applied), OTPD_OK);
-	assert_int_equal(applied, (int)store_sqlite_migrations_count - 1);
+	assert_int_equal(applied, (int)store_sqlite_migrations.count - 1);
 	applied = UNTOUCHED;
 	assert_int_equal(store_migrate(s, &applied), OTPD_OK);
 	assert_int_equal(applied, 0);
@@ -2720,7 +2720,7 @@ static void test_migration_from_v3(void **state)
 	int applied = UNTOUCHED;
 	size_t len;
 
-	assert_true(store_sqlite_migrations_count >= 4);
+	assert_true(store_sqlite_migrations.count >= 4);
 	have_cli();
 	hash_of(3, h3);
 	for (int i = 0; i < OTP_HASH_LEN; i++)
@@ -2734,7 +2734,7 @@ static void test_migration_from_v3(void **state)
 	snprintf(v3, sizeof(v3), "%s/v3.db", fx->dir);
 	len = 8192;
 	for (int i = 0; i < 3; i++)
-		len += strlen(store_sqlite_migrations[i]);
+		len += strlen(store_sqlite_migrations.sql[i]);
 	sql = malloc(len);
 	assert_non_null(sql);
 	snprintf(sql, len,
@@ -2752,7 +2752,7 @@ static void test_migration_from_v3(void **state)
 	         " ('+989120000007', 7, zeroblob(32), 1, 2, 3, 2);\n"
 	         "UPDATE sqlite_sequence SET seq = 50 WHERE name = 'otp_sends';\n"
 	         "COMMIT;\n",
-	         store_sqlite_migrations[0], store_sqlite_migrations[1], store_sqlite_migrations[2],
+	         store_sqlite_migrations.sql[0], store_sqlite_migrations.sql[1], store_sqlite_migrations.sql[2],
 	         (long long)T0, (long long)(T0 + 10000), (long long)(T0 + 15000),
 	         (long long)(T0 + 20000), hex, (long long)(T0 + 20000), (long long)(T0 + 320000),
 	         (long long)(T0 + 15000), (long long)(T0 + 315000));
@@ -2767,7 +2767,7 @@ static void test_migration_from_v3(void **state)
 	snprintf(url, sizeof(url), "sqlite:%s", v3);
 	assert_int_equal(open_url(url, 1000, &s), OTPD_OK);
 	assert_int_equal(store_migrate(s, &applied), OTPD_OK);
-	assert_int_equal(applied, (int)store_sqlite_migrations_count - 3);
+	assert_int_equal(applied, (int)store_sqlite_migrations.count - 3);
 
 	/* Every send is a code, by its id: the two without one are replaced
 	 * (ended by the next send) with a hash that never matches; the
