@@ -27,7 +27,11 @@ struct var {
 /* docs/API.md §1, plus a few operational knobs (OTPD_*, *_MS). */
 static const struct var vars[] = {
 	{"OTPD_LISTEN", K_LISTEN, F(listen), "127.0.0.1:8000", 0, 0, "address:port to listen on ([::1]:8000 for IPv6)"},
-	{"DATABASE_URL", K_DBURL, F(database_url), "sqlite:otpd.db", 0, 0, "sqlite:PATH (postgres://\xe2\x80\xa6 not yet)"},
+	{"DATABASE_URL", K_DBURL, F(database_url), "sqlite:otpd.db", 0, 0, "sqlite:PATH (embedded, one node) or postgres://user:pass@host:port/db (libpq URI: many nodes share it)"},
+	{"DATABASE_POOL_SIZE", K_INT, F(db_pool_size), "0", 0, 1000, "PostgreSQL connections per node, each driven by a store thread of its own (0: 2 per core, at least 4)"},
+	{"DATABASE_STATEMENT_TIMEOUT_MS", K_INT, F(db_statement_timeout_ms), "5000", 100, 600000, "PostgreSQL: a statement running longer is cancelled (503)"},
+	{"DATABASE_CONNECT_TIMEOUT_MS", K_INT, F(db_connect_timeout_ms), "5000", 1000, 600000, "PostgreSQL: how long a connection attempt may take (at start, and when reconnecting)"},
+	{"OTPD_STORE_MAX_QUEUE", K_INT, F(store_max_queue), "10000", 1, 1000000, "database jobs waiting at most (beyond: 503)"},
 	{"SECRET_KEY", K_STR, F(secret_key), "", 0, 0, "signs tokens (HS256) and keys code hashes; generated and kept in the db when unset"},
 	{"OTPD_ENV", K_ENV, F(env), "development", 0, 0, "development or production (strict checks)"},
 	{"SMS_BACKEND", K_SMS, F(sms_backend), NULL, 0, 0, "console or kavenegar (default: kavenegar if KAVENEGAR_API_KEY is set)"},
@@ -111,16 +115,19 @@ static bool is_http_url(const char *s)
 	return true;
 }
 
+/* sqlite:PATH, or a PostgreSQL URI (libpq checks the rest of it when the
+ * store opens, and says what is wrong without echoing it). */
 static bool is_db_url(const char *s)
 {
-	return strncmp(s, "sqlite:", 7) == 0 && s[7] != '\0';
-}
-
-/* The PostgreSQL store is planned, not built: refused here, as
- * configuration, rather than by store_open() after the start. */
-static bool is_postgres_url(const char *s)
-{
-	return strncmp(s, "postgres://", 11) == 0 || strncmp(s, "postgresql://", 13) == 0;
+	if (strncmp(s, "sqlite:", 7) == 0)
+		return s[7] != '\0';
+	if (strncmp(s, "postgres://", 11) == 0 || strncmp(s, "postgresql://", 13) == 0) {
+		for (const char *p = s; *p; p++)
+			if (!isgraph((unsigned char)*p))
+				return false;
+		return true;
+	}
+	return false;
 }
 
 /* Parse one value into its field; on failure fill `expected`. */
@@ -189,7 +196,7 @@ static bool parse_var(const struct var *v, const char *val, struct config *c,
 		strcpy(field, val);
 		return true;
 	case K_DBURL:
-		snprintf(expected, explen, "sqlite:PATH");
+		snprintf(expected, explen, "sqlite:PATH or postgres://user:pass@host:port/db");
 		if (strlen(val) >= v->size || !is_db_url(val))
 			return false;
 		strcpy(field, val);
@@ -272,16 +279,11 @@ bool config_load_from(const char *(*lookup)(const char *name), struct config *re
 			val = v->def;
 		if (!val)
 			continue;
-		if (v->kind == K_DBURL && is_postgres_url(val)) {
-			/* Not echoed: the URL may carry a password. */
-			snprintf(err, errlen, "%s: postgres:// is not supported yet (planned); use sqlite:PATH",
-			         v->name);
-			goto out;
-		}
 		if (!parse_var(v, val, c, expected, sizeof(expected))) {
 			/* Never echo a secret back. */
 			bool secret = strstr(v->name, "KEY") != NULL || strstr(v->name, "TOKEN") != NULL ||
-			              (v->kind == K_DBURL && strchr(val, '@')); /* user:password@ */
+			              (v->kind == K_DBURL && (strchr(val, '@') || /* user:password@ */
+			                                      strncmp(val, "postgres", 8) == 0));
 			snprintf(err, errlen, "%s: expected %s, got '%.64s'", v->name, expected,
 			         secret ? "(hidden)" : val);
 			goto out;

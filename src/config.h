@@ -57,6 +57,10 @@ struct config {
 	int64_t kavenegar_timeout_ms;
 	int64_t kavenegar_connect_timeout_ms;
 	int64_t db_busy_timeout_ms;
+	int64_t db_pool_size;            /* 0: the default (store/postgres.c) */
+	int64_t db_statement_timeout_ms;
+	int64_t db_connect_timeout_ms;
+	int64_t store_max_queue;
 	bool allow_shared_db_file;      /* OTPD_ALLOW_SHARED_DB_FILE */
 	int64_t shutdown_timeout_s;
 	int64_t threads;                /* 0 = one per core */

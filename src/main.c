@@ -88,6 +88,10 @@ static int open_store(const struct config *cfg, struct store **ret)
 	struct store_options opt = {
 		.busy_timeout_ms = (int)cfg->db_busy_timeout_ms,
 		.allow_shared_file = cfg->allow_shared_db_file,
+		.pool_size = (int)cfg->db_pool_size,
+		.statement_timeout_ms = (int)cfg->db_statement_timeout_ms,
+		.connect_timeout_ms = (int)cfg->db_connect_timeout_ms,
+		.queue_max = (size_t)cfg->store_max_queue,
 	};
 	char err[1400];
 

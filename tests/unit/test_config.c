@@ -441,23 +441,37 @@ static void test_long_secrets_not_echoed(void **state)
 	expect_not_echoed(long_key);
 }
 
-/* ---- PostgreSQL: planned, refused as configuration until it is built ---- */
+/* ---- PostgreSQL URLs: accepted; one that cannot be a URI is refused unechoed ---- */
 
-static void test_postgres_not_yet(void **state)
+static void test_postgres_url(void **state)
 {
-	static const char want[] =
-		"DATABASE_URL: postgres:// is not supported yet (planned); use sqlite:PATH";
 	static const struct kv pg[] = {
-		{"DATABASE_URL", "postgres://otpd:Pw0rdPw0rd@db.internal:5432/otpd"}, {NULL, NULL}};
+		{"DATABASE_URL", "postgres://otpd:Pw0rdPw0rd@db.internal:5432/otpd?sslmode=require"},
+		{"DATABASE_POOL_SIZE", "12"}, {NULL, NULL}};
 	static const struct kv pg_short[] = {
 		{"DATABASE_URL", "postgresql://otpd@localhost/otpd"}, {NULL, NULL}};
+	static const struct kv pg_space[] = {
+		{"DATABASE_URL", "postgres://otpd:Pw0rd Pw0rd@db.internal/otpd"}, {NULL, NULL}};
+	static const struct kv pg_param[] = {
+		{"DATABASE_URL", "postgres:///otpd?password=Pw0rd Pw0rd"}, {NULL, NULL}};
+	static const struct kv pool_bad[] = {
+		{"DATABASE_URL", "postgres://otpd@localhost/otpd"}, {"DATABASE_POOL_SIZE", "1001"},
+		{NULL, NULL}};
 
 	(void)state;
-	expect_refused(pg, "DATABASE_URL");
-	assert_string_equal(err, want);
-	expect_not_echoed("Pw0rdPw0rd"); /* the URL may carry a password */
-	expect_refused(pg_short, "DATABASE_URL");
-	assert_string_equal(err, want);
+	assert_true(load(pg));
+	assert_string_equal(cfg.database_url, pg[0].value);
+	assert_int_equal(cfg.db_pool_size, 12);
+	assert_int_equal(cfg.db_statement_timeout_ms, 5000);
+	assert_int_equal(cfg.db_connect_timeout_ms, 5000);
+	assert_int_equal(cfg.store_max_queue, 10000);
+	assert_true(load(pg_short));
+	assert_int_equal(cfg.db_pool_size, 0); /* the store's default */
+	expect_refused(pg_space, "DATABASE_URL");
+	expect_not_echoed("Pw0rd"); /* the URL may carry a password */
+	expect_refused(pg_param, "DATABASE_URL");
+	expect_not_echoed("Pw0rd");
+	expect_refused(pool_bad, "DATABASE_POOL_SIZE");
 }
 
 /* ---- production ---- */
@@ -613,7 +627,7 @@ int main(void)
 		cmocka_unit_test(test_bad_among_good),
 		cmocka_unit_test(test_api_key_not_echoed),
 		cmocka_unit_test(test_long_secrets_not_echoed),
-		cmocka_unit_test(test_postgres_not_yet),
+		cmocka_unit_test(test_postgres_url),
 		cmocka_unit_test(test_production_secret),
 		cmocka_unit_test(test_production_console_refused),
 		cmocka_unit_test(test_production_cookie_insecure_refused),
