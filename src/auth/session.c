@@ -163,24 +163,40 @@ void auth_logout_finish(struct auth_session_op *op)
 		         (long long)op->user_id);
 }
 
-enum otpd_status auth_me(struct auth *a, const char *access_token, int64_t now_ms,
-                         struct store_user *ret)
+/* Store thread: the user is read. */
+static void on_me_read(void *arg, enum otpd_status status)
+{
+	struct auth_me_op *op = arg;
+
+	op->status = status;
+	op->done(op->arg);
+}
+
+enum otpd_status auth_me_start(struct auth *a, const char *access_token, int64_t now_ms,
+                               struct auth_me_op *op, auth_verify_done_fn done, void *arg)
 {
 	struct auth_claims c;
-	struct store_user u;
 	enum otpd_status st;
 
+	memset(op, 0, sizeof(*op));
+	op->status = OTPD_INTERNAL;
+	op->done = done;
+	op->arg = arg;
 	st = auth_jwt_verify(a->jwt, access_token, AUTH_TOKEN_ACCESS, now_ms / 1000, true, &c);
 	if (st != OTPD_OK)
 		return st;
-	st = store_user_get(a->store, c.user_id, &u);
-	if (st == OTPD_NOT_FOUND)
+	return store_user_get_start(a->store, c.user_id, &op->user, on_me_read, op);
+}
+
+enum otpd_status auth_me_finish(const struct auth_me_op *op, struct store_user *ret)
+{
+	if (op->status == OTPD_NOT_FOUND)
 		return OTPD_INVALID_TOKEN;
-	if (st != OTPD_OK)
-		return st;
-	if (!u.is_active)
+	if (op->status != OTPD_OK)
+		return op->status;
+	if (!op->user.is_active)
 		return OTPD_USER_INACTIVE;
-	*ret = u;
+	*ret = op->user;
 	return OTPD_OK;
 }
 

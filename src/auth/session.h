@@ -51,11 +51,24 @@ bool auth_logout_start(struct auth *a, const char *refresh_token,
                        struct auth_session_op *op, auth_verify_done_fn done, void *arg);
 void auth_logout_finish(struct auth_session_op *op);
 
-/* The user of an access token: OTPD_OK, OTPD_INVALID_TOKEN (bad token, user
- * gone) or OTPD_USER_INACTIVE.  Access tokens are stateless: valid until
- * they expire, even after logout. */
-enum otpd_status auth_me(struct auth *a, const char *access_token, int64_t now_ms,
-                         struct store_user *ret);
+/* The user of an access token, in two steps (no server thread waits for
+ * the store's read): start checks the token and queues the read; on OTPD_OK
+ * done(arg) is called once, later, from a store thread; then
+ * auth_me_finish() gives the outcome: OTPD_OK and the user,
+ * OTPD_INVALID_TOKEN (bad token, user gone) or OTPD_USER_INACTIVE.  Any
+ * other return from start is the outcome, and done is never called.
+ * Access tokens are stateless: valid until they expire, even after
+ * logout. */
+struct auth_me_op {
+	struct store_user user;
+	enum otpd_status status;
+	auth_verify_done_fn done;
+	void *arg;
+};
+
+enum otpd_status auth_me_start(struct auth *a, const char *access_token, int64_t now_ms,
+                               struct auth_me_op *op, auth_verify_done_fn done, void *arg);
+enum otpd_status auth_me_finish(const struct auth_me_op *op, struct store_user *ret);
 
 /* The JWK Set document (see auth_jwt_jwks). */
 const char *auth_jwks(const struct auth *a);

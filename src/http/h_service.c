@@ -14,11 +14,33 @@ enum otpd_status http_h_healthz(struct request *r)
 	return r->resp ? OTPD_OK : OTPD_NOMEM;
 }
 
+/* Store thread: the database answered the ping, or not. */
+static void on_ping(void *arg, enum otpd_status status)
+{
+	struct request *r = arg;
+
+	r->ping = status;
+	http_resume(r);
+}
+
+/* The ping is a read like any other: no server thread waits for it (a
+ * PostgreSQL that does not answer holds it up to the statement timeout). */
 enum otpd_status http_h_readyz(struct request *r)
 {
-	enum otpd_status st = store_ping(r->srv->store);
+	enum otpd_status st;
 
-	if (st != OTPD_OK)
+	http_suspend(r);
+	st = store_ping_start(r->srv->store, on_ping, r);
+	if (st != OTPD_OK) {
+		r->ping = st;
+		http_resume(r);
+	}
+	return OTPD_OK; /* the answer comes from http_h_readyz_finish() */
+}
+
+enum otpd_status http_h_readyz_finish(struct request *r)
+{
+	if (r->ping != OTPD_OK)
 		return OTPD_UNAVAILABLE;
 	r->http_status = MHD_HTTP_OK;
 	r->resp = json_pack("{s:s}", "status", "ready");

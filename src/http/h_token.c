@@ -104,7 +104,6 @@ enum otpd_status http_h_me(struct request *r)
 {
 	const char *authz = http_header(r, MHD_HTTP_HEADER_AUTHORIZATION);
 	const char *tok = NULL;
-	struct store_user u;
 	enum otpd_status st;
 
 	if (authz) {
@@ -118,7 +117,21 @@ enum otpd_status http_h_me(struct request *r)
 	}
 	if (!tok || !*tok)
 		return OTPD_INVALID_TOKEN;
-	st = auth_me(r->srv->auth, tok, http_now_ms(), &u);
+	http_suspend(r);
+	st = auth_me_start(r->srv->auth, tok, http_now_ms(), &r->me, http_resume_cb, r);
+	if (st != OTPD_OK) {
+		r->me.status = st;
+		http_resume(r);
+	}
+	return OTPD_OK; /* the answer comes from http_h_me_finish() */
+}
+
+/* The resumed connection: the user, read without holding a server thread. */
+enum otpd_status http_h_me_finish(struct request *r)
+{
+	struct store_user u;
+	enum otpd_status st = auth_me_finish(&r->me, &u);
+
 	if (st != OTPD_OK)
 		return st;
 	r->resp = http_user_json(&u);

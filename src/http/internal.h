@@ -130,6 +130,8 @@ struct request {
 	struct auth_send_result send;  /* send */
 	struct auth_verify verify;     /* verify */
 	struct auth_session_op session_op; /* refresh, logout */
+	struct auth_me_op me;          /* me */
+	enum otpd_status ping;         /* readyz: the store's answer */
 	char phone[OTP_PHONE_LEN + 1];
 
 	/* The outcome, told in the request's http.access line (http_note()):
@@ -190,9 +192,11 @@ enum otpd_status http_h_refresh_finish(struct request *r);
 enum otpd_status http_h_logout(struct request *r);
 enum otpd_status http_h_logout_finish(struct request *r);
 enum otpd_status http_h_me(struct request *r);
+enum otpd_status http_h_me_finish(struct request *r);
 enum otpd_status http_h_jwks(struct request *r);
 enum otpd_status http_h_healthz(struct request *r);
 enum otpd_status http_h_readyz(struct request *r);
+enum otpd_status http_h_readyz_finish(struct request *r);
 enum otpd_status http_h_metrics(struct request *r);
 enum otpd_status http_h_schema(struct request *r);
 enum otpd_status http_h_docs(struct request *r);
