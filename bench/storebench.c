@@ -1,12 +1,15 @@
 /* bench/storebench — BENCHMARK ONLY: the store alone, without HTTP.
  *
- *   storebench DATABASE_URL [--threads T] [--seconds S]
+ *   storebench DATABASE_URL [--threads T] [--seconds S] [--ops N]
  *
  * T threads call store_otp_issue() with a new phone number each time for S
  * seconds, then T threads call store_otp_verify() on those codes (right
  * hash, a new user and a session each), and it prints the rate of each:
  * the ceiling the store's group commit allows on this machine, to compare
- * with the HTTP scenarios of bench/run.sh.  The file should be new. */
+ * with the HTTP scenarios of bench/run.sh.  The file should be new.
+ * --ops N: exactly N issues, then N verifies, instead of a time: a fixed
+ * workload, whose instruction count (valgrind --tool=callgrind, with
+ * --threads 1) compares two builds on a machine others share. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -22,7 +25,7 @@ static struct otp_policy pol = {.expiry_ms = 86400000, .max_attempts = 5,
                                 .send_limit = 100000, .send_window_ms = 3600000};
 static atomic_long next_index, issued, verified, failed;
 static atomic_bool stop;
-static long issued_total;
+static long issued_total, max_ops;
 
 static int64_t now_ms(void)
 {
@@ -52,6 +55,8 @@ static void *issuer(void *arg)
 		uint8_t h[OTP_HASH_LEN];
 		struct store_issue_result r;
 
+		if (max_ops && i >= max_ops)
+			break;
 		phone_of(i, phone, sizeof(phone));
 		hash_of(i, h);
 		if (store_otp_issue(st, &pol, phone, h, now_ms(), &r) == OTPD_OK)
@@ -108,9 +113,12 @@ static double run(void *(*fn)(void *), int threads, double seconds)
 	atomic_store(&stop, false);
 	for (int i = 0; i < threads; i++)
 		pthread_create(&t[i], NULL, fn, NULL);
-	struct timespec d = {(time_t)seconds, 0};
-	nanosleep(&d, NULL);
-	atomic_store(&stop, true);
+	if (!max_ops) {
+		struct timespec d = {(time_t)seconds, (long)((seconds - (double)(time_t)seconds) * 1e9)};
+
+		nanosleep(&d, NULL);
+		atomic_store(&stop, true);
+	}
 	for (int i = 0; i < threads; i++)
 		pthread_join(t[i], NULL);
 	return mono_s() - t0;
@@ -131,8 +139,10 @@ int main(int argc, char **argv)
 			threads = atoi(argv[i + 1]);
 		else if (!strcmp(argv[i], "--seconds"))
 			seconds = atof(argv[i + 1]);
+		else if (!strcmp(argv[i], "--ops"))
+			max_ops = atol(argv[i + 1]);
 	}
-	if (threads < 1 || threads > 1024 || seconds <= 0)
+	if (threads < 1 || threads > 1024 || seconds <= 0 || max_ops < 0)
 		return 2;
 	if (store_open(argv[1], &(struct store_options){.busy_timeout_ms = 5000}, NULL, 0, &st) != OTPD_OK ||
 	    store_migrate(st, &applied) != OTPD_OK)
