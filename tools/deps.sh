@@ -5,8 +5,11 @@
 #                            page's browser test, tests/blackbox/test_docs_page.py)
 #   tools/deps.sh run        build and run only (tools/run.sh): compiler, pkg-config, the -dev
 #                            libraries, sqlite3, curl, openssl, ca-certificates
+#                            and PostgreSQL 15 (the suite runs on both backends; it starts its own
+#                            throwaway server, tests/pgcluster.py)
 #   tools/deps.sh --bench    the test set + wrk, nginx, perf (make bench)
-#   tools/deps.sh --missing [run|--bench]   print what is missing (one line), install nothing
+#   tools/deps.sh cluster    the run set + PostgreSQL 15 and nginx (tools/cluster.sh)
+#   tools/deps.sh --missing [run|cluster|--bench]   print what is missing (one line), install nothing
 set -euo pipefail
 
 RUN_PKGS=(
@@ -20,7 +23,9 @@ TEST_PKGS=(
   python3 python3-pytest python3-requests python3-jwt python3-cryptography
   python3-prometheus-client python3-jsonschema
   chromium chromium-driver python3-selenium iproute2 fonts-dejavu-core
+  postgresql-15
 )
+CLUSTER_PKGS=(postgresql-15 nginx-light)
 BENCH_PKGS=(wrk nginx-light linux-perf)
 
 mode=test
@@ -28,20 +33,22 @@ list_only=0
 for arg in "$@"; do
   case "$arg" in
     run|--run) mode=run ;;
+    cluster|--cluster) mode=cluster ;;
     test|--test) mode=test ;;
     --bench) mode=bench ;;
     --missing) list_only=1 ;;
-    *) echo "usage: tools/deps.sh [run|--bench] [--missing]" >&2; exit 2 ;;
+    *) echo "usage: tools/deps.sh [run|cluster|--bench] [--missing]" >&2; exit 2 ;;
   esac
 done
 
 PKGS=("${RUN_PKGS[@]}")
-[ "$mode" != run ] && PKGS+=("${TEST_PKGS[@]}")
+[ "$mode" = cluster ] && PKGS+=("${CLUSTER_PKGS[@]}")
+[ "$mode" = test ] || [ "$mode" = bench ] && PKGS+=("${TEST_PKGS[@]}")
 [ "$mode" = bench ] && PKGS+=("${BENCH_PKGS[@]}")
 # make lint-openapi (tests) runs the linter of package-lock.json with node and npm:
 # Debian's nodejs + npm only where there is no node at all (a newer node, e.g. from
 # another repository, comes with its own npm, which Debian's npm package conflicts with).
-if [ "$mode" != run ] && ! command -v node >/dev/null 2>&1; then
+if { [ "$mode" = test ] || [ "$mode" = bench ]; } && ! command -v node >/dev/null 2>&1; then
   PKGS+=(nodejs npm)
 fi
 
