@@ -1642,7 +1642,11 @@ static void test_hot_writes_without_ephemeral_tables(void **state)
 		sqlite3_finalize(st);
 		if (is_write)
 			assert_true(writes > 0); /* the program was read */
-		if ((ephemeral && strcmp(name, "purge sessions") != 0) || sorts)
+		/* The staff console's list of one user's records sorts them (the
+		 * index on user_id gives them by jti): a few per login. */
+		bool may_sort = strcmp(name, "list sessions of a user") == 0;
+		if ((ephemeral && strcmp(name, "purge sessions") != 0 && !may_sort) ||
+		    (sorts && !may_sort))
 			fail_msg("builds an ephemeral table or sorts (%s): %s", name, sql);
 
 		snprintf(buf, sizeof(buf), "EXPLAIN QUERY PLAN %s", sql);
@@ -1652,7 +1656,7 @@ static void test_hot_writes_without_ephemeral_tables(void **state)
 
 			if (!detail)
 				continue;
-			if (strstr(detail, "TEMP B-TREE"))
+			if (strstr(detail, "TEMP B-TREE") && !may_sort)
 				fail_msg("sorts in a temporary b-tree (%s): %s", name, sql);
 			for (size_t t = 0; t < sizeof(tables) / sizeof(tables[0]) && !purge; t++) {
 				char scan[64];
