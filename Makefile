@@ -103,6 +103,9 @@ $(BUILD)/tests/%: tests/%.c $(LIBOBJ)
 	@pkg-config --exists cmocka || { echo "the unit tests need cmocka (libcmocka-dev): tools/deps.sh installs it" >&2; exit 1; }
 	$(CC) $(CFLAGS) -Isrc $(LDFLAGS) -o $@ $< $(LIBOBJ) $(LDLIBS) $(shell pkg-config --libs cmocka)
 
+# The store suites share their fixture, a header (each test binary is one .c).
+$(filter $(BUILD)/tests/store/%,$(TESTBIN)): tests/store/store_fixture.h
+
 unit: $(TESTBIN)
 	@set -e; for t in $(TESTBIN); do echo "== $$t"; $$t; done
 

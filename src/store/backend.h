@@ -41,12 +41,15 @@ enum store_op {
 	STORE_OP_SMS_ACCEPTED,
 	STORE_OP_DELIVERY_SET,
 	STORE_OP_HISTORY_PURGE,
+	STORE_OP_USER_UPDATE,
 	/* reads: one statement each, on a read connection when the backend
 	 * has one (else inside a batch, like a write) */
 	STORE_OP_PING,
 	STORE_OP_USER_GET,
 	STORE_OP_DELIVERY_PENDING,
 	STORE_OP_STATS,
+	STORE_OP_CODES_LIST,
+	STORE_OP_USER_SESSIONS,
 	STORE_OP_COUNT,
 };
 
@@ -153,6 +156,31 @@ struct store_args_user_get {
 	struct store_user *ret;
 };
 
+struct store_args_user_update {
+	int64_t id;
+	const struct store_user_change *change;
+	bool found;
+	struct store_user user; /* after the change */
+	struct store_user *ret; /* may be NULL */
+};
+
+/* store.c has resolved the query's zeros: every bound is a plain value. */
+struct store_args_codes_list {
+	const char *phone;          /* NULL: every number */
+	int64_t before_id;          /* id < before_id */
+	int64_t since_ms, until_ms; /* since_ms <= created_ms < until_ms */
+	struct store_code_row *ret; /* room for cap */
+	size_t cap;
+	size_t n;
+};
+
+struct store_args_user_sessions {
+	int64_t user_id;
+	struct store_session_info *ret; /* room for cap */
+	size_t cap;
+	size_t n;
+};
+
 /* One operation for the engine.  store.c fills op, now_ms and u; the
  * dialect's operation sets `result` (the operation's answer, e.g.
  * OTPD_INVALID_CODE) and `counted`, and returns the driver status (OTPD_OK
@@ -177,6 +205,9 @@ struct store_job {
 		struct store_args_revoke revoke;
 		struct store_args_purge purge;
 		struct store_args_user_get user;
+		struct store_args_user_update user_update;
+		struct store_args_codes_list codes;
+		struct store_args_user_sessions sessions;
 	} u;
 	/* The engine's: set by store_engine_submit() / _start(). */
 	struct store_job *next;

@@ -21,7 +21,8 @@
  *   - A job nobody waits for (a message id: lazy) does not wake an idle
  *     writer for a commit of its own: it rides with the next batch, or
  *     runs LAZY_MAX_MS after it was queued at the latest.
- * - reads (one statement each: ping, user, stats, pending deliveries):
+ * - reads (one statement each: ping, user, stats, pending deliveries, the
+ *   staff console's lists):
  *   reader threads with read connections of their own, so that a read
  *   never waits for a batch.  A backend without read connections (SQLite
  *   in memory) has its reads run as jobs of the writers.
@@ -111,6 +112,12 @@ enum otpd_status store_job_answer(const struct store_job *j)
 			return OTPD_NOT_FOUND;
 		if (j->u.user.ret)
 			*j->u.user.ret = j->u.user.user;
+		return OTPD_OK;
+	case STORE_OP_USER_UPDATE:
+		if (!j->u.user_update.found)
+			return OTPD_NOT_FOUND;
+		if (j->u.user_update.ret)
+			*j->u.user_update.ret = j->u.user_update.user;
 		return OTPD_OK;
 	default:
 		return OTPD_OK;

@@ -46,6 +46,8 @@ enum stmt_id {
 	ST_CODE_GET,
 	ST_CODE_ATTEMPT,
 	ST_CODE_USE,
+	ST_CODES_OF_PHONE,
+	ST_CODES_ALL,
 	ST_STATS_ADD,
 	ST_STATS_RANGE,
 	ST_SMS_ACCEPTED,
@@ -57,16 +59,24 @@ enum stmt_id {
 	ST_USER_BY_PHONE,
 	ST_USER_BY_ID,
 	ST_USER_LOGIN,
+	ST_USER_UPDATE,
 	ST_SESSION_INSERT,
 	ST_SESSION_GET,
 	ST_SESSION_ROTATE,
 	ST_FAMILY_REVOKE,
+	ST_USER_SESSIONS_REVOKE,
+	ST_SESSIONS_OF_USER,
 	ST_SESSION_PURGE,
 	_ST_MAX,
 };
 
 #define USER_COLUMNS \
-	"id, phone_number, username, email, first_name, last_name, is_active, is_staff"
+	"id, phone_number, username, email, first_name, last_name, is_active, is_staff," \
+	" created_at_ms, last_login_ms"
+/* A code as the staff console lists it: every column but the hash. */
+#define CODE_ROW_COLUMNS \
+	"id, phone, created_ms, expires_ms, ended_ms, attempts, max_attempts, state," \
+	" sms_message_id, sms_status, sms_status_ms"
 #define SESSION_COLUMNS \
 	"jti, access_jti, family, created_ms, expires_ms, user_id, state," \
 	" rotated_ms, replaced_by"
@@ -131,6 +141,15 @@ static const struct {
 		"UPDATE otp_codes SET attempts = attempts + 1, ended_ms = ?2 WHERE id = ?1"},
 	[ST_CODE_USE] = {"use code",
 		"UPDATE otp_codes SET state = 1, ended_ms = ?2 WHERE id = ?1"},
+	/* The staff console's pages, newest first from the cursor ?2 down: a
+	 * number's through the index on phone (it holds (phone, rowid)), every
+	 * number's through the primary key; the time bounds filter the walk. */
+	[ST_CODES_OF_PHONE] = {"list codes of a number",
+		"SELECT " CODE_ROW_COLUMNS " FROM otp_codes WHERE phone = ?1 AND id < ?2"
+		" AND created_ms >= ?3 AND created_ms < ?4 ORDER BY id DESC LIMIT ?5"},
+	[ST_CODES_ALL] = {"list codes",
+		"SELECT " CODE_ROW_COLUMNS " FROM otp_codes WHERE id < ?1"
+		" AND created_ms >= ?2 AND created_ms < ?3 ORDER BY id DESC LIMIT ?4"},
 	/* Add to the counters of bucket ?1 (one statement per operation). */
 	[ST_STATS_ADD] = {"count events",
 		"INSERT INTO stats_5m (bucket_ms, sends, sms_failures, logins, new_users,"
@@ -180,6 +199,10 @@ static const struct {
 	/* A login of a known, active user. */
 	[ST_USER_LOGIN] = {"record login",
 		"UPDATE users SET last_login_ms = ?2 WHERE id = ?1"},
+	/* ?2, ?3: the new is_active, is_staff, or NULL to keep it. */
+	[ST_USER_UPDATE] = {"update user",
+		"UPDATE users SET is_active = coalesce(?2, is_active),"
+		" is_staff = coalesce(?3, is_staff) WHERE id = ?1"},
 	[ST_SESSION_INSERT] = {"record session",
 		"INSERT INTO refresh_tokens"
 		" (jti, family, user_id, access_jti, created_ms, expires_ms, state)"
@@ -194,6 +217,14 @@ static const struct {
 		"UPDATE refresh_tokens SET state = 2"
 		" WHERE family = (SELECT family FROM refresh_tokens WHERE jti = ?1)"
 		" AND state <> 2"},
+	/* Every record of user ?1 (through the index on user_id). */
+	[ST_USER_SESSIONS_REVOKE] = {"revoke sessions of a user",
+		"UPDATE refresh_tokens SET state = 2 WHERE user_id = ?1 AND state <> 2"},
+	/* A user's records, newest first: through the index on user_id, then
+	 * sorted (one user's records: a few per login still unexpired). */
+	[ST_SESSIONS_OF_USER] = {"list sessions of a user",
+		"SELECT family, state, created_ms, expires_ms, rotated_ms FROM refresh_tokens"
+		" WHERE user_id = ?1 ORDER BY created_ms DESC, jti DESC LIMIT ?2"},
 	/* Bounded: at most ?2 rows.  The caller binds ?2 >= 1 (a negative
 	 * LIMIT would mean no limit at all). */
 	[ST_SESSION_PURGE] = {"purge sessions",
@@ -776,6 +807,12 @@ static bool column_text(sqlite3_stmt *st, int col, char *dst, size_t cap,
 	return true;
 }
 
+/* Integer column `col`, or `none` when it is NULL. */
+static int64_t column_int64_or(sqlite3_stmt *st, int col, int64_t none)
+{
+	return sqlite3_column_type(st, col) == SQLITE_NULL ? none : sqlite3_column_int64(st, col);
+}
+
 /* Read a row of USER_COLUMNS.  Does not release the statement. */
 static enum otpd_status user_row(sqlite3_stmt *st, struct store_user *ret)
 {
@@ -797,6 +834,8 @@ static enum otpd_status user_row(sqlite3_stmt *st, struct store_user *ret)
 	}
 	u.is_active = sqlite3_column_int(st, 6) != 0;
 	u.is_staff = sqlite3_column_int(st, 7) != 0;
+	u.created_ms = sqlite3_column_int64(st, 8);
+	u.last_login_ms = column_int64_or(st, 9, -1);
 	*ret = u;
 	return OTPD_OK;
 }
@@ -835,7 +874,10 @@ static enum otpd_status user_login(struct store_conn *c, const char *phone,
 		rc = sqlite3_bind_int64(st, 1, ret->id);
 		if (rc == SQLITE_OK)
 			rc = sqlite3_bind_int64(st, 2, now_ms);
-		return finish(c, ST_USER_LOGIN, rc);
+		status = finish(c, ST_USER_LOGIN, rc);
+		if (status == OTPD_OK)
+			ret->last_login_ms = now_ms;
+		return status;
 	}
 
 	if (!store_rules_new_user(phone, email_domain, &u)) {
@@ -861,6 +903,8 @@ static enum otpd_status user_login(struct store_conn *c, const char *phone,
 		return OTPD_INTERNAL;
 	}
 	u.id = sqlite3_last_insert_rowid(c->db);
+	u.created_ms = now_ms;
+	u.last_login_ms = now_ms;
 	*ret_is_new = true;
 	*ret = u;
 	return OTPD_OK;
@@ -980,6 +1024,42 @@ static enum otpd_status user_by_id(struct store_conn *c, int64_t id,
 static enum otpd_status op_user_get(struct store_conn *c, struct store_job *j)
 {
 	return user_by_id(c, j->u.user.id, &j->u.user.found, &j->u.user.user);
+}
+
+/* The flags as the change says, the sessions revoked when it deactivates,
+ * then the user as it is now. */
+static enum otpd_status op_user_update(struct store_conn *c, struct store_job *j)
+{
+	struct store_args_user_update *a = &j->u.user_update;
+	const struct store_user_change *ch = a->change;
+	sqlite3_stmt *st = NULL;
+	enum otpd_status status = prepare(c, ST_USER_UPDATE, &st);
+	int rc;
+
+	if (status != OTPD_OK)
+		return status;
+	rc = sqlite3_bind_int64(st, 1, a->id);
+	if (rc == SQLITE_OK)
+		rc = ch->set_active ? sqlite3_bind_int(st, 2, ch->is_active) : sqlite3_bind_null(st, 2);
+	if (rc == SQLITE_OK)
+		rc = ch->set_staff ? sqlite3_bind_int(st, 3, ch->is_staff) : sqlite3_bind_null(st, 3);
+	status = finish(c, ST_USER_UPDATE, rc);
+	if (status != OTPD_OK)
+		return status;
+	if (sqlite3_changes(c->db) == 0) {
+		a->found = false; /* no such user: nothing changed */
+		return OTPD_OK;
+	}
+	if (ch->set_active && !ch->is_active) {
+		/* Deactivated: every session of the user ends with it. */
+		status = prepare(c, ST_USER_SESSIONS_REVOKE, &st);
+		if (status != OTPD_OK)
+			return status;
+		status = finish(c, ST_USER_SESSIONS_REVOKE, sqlite3_bind_int64(st, 1, a->id));
+		if (status != OTPD_OK)
+			return status;
+	}
+	return user_by_id(c, a->id, &a->found, &a->user);
 }
 
 /* ---- sessions: rotate, revoke, purge ---- */
@@ -1276,6 +1356,116 @@ static enum otpd_status op_stats(struct store_conn *c, struct store_job *j)
 	return OTPD_OK;
 }
 
+/* ---- the staff console's lists ---- */
+
+/* Read a row of CODE_ROW_COLUMNS.  Does not release the statement.  False
+ * when its number does not fit (not one otpd wrote). */
+static bool code_row(sqlite3_stmt *st, struct store_code_row *ret)
+{
+	struct store_code_row r;
+
+	memset(&r, 0, sizeof(r));
+	r.id = sqlite3_column_int64(st, 0);
+	if (!column_text(st, 1, r.phone, sizeof(r.phone), NULL))
+		return false;
+	r.created_ms = sqlite3_column_int64(st, 2);
+	r.expires_ms = sqlite3_column_int64(st, 3);
+	r.ended_ms = column_int64_or(st, 4, -1);
+	r.attempts = sqlite3_column_int(st, 5);
+	r.max_attempts = sqlite3_column_int(st, 6);
+	r.state = sqlite3_column_int(st, 7);
+	r.sms_message_id = column_int64_or(st, 8, 0);
+	r.sms_status = (int)column_int64_or(st, 9, -1);
+	r.sms_status_ms = column_int64_or(st, 10, -1);
+	*ret = r;
+	return true;
+}
+
+static enum otpd_status op_codes_list(struct store_conn *c, struct store_job *j)
+{
+	const struct store_args_codes_list *a = &j->u.codes;
+	enum stmt_id id = a->phone ? ST_CODES_OF_PHONE : ST_CODES_ALL;
+	sqlite3_stmt *st = NULL;
+	enum otpd_status status = prepare(c, id, &st);
+	size_t n = 0;
+	int k = 1, rc = SQLITE_OK;
+
+	if (status != OTPD_OK)
+		return status;
+	if (a->phone)
+		rc = bind_text(st, k++, a->phone);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(st, k++, a->before_id);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(st, k++, a->since_ms);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(st, k++, a->until_ms);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(st, k, sql_limit(a->cap));
+	while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (n < a->cap) {
+			if (!code_row(st, &a->ret[n])) {
+				store_error("sqlite: code %lld has a number longer than otpd allows",
+				            (long long)sqlite3_column_int64(st, 0));
+				release(st);
+				return OTPD_INTERNAL;
+			}
+			n++;
+		}
+		rc = SQLITE_OK;
+	}
+	if (rc != SQLITE_DONE) {
+		status = fail(c, rc, stmts[id].name);
+		release(st);
+		return status;
+	}
+	release(st);
+	j->u.codes.n = n;
+	return OTPD_OK;
+}
+
+static enum otpd_status op_user_sessions(struct store_conn *c, struct store_job *j)
+{
+	const struct store_args_user_sessions *a = &j->u.sessions;
+	sqlite3_stmt *st = NULL;
+	enum otpd_status status = prepare(c, ST_SESSIONS_OF_USER, &st);
+	size_t n = 0;
+	int rc;
+
+	if (status != OTPD_OK)
+		return status;
+	rc = sqlite3_bind_int64(st, 1, a->user_id);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(st, 2, sql_limit(a->cap));
+	while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (n < a->cap) {
+			struct store_session_info *r = &a->ret[n];
+
+			memset(r, 0, sizeof(*r));
+			if (!column_text(st, 0, r->family, sizeof(r->family), NULL)) {
+				store_error("sqlite: a refresh_tokens record has a family longer than %d",
+				            STORE_JTI_LEN);
+				release(st);
+				return OTPD_INTERNAL;
+			}
+			r->state = sqlite3_column_int(st, 1);
+			r->created_ms = sqlite3_column_int64(st, 2);
+			r->expires_ms = sqlite3_column_int64(st, 3);
+			r->rotated_ms = column_int64_or(st, 4, -1);
+			n++;
+		}
+		rc = SQLITE_OK;
+	}
+	if (rc != SQLITE_DONE) {
+		status = fail(c, rc, stmts[ST_SESSIONS_OF_USER].name);
+		release(st);
+		return status;
+	}
+	release(st);
+	j->u.sessions.n = n;
+	return OTPD_OK;
+}
+
 /* ---- retention ---- */
 
 /* Stats buckets first, then codes with what is left of the limit. */
@@ -1331,10 +1521,13 @@ static const struct store_dialect sqlite_dialect = {
 		[STORE_OP_SMS_ACCEPTED] = op_sms_accepted,
 		[STORE_OP_DELIVERY_SET] = op_delivery_set,
 		[STORE_OP_HISTORY_PURGE] = op_history_purge,
+		[STORE_OP_USER_UPDATE] = op_user_update,
 		[STORE_OP_PING] = op_ping,
 		[STORE_OP_USER_GET] = op_user_get,
 		[STORE_OP_DELIVERY_PENDING] = op_delivery_pending,
 		[STORE_OP_STATS] = op_stats,
+		[STORE_OP_CODES_LIST] = op_codes_list,
+		[STORE_OP_USER_SESSIONS] = op_user_sessions,
 	},
 	.migrations = &store_sqlite_migrations,
 	.migrations_table = sq_migrations_table,

@@ -232,6 +232,85 @@ enum otpd_status store_user_get(struct store *s, int64_t id, struct store_user *
 	return run(s, &j);
 }
 
+/* ---- the staff console ---- */
+
+enum otpd_status store_codes_list(struct store *s, const struct store_codes_query *q,
+                                  struct store_code_row *ret, size_t cap, size_t *ret_n)
+{
+	struct store_job j = {.op = STORE_OP_CODES_LIST};
+	struct store_code_row *buf = NULL;
+	enum otpd_status status;
+
+	if (!q) {
+		store_error("codes list: no query given");
+		return OTPD_INTERNAL;
+	}
+	if (cap == 0 || cap > STORE_PAGE_MAX) {
+		store_error("codes list: page size %zu is not 1..%d", cap, STORE_PAGE_MAX);
+		return OTPD_INTERNAL;
+	}
+	if (!(buf = malloc(cap * sizeof(*buf)))) /* ret untouched on failure */
+		return OTPD_NOMEM;
+	/* The zeros of the query, resolved: the dialect binds plain bounds. */
+	j.u.codes.phone = q->phone && q->phone[0] ? q->phone : NULL;
+	j.u.codes.before_id = q->before_id ? q->before_id : INT64_MAX;
+	j.u.codes.since_ms = q->since_ms ? q->since_ms : INT64_MIN;
+	j.u.codes.until_ms = q->until_ms ? q->until_ms : INT64_MAX;
+	j.u.codes.ret = buf;
+	j.u.codes.cap = cap;
+	status = run(s, &j);
+	if (status == OTPD_OK) {
+		if (j.u.codes.n)
+			memcpy(ret, buf, j.u.codes.n * sizeof(*buf));
+		*ret_n = j.u.codes.n;
+	}
+	free(buf);
+	return status;
+}
+
+enum otpd_status store_user_sessions(struct store *s, int64_t user_id,
+                                     struct store_session_info *ret, size_t cap,
+                                     size_t *ret_n)
+{
+	struct store_job j = {.op = STORE_OP_USER_SESSIONS};
+	struct store_session_info *buf = NULL;
+	enum otpd_status status;
+
+	if (cap == 0 || cap > STORE_PAGE_MAX) {
+		store_error("user sessions: page size %zu is not 1..%d", cap, STORE_PAGE_MAX);
+		return OTPD_INTERNAL;
+	}
+	if (!(buf = malloc(cap * sizeof(*buf))))
+		return OTPD_NOMEM;
+	j.u.sessions.user_id = user_id;
+	j.u.sessions.ret = buf;
+	j.u.sessions.cap = cap;
+	status = run(s, &j);
+	if (status == OTPD_OK) {
+		if (j.u.sessions.n)
+			memcpy(ret, buf, j.u.sessions.n * sizeof(*buf));
+		*ret_n = j.u.sessions.n;
+	}
+	free(buf);
+	return status;
+}
+
+enum otpd_status store_user_update(struct store *s, int64_t id,
+                                   const struct store_user_change *c,
+                                   struct store_user *ret)
+{
+	struct store_job j = {.op = STORE_OP_USER_UPDATE};
+
+	if (!c) {
+		store_error("user update: no change given");
+		return OTPD_INTERNAL;
+	}
+	j.u.user_update.id = id;
+	j.u.user_update.change = c;
+	j.u.user_update.ret = ret; /* see store_job_answer() */
+	return run(s, &j);
+}
+
 /* ---- asynchronous calls: a heap copy of the job ---- */
 
 enum otpd_status store_otp_issue_start(struct store *s, const struct otp_policy *p,

@@ -30,6 +30,8 @@ struct store;
 
 struct store_user {
 	int64_t id;
+	int64_t created_ms;    /* when it was created (its first login) */
+	int64_t last_login_ms; /* its last login; -1: none recorded */
 	char phone_number[OTP_PHONE_LEN + 1];
 	char username[STORE_USERNAME_MAX + 1];
 	char email[STORE_EMAIL_MAX + 1];
@@ -261,6 +263,85 @@ enum otpd_status store_otp_verify(struct store *s, const struct otp_policy *p,
 /* OTPD_OK and the user, or OTPD_NOT_FOUND. */
 enum otpd_status store_user_get(struct store *s, int64_t id,
                                 struct store_user *ret);
+
+/* ---- the staff console (admin API): what an admin reads and changes ---- */
+
+/* A page of a list holds at most this many rows. */
+#define STORE_PAGE_MAX 1000
+
+/* Which codes store_codes_list() returns. */
+struct store_codes_query {
+	const char *phone; /* NULL or "": the codes of every number */
+	int64_t before_id; /* the cursor: only ids below it (the last id of the
+	                      page before); 0: from the newest */
+	int64_t since_ms;  /* created_ms >= since_ms; 0: no lower bound */
+	int64_t until_ms;  /* created_ms < until_ms; 0: no upper bound */
+};
+
+/* An issued code as an admin sees it: everything but its hash.  What it is
+ * called derives from these (migration 4): used, cancelled and replaced are
+ * states; an active code is exhausted (attempts >= max_attempts), expired
+ * (now >= expires_ms) or valid. */
+struct store_code_row {
+	int64_t id;             /* its otp_id */
+	char phone[OTP_PHONE_LEN + 1];
+	int64_t created_ms;
+	int64_t expires_ms;
+	int64_t ended_ms;       /* used, cancelled, replaced or exhausted then; -1: not */
+	int attempts;
+	int max_attempts;
+	int state;              /* enum otp_code_state: 0 active, 1 used, 2 cancelled,
+	                           3 replaced */
+	int64_t sms_message_id; /* the provider's, once it accepted the SMS; 0: none */
+	int sms_status;         /* its delivery status (STORE_SMS_STATUS_FINAL); -1: none */
+	int64_t sms_status_ms;  /* when that was learnt (or the message id recorded);
+	                           -1: never */
+};
+
+/* The codes issued that match q, newest first (by id), at most cap of them
+ * (1..STORE_PAGE_MAX: a page), into ret[0..*ret_n).  The next page: the same
+ * query with before_id = the last row's id; fewer than cap rows: the last
+ * page.  A number's codes are read through its index; without a number the
+ * codes are walked by id from the cursor down, and the time bounds only
+ * filter that walk (a range that holds fewer than cap codes reads every
+ * code older than it).  A read: it never waits for the writer. */
+enum otpd_status store_codes_list(struct store *s, const struct store_codes_query *q,
+                                  struct store_code_row *ret, size_t cap, size_t *ret_n);
+
+/* A refresh-token record as an admin sees it: the login it descends from
+ * (its family), not the token's jti. */
+struct store_session_info {
+	char family[STORE_JTI_LEN + 1];
+	int state;          /* 0 live, 1 rotated, 2 revoked */
+	int64_t created_ms;
+	int64_t expires_ms;
+	int64_t rotated_ms; /* -1: not rotated */
+};
+
+/* The refresh-token records of user user_id (until store_session_purge()
+ * deletes them), newest first (by created_ms), at most cap of them
+ * (1..STORE_PAGE_MAX), into ret[0..*ret_n).  An unknown user has none.  A
+ * read: it never waits for the writer. */
+enum otpd_status store_user_sessions(struct store *s, int64_t user_id,
+                                     struct store_session_info *ret, size_t cap,
+                                     size_t *ret_n);
+
+/* What store_user_update() changes: each flag only when its set_ is true. */
+struct store_user_change {
+	bool set_active;
+	bool is_active;
+	bool set_staff;
+	bool is_staff;
+};
+
+/* Change user id, one transaction: is_active and is_staff as c says;
+ * deactivating (set_active, is_active false) also revokes every refresh
+ * record of the user (state 2: every session ends, and a reactivation
+ * brings none back).  OTPD_OK and *ret = the user after the change (ret
+ * may be NULL), or OTPD_NOT_FOUND. */
+enum otpd_status store_user_update(struct store *s, int64_t id,
+                                   const struct store_user_change *c,
+                                   struct store_user *ret);
 
 /* Refresh-token rotation with reuse detection (docs/API.md §3 "Tokens",
  * RFC 9700 §4.14), one transaction:
