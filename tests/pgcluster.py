@@ -114,13 +114,20 @@ def _check_name(name):
 
 
 def _pid_alive(pid):
+    """pid runs (a zombie does not: the postmaster's parent is init, which in a container may
+    be slow to reap it)."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except (OSError, IndexError):
+        pass
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    return not os.path.isdir("/proc") or os.path.exists("/proc/%d" % pid)
 
 
 def _reachable_tmp():
