@@ -191,17 +191,29 @@ def test_migrate_creates_the_schema_in_the_run_directorys_database(otpd_factory,
     assert tables > 0, "migrate created no tables"
 
 
-def test_released_databases_are_dropped(pg):
+def test_released_databases_come_back_like_new_or_are_dropped(pg):
+    """After a test its databases are recycled (PgDatabases): what otpd made is gone, and a
+    database with anything DROP OWNED BY otpd does not undo is dropped, not handed out."""
     if BACKEND == "sqlite":
         assert pg is None
         return
     dbs = PgDatabases(pg.cluster, ahead=1, prefix="harness_t")
+
+    def exists(name):
+        return pg.psql("SELECT count(*) FROM pg_database WHERE datname = '%s'" % name) == "1\n"
     try:
-        name = dbs.take()
-        assert pg.psql("SELECT count(*) FROM pg_database WHERE datname = '%s'" % name) == "1\n"
-        dbs.release([name])
-        wait_for(lambda: pg.psql("SELECT count(*) FROM pg_database WHERE datname = '%s'" % name) == "0\n",
-                 20, what="the released database to be dropped")
+        used, tampered = dbs.take(), dbs.take()
+        url = pg.cluster.url(used)
+        _client_psql(url, "CREATE TABLE users (id bigserial PRIMARY KEY); INSERT INTO users DEFAULT VALUES; "
+                          "ALTER ROLE otpd SET statement_timeout = '5s'")
+        pg.psql("ALTER DATABASE %s SET work_mem = '8MB'" % tampered)
+        dbs.release([used, tampered])
+        wait_for(lambda: used in dbs._ready and not exists(tampered), 20,
+                 what="the used database back in the pool and the tampered one dropped")
+        assert dbs.dropped == 1
+        assert _client_psql(url, "SELECT to_regclass('users') IS NULL, to_regclass('users_id_seq') IS NULL, "
+                                 "current_setting('statement_timeout')") == "t|t|0"
+        assert pg.psql("SELECT count(*) FROM pg_db_role_setting WHERE setrole = 'otpd'::regrole") == "0\n"
     finally:
         dbs.close()
         for n in pg.psql("SELECT datname FROM pg_database WHERE datname LIKE 'harness\\_t%'").split():
