@@ -20,9 +20,10 @@ The backend (OTPD_TEST_BACKEND: sqlite, the default, or postgres)
   sqlite        each run directory's DATABASE_URL is sqlite:DIR/otpd.db.
   postgres      one throwaway PostgreSQL 15 cluster for the whole pytest run, and each run
                 directory (OtpdFactory.new_dir(), or a cwd= given again) a database of its own,
-                made fresh (CREATE DATABASE, ahead of time by a thread) and dropped after the
-                test; DATABASE_URL is postgres://otpd@127.0.0.1:PORT/otpd_tN.  A restart of a
-                handle keeps its directory and so its database.
+                fresh (made ahead by a thread; after the test recycled only if it is again
+                like a fresh one, else dropped: PgDatabases); DATABASE_URL is
+                postgres://otpd@127.0.0.1:PORT/otpd_tN.  A restart of a handle keeps its
+                directory and so its database.
   Markers sqlite_only / postgres_only: a test for the other backend is deselected (not
   skipped: a skip fails here).  Otpd.db_url is the URL either way; Otpd.db_path (the SQLite
   file) fails with PostgreSQL.
@@ -801,7 +802,8 @@ class OtpdFactory:
         return self.pg.cluster.url(name)
 
     def release_databases(self):
-        """After the test: its PostgreSQL databases are dropped (by the PgDatabases thread)."""
+        """After the test: its PostgreSQL databases go back to PgDatabases (recycled or
+        dropped by its thread)."""
         with self._lock:
             names, self.databases = list(self.databases.values()), {}
         if self.pg is not None and names:
