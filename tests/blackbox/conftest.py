@@ -13,6 +13,20 @@ Fixtures
                 every response as docs/openapi.json documents it (status, content type, body,
                 headers: openapi_check.py, with its list of exceptions).
   otpd          otpd_factory.start() with the env of @pytest.mark.otpd_env(NAME="value", ...)
+  pg            OTPD_TEST_BACKEND=postgres: the session's PostgreSQL cluster (tests/pgcluster.py)
+                and its fresh databases (PgDatabases); None with the default backend, sqlite.
+
+The backend (OTPD_TEST_BACKEND: sqlite, the default, or postgres)
+  sqlite        each run directory's DATABASE_URL is sqlite:DIR/otpd.db.
+  postgres      one throwaway PostgreSQL 15 cluster for the whole pytest run, and each run
+                directory (OtpdFactory.new_dir(), or a cwd= given again) a database of its own,
+                fresh (made ahead by a thread; after the test recycled only if it is again
+                like a fresh one, else dropped: PgDatabases); DATABASE_URL is
+                postgres://otpd@127.0.0.1:PORT/otpd_tN.  A restart of a handle keeps its
+                directory and so its database.
+  Markers sqlite_only / postgres_only: a test for the other backend is deselected (not
+  skipped: a skip fails here).  Otpd.db_url is the URL either way; Otpd.db_path (the SQLite
+  file) fails with PostgreSQL.
 
 Helpers (import them: `from conftest import ...`)
   get_code(fake, phone)                the 6-digit code of the newest SMS for that number
@@ -29,6 +43,7 @@ import re
 import secrets
 import signal
 import socket
+import statistics
 import string
 import subprocess
 import sys
@@ -36,16 +51,22 @@ import threading
 import time
 import tty
 from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 import requests
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tools"))
+sys.path.insert(1, str(REPO / "tests"))
 import fake_kavenegar  # noqa: E402
 import openapi_check  # noqa: E402
+import pgcluster  # noqa: E402
 
 OTPD_BIN = Path(os.environ.get("OTPD_BIN") or (REPO / "build" / "otpd")).absolute()
+
+BACKENDS = ("sqlite", "postgres")
+BACKEND = os.environ.get("OTPD_TEST_BACKEND") or "sqlite"
 
 SEND = "/api/v1/usr/otp"
 VERIFY = "/api/v1/usr/otp/verify"
@@ -116,6 +137,29 @@ def phone_n(i):
 
 def wrong_code(code):
     return "%06d" % ((int(code) + 1) % 1000000)
+
+
+def url_secrets(url):
+    """What of a DATABASE_URL must never be logged: its password, from the user info or a
+    password= parameter, as written and percent-decoded (and so the whole URL with it).  One
+    shorter than 8 characters is looked for as ":password@" only, since a short word ("pass")
+    is in ordinary text."""
+    if not url or "://" not in url:
+        return set()
+    try:
+        parts = urlsplit(url)
+        pws = [parts.password] if parts.password else []
+        pws += parse_qs(parts.query).get("password", [])
+    except ValueError:
+        return set()
+    out = set()
+    for pw in pws:
+        for form in {pw, unquote(pw)}:
+            if len(form) >= 8:
+                out.add(form)
+            elif form:
+                out.add(":%s@" % form)
+    return out
 
 
 def verify_into_a_store_error(otpd, fake, phone):
@@ -276,7 +320,8 @@ def log_leaks(text, secrets_=(), codes=(), phones=(), console_ok=True, where="lo
     for n, line in enumerate(text.splitlines(), 1):
         for i, s in enumerate(secrets_):
             if s and s in line:
-                problems.append("%s line %d holds secret #%d (API key / SECRET_KEY)" % (where, n, i))
+                problems.append("%s line %d holds secret #%d (API key / SECRET_KEY / database password)"
+                                % (where, n, i))
         scan = line
         try:
             obj = json.loads(line)
@@ -343,8 +388,9 @@ class Result:
 
 
 class Otpd:
-    """A running build/otpd.  .url, .env, .cwd, .db_path, .log_text(), .stop(sig), .kill(),
-    .restart(), and request helpers that remember every response for the final checks."""
+    """A running build/otpd.  .url, .env, .cwd, .db_url, .db_path (SQLite), .log_text(),
+    .stop(sig), .kill(), .restart(), and request helpers that remember every response for the
+    final checks."""
 
     def __init__(self, factory, env, cwd, args=("serve",), pty=False):
         self.factory = factory
@@ -365,8 +411,19 @@ class Otpd:
         return _listen_url(self.env.get("OTPD_LISTEN", "127.0.0.1:8000"))
 
     @property
+    def db_url(self):
+        """The DATABASE_URL otpd gets (its default, sqlite:otpd.db, when it gets none)."""
+        return self.env.get("DATABASE_URL", "sqlite:otpd.db")
+
+    @property
     def db_path(self):
-        url = self.env.get("DATABASE_URL", "sqlite:otpd.db")
+        """The SQLite file of db_url; an error with any other database (a test that reaches
+        into the file is sqlite_only, or needs a PostgreSQL counterpart)."""
+        url = self.db_url
+        if not url.startswith("sqlite:"):
+            raise AssertionError("otpd.db_path: DATABASE_URL is %s://..., not SQLite (OTPD_TEST_BACKEND=%s); "
+                                 "mark the test sqlite_only or reach the database with otpd_factory.pg"
+                                 % (url.split(":", 1)[0], BACKEND))
         path = url.split(":", 1)[1]
         if path.startswith("//"):
             path = path[2:]
@@ -552,11 +609,166 @@ class Otpd:
 
 
 # ----------------------------------------------------------------------------------------
+# PostgreSQL (OTPD_TEST_BACKEND=postgres): the session's cluster and a database per run dir
+
+# What a database holds beyond a fresh one: objects made after initdb (every per-database
+# catalog's oid >= 16384: tables, sequences, types, functions, schemas, large objects...),
+# settings (ALTER DATABASE / ALTER ROLE otpd ... SET), and changes to what initdb made (the
+# schemas' owners and ACLs, the database's row, comments).  Equal to a fresh database's
+# signature = as good as a fresh database for the next test.
+PG_SIGNATURE = r"""
+SELECT concat_ws(' | ',
+  (SELECT sum((xpath('/row/n/text()', query_to_xml(format(
+            'SELECT count(*) AS n FROM %s WHERE oid >= 16384', c.oid::regclass), false, true, '')))[1]::text::int)
+     FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'oid'
+    WHERE c.relnamespace = 'pg_catalog'::regnamespace AND c.relkind = 'r' AND NOT c.relisshared),
+  (SELECT count(*) FROM pg_db_role_setting s WHERE s.setdatabase = d.oid OR s.setrole = 'otpd'::regrole),
+  (SELECT md5(string_agg(format('%s %s %s', nspname, nspowner::regrole, nspacl), ',' ORDER BY nspname))
+     FROM pg_namespace),
+  format('%s %s %s %s %s %s', d.datdba::regrole, d.datconnlimit, d.datacl, d.datallowconn,
+         d.datistemplate, d.encoding),
+  (SELECT count(*) FROM pg_description),
+  (SELECT count(*) FROM pg_shdescription WHERE objoid = d.oid))
+FROM pg_database d WHERE d.datname = current_database();
+"""
+
+# Back to fresh: end the test's sessions, drop what otpd made (it is no superuser: all it
+# makes in a database it owns), forget settings otpd gave itself; then the signature.
+PG_RECYCLE = """
+SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+ WHERE datname = current_database() AND pid <> pg_backend_pid();
+DROP OWNED BY otpd;
+ALTER ROLE otpd RESET ALL;
+""" + PG_SIGNATURE
+
+
+class PgDatabases:
+    """Fresh databases of one cluster (tests/pgcluster.py), each used by one run directory.
+    A thread keeps `ahead` of them ready.  After the test a database is recycled: DROP OWNED
+    BY otpd in it, and back in the pool only if it then has the signature of a fresh
+    database (PG_SIGNATURE), else dropped.  A fresh one costs CREATE DATABASE + DROP
+    DATABASE, some 200-300 ms with fsync on (the drop's checkpoint writes the copies of
+    template1); a recycled one some 40 ms.  .take() -> a name, .release(names),
+    .psql(sql, db) (as the superuser), .cluster; .stats() for the run's summary."""
+
+    AHEAD = 2
+
+    def __init__(self, cluster, ahead=AHEAD, prefix="otpd_t"):
+        self.cluster = cluster
+        self.ahead = ahead
+        self.prefix = prefix
+        self.fresh_signature = None
+        self._ready = []
+        self._used = []
+        self._n = 0
+        self._error = None
+        self._closed = False
+        self._cv = threading.Condition()
+        self.create_ms = []           # each CREATE DATABASE (the thread's view, with psql)
+        self.recycle_ms = []          # each recycle, kept or not
+        self.dropped = 0              # recycled databases that were not like new (dropped)
+        self.wait_ms = []             # what each take() waited
+        self._thread = threading.Thread(target=self._run, name="pg-databases", daemon=True)
+        self._thread.start()
+
+    def psql(self, sql, db="postgres"):
+        return self.cluster.psql(sql, db=db)
+
+    def take(self, timeout=60.0):
+        t0 = time.monotonic()
+        with self._cv:
+            ok = self._cv.wait_for(lambda: self._ready or self._error or self._closed, timeout)
+            if self._error is not None:
+                raise AssertionError("PostgreSQL test database: %s" % self._error)
+            if not ok or not self._ready:
+                raise AssertionError("no fresh PostgreSQL database within %.0fs" % timeout)
+            name = self._ready.pop(0)
+            self._cv.notify_all()
+        self.wait_ms.append((time.monotonic() - t0) * 1000)
+        return name
+
+    def release(self, names):
+        with self._cv:
+            self._used.extend(names)
+            self._cv.notify_all()
+
+    def close(self):
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
+        self._thread.join(60)
+
+    def _next(self):
+        """The thread's next job: ("recycle", name), ("create", name) or None (closed)."""
+        with self._cv:
+            self._cv.wait_for(lambda: self._closed or self._used or len(self._ready) < self.ahead)
+            if self._closed:
+                return None
+            if self._used:
+                return "recycle", self._used.pop(0)
+            self._n += 1
+            return "create", "%s%d" % (self.prefix, self._n)
+
+    def _create(self, name):
+        self.cluster.create_database(name)
+        if self.fresh_signature is None:
+            self.fresh_signature = self.cluster.psql(PG_SIGNATURE, db=name).strip()
+        return True
+
+    def _recycle(self, name):
+        """True: like new again; False: dropped."""
+        try:
+            out = self.cluster.psql(PG_RECYCLE, db=name).strip().splitlines()
+            like_new = bool(out) and out[-1] == self.fresh_signature
+        except pgcluster.PgError:
+            like_new = False
+        if not like_new:
+            self.cluster.drop_database(name)
+            self.dropped += 1
+        return like_new
+
+    def _run(self):
+        while True:
+            job = self._next()
+            if job is None:
+                return
+            what, name = job
+            t0 = time.monotonic()
+            try:
+                ready = self._create(name) if what == "create" else self._recycle(name)
+            except Exception as e:  # reported by take()
+                with self._cv:
+                    self._error = e
+                    self._cv.notify_all()
+                return
+            (self.create_ms if what == "create" else self.recycle_ms).append((time.monotonic() - t0) * 1000)
+            with self._cv:
+                if ready:
+                    self._ready.append(name)
+                self._cv.notify_all()
+
+    def stats(self):
+        def summary(xs):
+            if not xs:
+                return "none"
+            xs = sorted(xs)
+            return "n=%d, median %.0f ms, p90 %.0f ms, max %.0f ms" % (
+                len(xs), statistics.median(xs), xs[int(len(xs) * 0.9)], xs[-1])
+        return ["CREATE DATABASE (with psql): %s" % summary(self.create_ms),
+                "recycle (DROP OWNED, signature; with psql): %s; %d not like new, dropped"
+                % (summary(self.recycle_ms), self.dropped),
+                "a test waited for its database: %s; in all %.1f s"
+                % (summary(self.wait_ms), sum(self.wait_ms) / 1000)]
+
+
+# ----------------------------------------------------------------------------------------
 # the factory and its after-test checks
 
 class OtpdFactory:
-    def __init__(self, fake, tmp_path):
+    def __init__(self, fake, tmp_path, pg=None):
         self.fake = fake
+        self.pg = pg                      # PgDatabases with OTPD_TEST_BACKEND=postgres
+        self.databases = {}               # run directory -> its PostgreSQL database
         self.tmp = Path(tmp_path)
         self.secret_key = new_secret()
         self.handles = []
@@ -575,9 +787,32 @@ class OtpdFactory:
         d.mkdir(parents=True, exist_ok=True)
         return d
 
+    def database_url(self, cwd):
+        """The run directory's database: sqlite:DIR/otpd.db, or (postgres) a fresh database
+        of the session's cluster, the same one each time for the same directory."""
+        if self.pg is None:
+            return "sqlite:%s/otpd.db" % cwd
+        key = str(Path(cwd).resolve()) if cwd is not None else None
+        with self._lock:
+            name = self.databases.get(key)
+        if name is None:
+            name = self.pg.take()
+            with self._lock:
+                name = self.databases.setdefault(key, name)
+        return self.pg.cluster.url(name)
+
+    def release_databases(self):
+        """After the test: its PostgreSQL databases go back to PgDatabases (recycled or
+        dropped by its thread)."""
+        with self._lock:
+            names, self.databases = list(self.databases.values()), {}
+        if self.pg is not None and names:
+            self.pg.release(names)
+
     def env(self, overrides=None, cwd=None, base=True):
-        """The per-test environment: a free port, SQLite in the run directory, the fake,
-        a random SECRET_KEY, relaxed per-address throttles, debug logs."""
+        """The per-test environment: a free port, the run directory's database (SQLite in
+        it, or its PostgreSQL database: database_url), the fake, a random SECRET_KEY, relaxed
+        per-address throttles, debug logs."""
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
         for k in ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS", "LD_LIBRARY_PATH"):
             if k in os.environ:
@@ -585,7 +820,9 @@ class OtpdFactory:
         if base:
             env.update({
                 "OTPD_LISTEN": "127.0.0.1:%d" % free_port(),
-                "DATABASE_URL": "sqlite:%s/otpd.db" % cwd,
+                # a test that sets its own DATABASE_URL costs no PostgreSQL database
+                "DATABASE_URL": (overrides["DATABASE_URL"] if "DATABASE_URL" in (overrides or {})
+                                 else self.database_url(cwd)),
                 "SMS_BACKEND": "kavenegar",
                 "KAVENEGAR_API_KEY": self.fake.api_key,
                 "KAVENEGAR_API_URL": self.fake.url,
@@ -623,6 +860,7 @@ class OtpdFactory:
         for k in ("SECRET_KEY", "KAVENEGAR_API_KEY"):
             if full_env.get(k):
                 self.extra_secrets.add(full_env[k])
+        self.extra_secrets |= url_secrets(full_env.get("DATABASE_URL"))
         try:
             p = subprocess.run([str(OTPD_BIN)] + list(args), cwd=str(cwd), env=full_env,
                                stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
@@ -643,6 +881,7 @@ class OtpdFactory:
             for k in ("SECRET_KEY", "KAVENEGAR_API_KEY", "OTPD_METRICS_TOKEN"):
                 if h.env.get(k):
                     out.add(h.env[k])
+            out |= url_secrets(h.env.get("DATABASE_URL"))
         return {s for s in out if s}
 
     def all_codes(self):
@@ -703,7 +942,7 @@ class OtpdFactory:
                                                          r.request.path_url, r.text[:300]))
             for s in sec:
                 if s in blob:
-                    problems.append("a response to %s %s holds the API key or SECRET_KEY"
+                    problems.append("a response to %s %s holds the API key, SECRET_KEY or a database password"
                                     % (r.request.method, r.request.path_url))
             if code_re is not None and code_re.search(blob.translate(_DIGITS)):
                 problems.append("a response to %s %s holds a code: %s"
@@ -719,6 +958,37 @@ class OtpdFactory:
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "otpd_env(**vars): environment for the otpd fixture")
+    config.addinivalue_line("markers", "sqlite_only: only with OTPD_TEST_BACKEND=sqlite (the default); "
+                                       "deselected with postgres")
+    config.addinivalue_line("markers", "postgres_only: only with OTPD_TEST_BACKEND=postgres; "
+                                       "deselected with sqlite")
+    if BACKEND not in BACKENDS:
+        raise pytest.UsageError("OTPD_TEST_BACKEND=%s: one of %s" % (BACKEND, ", ".join(BACKENDS)))
+
+
+def pytest_report_header(config):
+    return "otpd backend: %s (OTPD_TEST_BACKEND)" % BACKEND
+
+
+def pytest_collection_modifyitems(config, items):
+    """A test marked for the other backend is deselected (a skip would fail, see below)."""
+    other = "postgres_only" if BACKEND == "sqlite" else "sqlite_only"
+    keep, drop = [], []
+    for item in items:
+        (drop if item.get_closest_marker(other) else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
+_PG_STATS = []
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _PG_STATS:
+        terminalreporter.write_sep("-", "PostgreSQL test databases")
+        for line in _PG_STATS:
+            terminalreporter.write_line(line)
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -740,9 +1010,25 @@ def fake():
     f.stop()
 
 
+@pytest.fixture(scope="session")
+def pg():
+    """OTPD_TEST_BACKEND=postgres: one throwaway cluster for the whole run (PgDatabases);
+    None with sqlite."""
+    if BACKEND != "postgres":
+        yield None
+        return
+    with pgcluster.Cluster.start() as cluster:
+        dbs = PgDatabases(cluster)
+        try:
+            yield dbs
+        finally:
+            dbs.close()
+            _PG_STATS[:] = dbs.stats()
+
+
 @pytest.fixture
-def otpd_factory(fake, tmp_path):
-    factory = OtpdFactory(fake, tmp_path)
+def otpd_factory(fake, tmp_path, pg):
+    factory = OtpdFactory(fake, tmp_path, pg)
     yield factory
     try:
         factory.finish()
@@ -752,6 +1038,7 @@ def otpd_factory(fake, tmp_path):
                 h.proc.kill()
                 h.proc.wait(5)
             h._join_pump()
+        factory.release_databases()
 
 
 @pytest.fixture

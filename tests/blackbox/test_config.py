@@ -250,6 +250,7 @@ def _schema(db):
         con.close()
 
 
+@pytest.mark.sqlite_only      # a sqlite: URL of its own, its schema read from sqlite_master
 def test_migrate_fresh_then_nothing(otpd_factory, fake):
     d = otpd_factory.new_dir()
     db = d / "m.db"

@@ -10,6 +10,9 @@ import pytest
 
 from conftest import PHONE, log_objects
 
+# all about SQLite's own files (modes, side files, :memory:): no such file with PostgreSQL
+pytestmark = pytest.mark.sqlite_only
+
 SIDE = ("", "-wal", "-shm")
 
 

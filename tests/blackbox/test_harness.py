@@ -2,8 +2,16 @@
 nothing harmless is flagged."""
 
 import json
+import os
+import re
+import subprocess
+from urllib.parse import urlsplit
 
-from conftest import PHONE, PHONE_MASKED, console_codes, is_access_line, log_leaks, mask, normalize_phone
+import pytest
+
+import pgcluster
+from conftest import (BACKEND, PHONE, PHONE_MASKED, Otpd, PgDatabases, console_codes, is_access_line,
+                      log_leaks, mask, normalize_phone, url_secrets, wait_for)
 
 
 def line(**kw):
@@ -115,3 +123,115 @@ def test_reference_normaliser():
     assert normalize_phone("0912.345.6789") is None
     assert normalize_phone("09123456789".ljust(33)) is None
     assert mask(PHONE) == PHONE_MASKED
+
+
+# -- the database of each run directory (OTPD_TEST_BACKEND) -----------------------------------
+
+def test_database_url_password_is_a_secret():
+    assert url_secrets("postgres://otpd@127.0.0.1:5432/otpd") == set()
+    assert url_secrets("sqlite:/tmp/x/otpd.db") == set()
+    assert url_secrets("postgres://otpd:Pw0rd%40Pw0rd@db/otpd") == {"Pw0rd%40Pw0rd", "Pw0rd@Pw0rd"}
+    assert url_secrets("postgresql://db/otpd?user=otpd&password=S3cr3tPw0rd") == {"S3cr3tPw0rd"}
+    assert url_secrets("mysql://user:pass@localhost/otpd") == {":pass@"}
+    url = "postgres://otpd:Pw0rdPw0rd@127.0.0.1:5432/otpd"
+    sec = url_secrets(url)
+    assert log_leaks(line(msg="connecting to %s" % url), sec)
+    assert log_leaks("DATABASE_URL: password Pw0rdPw0rd rejected", sec)
+    assert log_leaks(line(msg="mysql://user:pass@localhost/otpd"), url_secrets("mysql://user:pass@localhost/otpd"))
+    assert not log_leaks(line(msg="DATABASE_URL: mysql://user:(hidden)@localhost/otpd: password or passphrase"),
+                         url_secrets("mysql://user:pass@localhost/otpd"))
+
+
+def test_the_factory_scans_for_the_database_password(otpd_factory):
+    res = otpd_factory.run(["serve"], {"DATABASE_URL": "mysql://otpd:S3cr3tPw0rd@db/otpd"}, timeout=8)
+    assert res.rc == 1, res
+    assert "S3cr3tPw0rd" in otpd_factory.all_secrets()
+
+
+def test_each_run_directory_has_a_database_of_its_own(otpd_factory, pg):
+    d1, d2 = otpd_factory.new_dir(), otpd_factory.new_dir()
+    url1, url1_again, url2 = (otpd_factory.env(cwd=d)["DATABASE_URL"] for d in (d1, d1, d2))
+    assert url1 == url1_again != url2
+    h = Otpd(otpd_factory, otpd_factory.env(cwd=d1), d1)
+    assert h.db_url == url1
+    if BACKEND == "sqlite":
+        assert pg is None
+        assert (url1, url2) == ("sqlite:%s/otpd.db" % d1, "sqlite:%s/otpd.db" % d2)
+        assert h.db_path == d1 / "otpd.db"
+        return
+    m1, m2 = (re.fullmatch(r"postgres://otpd@127\.0\.0\.1:%d/(otpd_t[0-9]+)" % pg.cluster.port, u)
+              for u in (url1, url2))
+    assert m1 and m2, (url1, url2)
+    with pytest.raises(AssertionError, match="not SQLite"):
+        h.db_path
+    # fresh, owned by otpd, reached over TCP as otpd, and isolated from each other
+    for u in (url1, url2):
+        assert _client_psql(u, "SELECT current_user, pg_get_userbyid(datdba), "
+                               "(SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace) "
+                               "FROM pg_database WHERE datname = current_database()") == "otpd|otpd|0"
+    _client_psql(url1, "CREATE TABLE only_here (x int)")
+    assert _client_psql(url2, "SELECT to_regclass('only_here') IS NULL") == "t"
+
+
+def test_migrate_creates_the_schema_in_the_run_directorys_database(otpd_factory, pg):
+    """The base environment's DATABASE_URL reaches otpd: migrate fills that database.  (With
+    postgres this fails until the PostgreSQL store exists: otpd refuses the URL.)"""
+    res = otpd_factory.run(["migrate"])
+    assert res.rc == 0, res
+    if BACKEND == "sqlite":
+        import sqlite3
+        con = sqlite3.connect(str(res.cwd / "otpd.db"))
+        try:
+            tables = con.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
+        finally:
+            con.close()
+    else:
+        name = urlsplit(res.env["DATABASE_URL"]).path.lstrip("/")
+        tables = int(pg.psql("SELECT count(*) FROM pg_tables WHERE tableowner = 'otpd'", db=name))
+    assert tables > 0, "migrate created no tables"
+
+
+def test_released_databases_come_back_like_new_or_are_dropped(pg):
+    """After a test its databases are recycled (PgDatabases): what otpd made is gone, and a
+    database with anything DROP OWNED BY otpd does not undo is dropped, not handed out."""
+    if BACKEND == "sqlite":
+        assert pg is None
+        return
+    dbs = PgDatabases(pg.cluster, ahead=1, prefix="harness_t")
+
+    def exists(name):
+        return pg.psql("SELECT count(*) FROM pg_database WHERE datname = '%s'" % name) == "1\n"
+    try:
+        used, tampered = dbs.take(), dbs.take()
+        url = pg.cluster.url(used)
+        _client_psql(url, "CREATE TABLE users (id bigserial PRIMARY KEY); INSERT INTO users DEFAULT VALUES; "
+                          "ALTER ROLE otpd SET statement_timeout = '5s'")
+        pg.psql("ALTER DATABASE %s SET work_mem = '8MB'" % tampered)
+        dbs.release([used, tampered])
+        wait_for(lambda: used in dbs._ready and not exists(tampered), 20,
+                 what="the used database back in the pool and the tampered one dropped")
+        assert dbs.dropped == 1
+        assert _client_psql(url, "SELECT to_regclass('users') IS NULL, to_regclass('users_id_seq') IS NULL, "
+                                 "current_setting('statement_timeout')") == "t|t|0"
+        assert pg.psql("SELECT count(*) FROM pg_db_role_setting WHERE setrole = 'otpd'::regrole") == "0\n"
+    finally:
+        dbs.close()
+        for n in pg.psql("SELECT datname FROM pg_database WHERE datname LIKE 'harness\\_t%'").split():
+            pg.cluster.drop_database(n)
+
+
+@pytest.mark.sqlite_only
+def test_sqlite_only_runs_with_sqlite():
+    assert BACKEND == "sqlite"
+
+
+@pytest.mark.postgres_only
+def test_postgres_only_runs_with_postgres():
+    assert BACKEND == "postgres"
+
+
+def _client_psql(url, sql):
+    p = subprocess.run([os.path.join(pgcluster.bindir(), "psql"), "-X", "-At", "-q", "-v", "ON_ERROR_STOP=1",
+                        url, "-c", sql], capture_output=True, text=True, env=pgcluster.clean_env(), timeout=30)
+    assert p.returncode == 0, p.stderr
+    return p.stdout.strip()
