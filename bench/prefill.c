@@ -160,7 +160,7 @@ static void via_store(struct store *s, const uint8_t key[OTP_KEY_LEN], long k,
 			fprintf(stderr, "prefill: otp_code_hash failed\n");
 			exit(1);
 		}
-		if (store_otp_issue(s, &p, phone, hash, now_ms(), &r) != OTPD_OK) {
+		if (store_otp_issue(s, &p, phone, hash, now_ms(), NULL, &r) != OTPD_OK) {
 			fprintf(stderr, "prefill: store_otp_issue failed at %ld\n", i);
 			exit(1);
 		}

@@ -59,7 +59,7 @@ static void *issuer(void *arg)
 			break;
 		phone_of(i, phone, sizeof(phone));
 		hash_of(i, h);
-		if (store_otp_issue(st, &pol, phone, h, now_ms(), &r) == OTPD_OK)
+		if (store_otp_issue(st, &pol, phone, h, now_ms(), NULL, &r) == OTPD_OK)
 			atomic_fetch_add(&issued, 1);
 		else
 			atomic_fetch_add(&failed, 1);
@@ -89,7 +89,7 @@ static void *verifier(void *arg)
 		s.created_ms = now_ms();
 		s.expires_ms = s.created_ms + 86400000;
 		if (store_otp_verify(st, &pol, phone, h, "example.com", &s,
-		                     s.created_ms, &r) == OTPD_OK)
+		                     s.created_ms, NULL, &r) == OTPD_OK)
 			atomic_fetch_add(&verified, 1);
 		else
 			atomic_fetch_add(&failed, 1);

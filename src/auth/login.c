@@ -18,6 +18,8 @@ struct auth_send {
 	char phone[OTP_PHONE_LEN + 1];
 	char code[OTP_CODE_LEN + 1];
 	uint8_t hash[OTP_HASH_LEN];
+	struct store_throttle throttle; /* the store reads it until on_issued */
+	bool has_throttle;
 	struct store_issue_result issued;
 	struct auth_send_result result;
 	auth_send_done_fn done;
@@ -154,7 +156,7 @@ static void on_issued(void *arg, enum otpd_status status)
 	struct auth_send *job = arg;
 
 	job->result.status = status;
-	if (status == OTPD_OTP_RATE_LIMITED)
+	if (status == OTPD_OTP_RATE_LIMITED || status == OTPD_THROTTLED)
 		job->result.retry_after_s = job->issued.retry_after_s;
 	if (status != OTPD_OK) {
 		send_finish(job);
@@ -168,7 +170,8 @@ static void on_issued(void *arg, enum otpd_status status)
 	}
 }
 
-enum otpd_status auth_send_start(struct auth *a, const char *phone, int64_t now_ms,
+enum otpd_status auth_send_start(struct auth *a, const char *phone,
+                                 const struct store_throttle *throttle, int64_t now_ms,
                                  auth_send_done_fn done, void *arg)
 {
 	struct auth_send *job = calloc(1, sizeof(*job));
@@ -180,6 +183,10 @@ enum otpd_status auth_send_start(struct auth *a, const char *phone, int64_t now_
 	job->done = done;
 	job->arg = arg;
 	memcpy(job->phone, phone, sizeof(job->phone));
+	if (throttle) {
+		job->throttle = *throttle;
+		job->has_throttle = true;
+	}
 	st = otp_code_generate(job->code);
 	if (st != OTPD_OK) /* otp/ is pure: it reports, the use case logs */
 		log_error("auth.internal", "cannot draw a code from the CSPRNG");
@@ -188,8 +195,9 @@ enum otpd_status auth_send_start(struct auth *a, const char *phone, int64_t now_
 		st = OTPD_INTERNAL;
 	}
 	if (st == OTPD_OK)
-		st = store_otp_issue_start(a->store, &a->policy, job->phone, job->hash,
-		                           now_ms, &job->issued, on_issued, job);
+		st = store_otp_issue_start(a->store, &a->policy, job->phone, job->hash, now_ms,
+		                           job->has_throttle ? &job->throttle : NULL,
+		                           &job->issued, on_issued, job);
 	if (st != OTPD_OK)
 		send_job_free(job);
 	return st;
@@ -205,6 +213,7 @@ static void on_verified(void *arg, enum otpd_status status)
 }
 
 enum otpd_status auth_verify_start(struct auth *a, const char *phone, const char *code,
+                                   const struct store_throttle *throttle,
                                    int64_t now_ms, struct auth_verify *v,
                                    auth_verify_done_fn done, void *arg)
 {
@@ -216,6 +225,10 @@ enum otpd_status auth_verify_start(struct auth *a, const char *phone, const char
 	v->arg = arg;
 	v->status = OTPD_INTERNAL;
 	memcpy(v->phone, phone, sizeof(v->phone));
+	if (throttle) {
+		v->throttle = *throttle;
+		v->has_throttle = true;
+	}
 	if (!otp_hasher_hash(a->code_hasher, phone, code, v->hash)) {
 		log_error("auth.internal", "cannot hash a submitted code (OpenSSL)");
 		return OTPD_INTERNAL;
@@ -224,7 +237,8 @@ enum otpd_status auth_verify_start(struct auth *a, const char *phone, const char
 	if (st != OTPD_OK)
 		return st;
 	return store_otp_verify_start(a->store, &a->policy, v->phone, v->hash,
-	                              a->cfg->email_domain, &v->session, now_ms, &v->vr,
+	                              a->cfg->email_domain, &v->session, now_ms,
+	                              v->has_throttle ? &v->throttle : NULL, &v->vr,
 	                              on_verified, v);
 }
 
@@ -235,6 +249,7 @@ enum otpd_status auth_verify_finish(struct auth_verify *v, struct auth_login *re
 	memset(ret, 0, sizeof(*ret));
 	otp_wipe(v->hash, sizeof(v->hash));
 	ret->remaining_attempts = v->vr.remaining_attempts;
+	ret->retry_after_s = v->vr.retry_after_s;
 	if (v->status == OTPD_OK || v->status == OTPD_USER_INACTIVE)
 		ret->user = v->vr.user;
 	if (v->status != OTPD_OK)

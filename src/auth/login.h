@@ -24,7 +24,7 @@ struct auth_send_result {
 	enum otpd_status status; /* OTPD_OK: stored and accepted by the provider;
 	                            OTPD_OTP_RATE_LIMITED, OTPD_SMS_REJECTED,
 	                            OTPD_SMS_UNAVAILABLE, or a store failure */
-	int retry_after_s;       /* with OTPD_OTP_RATE_LIMITED */
+	int retry_after_s;       /* with OTPD_OTP_RATE_LIMITED and OTPD_THROTTLED */
 	int provider_status;     /* with OTPD_SMS_REJECTED: Kavenegar's return.status */
 };
 
@@ -37,7 +37,8 @@ typedef void (*auth_send_done_fn)(void *arg, const struct auth_send_result *resu
  * done(arg, result) is called exactly once, later, from a store or SMS
  * thread (never from inside this call); it must be short.  On any other
  * return nothing was stored or sent and done is never called. */
-enum otpd_status auth_send_start(struct auth *a, const char *phone, int64_t now_ms,
+enum otpd_status auth_send_start(struct auth *a, const char *phone,
+                                 const struct store_throttle *throttle, int64_t now_ms,
                                  auth_send_done_fn done, void *arg);
 
 typedef void (*auth_verify_done_fn)(void *arg);
@@ -49,6 +50,8 @@ struct auth_verify {
 	struct auth *a;
 	char phone[OTP_PHONE_LEN + 1];
 	uint8_t hash[OTP_HASH_LEN];
+	struct store_throttle throttle;
+	bool has_throttle;
 	struct store_session session;
 	struct store_verify_result vr;
 	enum otpd_status status;
@@ -60,6 +63,7 @@ struct auth_login {
 	struct store_user user;
 	int is_new_user;
 	int remaining_attempts;  /* with OTPD_INVALID_CODE */
+	int retry_after_s;       /* with OTPD_THROTTLED */
 	char *access_token;      /* with OTPD_OK; freed by auth_login_release */
 	char *refresh_token;
 	int64_t access_ttl_s;
@@ -74,6 +78,7 @@ struct auth_login {
  * gives the outcome and mints the tokens.  On any other return from start,
  * done is never called and that status is the outcome. */
 enum otpd_status auth_verify_start(struct auth *a, const char *phone, const char *code,
+                                   const struct store_throttle *throttle,
                                    int64_t now_ms, struct auth_verify *v,
                                    auth_verify_done_fn done, void *arg);
 enum otpd_status auth_verify_finish(struct auth_verify *v, struct auth_login *ret);

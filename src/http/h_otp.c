@@ -16,6 +16,7 @@ static void on_send_done(void *arg, const struct auth_send_result *result)
 
 enum otpd_status http_h_otp_send(struct request *r)
 {
+	struct store_throttle t;
 	enum otpd_status st;
 
 	st = http_throttle(r, r->srv->rl_send);
@@ -26,8 +27,11 @@ enum otpd_status http_h_otp_send(struct request *r)
 		return st;
 	if (!http_field_phone(r, r->phone))
 		return OTPD_VALIDATION_ERROR;
+	/* This node's throttle said yes (it refuses a flood without asking the
+	 * database); the store counts the same throttle for the cluster. */
+	http_store_throttle(r, 'S', r->srv->cfg->throttle_send, &t);
 	http_suspend(r);
-	st = auth_send_start(r->srv->auth, r->phone, http_now_ms(), on_send_done, r);
+	st = auth_send_start(r->srv->auth, r->phone, &t, http_now_ms(), on_send_done, r);
 	if (st != OTPD_OK) {
 		r->send.status = st;
 		http_resume(r);
@@ -54,6 +58,8 @@ enum otpd_status http_h_otp_send_finish(struct request *r)
 		r->extra = json_pack("{s:i, s:s}", "retry_after", r->send.retry_after_s,
 		                     "limit", "phone_window");
 		return OTPD_OTP_RATE_LIMITED;
+	case OTPD_THROTTLED:
+		return http_throttled(r, r->send.retry_after_s);
 	case OTPD_SMS_REJECTED:
 		/* Logged once, by the SMS backend that translated it. */
 		http_note(r, "otp.sms_rejected", "SMS to %s refused by the provider (status %d)",
@@ -72,6 +78,7 @@ enum otpd_status http_h_otp_send_finish(struct request *r)
 enum otpd_status http_h_otp_verify(struct request *r)
 {
 	char code[OTP_CODE_LEN + 1];
+	struct store_throttle t;
 	enum otpd_status st;
 	bool ok;
 
@@ -86,8 +93,9 @@ enum otpd_status http_h_otp_verify(struct request *r)
 	if (!ok)
 		return OTPD_VALIDATION_ERROR;
 
+	http_store_throttle(r, 'V', r->srv->cfg->throttle_verify, &t);
 	http_suspend(r);
-	st = auth_verify_start(r->srv->auth, r->phone, code, http_now_ms(), &r->verify,
+	st = auth_verify_start(r->srv->auth, r->phone, code, &t, http_now_ms(), &r->verify,
 	                       http_resume_cb, r);
 	otp_wipe(code, sizeof(code));
 	if (st != OTPD_OK) {
@@ -111,6 +119,8 @@ enum otpd_status http_h_otp_verify_finish(struct request *r)
 		r->extra = json_pack("{s:i}", "remaining_attempts", r->login.remaining_attempts);
 		return st;
 	}
+	if (st == OTPD_THROTTLED)
+		return http_throttled(r, r->login.retry_after_s);
 	if (st != OTPD_OK) {
 		http_note(r, "otp.verify_refused", "verify for %s refused: %s", masked,
 		         st == OTPD_TOO_MANY_ATTEMPTS ? "too many attempts"

@@ -164,6 +164,13 @@ json_t *http_user_json(const struct store_user *u);
 void http_set_auth_cookies(struct request *r, const char *access, const char *refresh,
                            int64_t access_ttl_s, int64_t refresh_ttl_s);
 enum otpd_status http_throttle(struct request *r, struct ratelimit *rl);
+/* The same throttle for the store to count across nodes (store.h, struct
+ * store_throttle): endpoint 'S' (send) or 'V' (verify), and the client's
+ * bucket as http_throttle() keys it. */
+void http_store_throttle(const struct request *r, char endpoint, struct rate rate,
+                         struct store_throttle *ret);
+/* 429 throttled, as http_throttle() answers it, from the store's retry_after. */
+enum otpd_status http_throttled(struct request *r, int retry_after_s);
 /* Answer with these bytes and this Content-Type: static storage (never
  * copied nor freed), or a malloc'ed buffer the request then owns. */
 void http_set_static_body(struct request *r, const void *body, size_t len, const char *type);

@@ -331,6 +331,29 @@ enum otpd_status http_throttle(struct request *r, struct ratelimit *rl)
 	return OTPD_THROTTLED;
 }
 
+void http_store_throttle(const struct request *r, char endpoint, struct rate rate,
+                         struct store_throttle *ret)
+{
+	size_t n = r->client.family == AF_INET ? 4 : 8; /* as http_throttle() */
+
+	memset(ret, 0, sizeof(*ret));
+	ret->key[0] = (uint8_t)endpoint;
+	memcpy(ret->key + 1, r->client.bytes, n);
+	ret->key_len = 1 + n;
+	ret->count = rate.count;
+	ret->period_ms = rate.period_ms;
+}
+
+/* The store found the client over its throttle (counted for the cluster). */
+enum otpd_status http_throttled(struct request *r, int retry_after_s)
+{
+	if (retry_after_s < 1)
+		retry_after_s = 1;
+	r->retry_after_s = retry_after_s;
+	r->extra = json_pack("{s:i, s:s}", "retry_after", retry_after_s, "limit", "client_rate");
+	return OTPD_THROTTLED;
+}
+
 const char *http_header(struct request *r, const char *name)
 {
 	return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);

@@ -86,6 +86,7 @@ struct store_args_issue {
 	const struct otp_policy *p;
 	const char *phone;
 	const uint8_t *hash; /* OTP_HASH_LEN */
+	const struct store_throttle *throttle; /* NULL: none */
 	struct store_issue_result res;
 	struct store_issue_result *ret;
 };
@@ -125,6 +126,7 @@ struct store_args_verify {
 	const uint8_t *hash; /* OTP_HASH_LEN */
 	const char *email_domain;
 	const struct store_session *session; /* NULL: record none */
+	const struct store_throttle *throttle; /* NULL: none */
 	struct store_verify_result res;
 	struct store_verify_result *ret;
 };

@@ -96,7 +96,7 @@ enum otpd_status store_job_answer(const struct store_job *j)
 		return j->result;
 	case STORE_OP_VERIFY:
 		if (j->result == OTPD_OK || j->result == OTPD_INVALID_CODE ||
-		    j->result == OTPD_USER_INACTIVE)
+		    j->result == OTPD_USER_INACTIVE || j->result == OTPD_THROTTLED)
 			*j->u.verify.ret = j->u.verify.res;
 		return j->result;
 	case STORE_OP_ROTATE:

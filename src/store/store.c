@@ -316,7 +316,8 @@ enum otpd_status store_user_update(struct store *s, int64_t id,
 enum otpd_status store_otp_issue_start(struct store *s, const struct otp_policy *p,
                                        const char *phone,
                                        const uint8_t hash[OTP_HASH_LEN],
-                                       int64_t now_ms, struct store_issue_result *ret,
+                                       int64_t now_ms, const struct store_throttle *throttle,
+                                       struct store_issue_result *ret,
                                        store_done_fn done, void *arg)
 {
 	struct store_job j = {.op = STORE_OP_ISSUE, .now_ms = now_ms};
@@ -324,6 +325,7 @@ enum otpd_status store_otp_issue_start(struct store *s, const struct otp_policy 
 	j.u.issue.p = p;
 	j.u.issue.phone = phone;
 	j.u.issue.hash = hash;
+	j.u.issue.throttle = throttle;
 	j.u.issue.ret = ret; /* OTPD_OK: otp_id; OTPD_OTP_RATE_LIMITED: retry_after_s */
 	return store_engine_start(s, &j, done, arg);
 }
@@ -355,11 +357,13 @@ enum otpd_status store_otp_verify_start(struct store *s, const struct otp_policy
                                         const uint8_t hash[OTP_HASH_LEN],
                                         const char *email_domain,
                                         const struct store_session *session,
-                                        int64_t now_ms,
+                                        int64_t now_ms, const struct store_throttle *throttle,
                                         struct store_verify_result *ret,
                                         store_done_fn done, void *arg)
 {
 	struct store_job j = {.op = STORE_OP_VERIFY, .now_ms = now_ms};
+
+	j.u.verify.throttle = throttle;
 
 	j.u.verify.p = p;
 	j.u.verify.phone = phone;
@@ -461,13 +465,14 @@ static enum otpd_status waiter_wait(struct waiter *w, enum otpd_status started)
 enum otpd_status store_otp_issue(struct store *s, const struct otp_policy *p,
                                  const char *phone,
                                  const uint8_t hash[OTP_HASH_LEN],
-                                 int64_t now_ms, struct store_issue_result *ret)
+                                 int64_t now_ms, const struct store_throttle *throttle,
+                                 struct store_issue_result *ret)
 {
 	struct waiter w;
 
 	if (!waiter_init(&w))
 		return OTPD_INTERNAL;
-	return waiter_wait(&w, store_otp_issue_start(s, p, phone, hash, now_ms, ret,
+	return waiter_wait(&w, store_otp_issue_start(s, p, phone, hash, now_ms, throttle, ret,
 	                                             waiter_wake, &w));
 }
 
@@ -487,7 +492,7 @@ enum otpd_status store_otp_verify(struct store *s, const struct otp_policy *p,
                                   const uint8_t hash[OTP_HASH_LEN],
                                   const char *email_domain,
                                   const struct store_session *session,
-                                  int64_t now_ms,
+                                  int64_t now_ms, const struct store_throttle *throttle,
                                   struct store_verify_result *ret)
 {
 	struct waiter w;
@@ -495,7 +500,7 @@ enum otpd_status store_otp_verify(struct store *s, const struct otp_policy *p,
 	if (!waiter_init(&w))
 		return OTPD_INTERNAL;
 	return waiter_wait(&w, store_otp_verify_start(s, p, phone, hash, email_domain,
-	                                              session, now_ms, ret,
+	                                              session, now_ms, throttle, ret,
 	                                              waiter_wake, &w));
 }
 

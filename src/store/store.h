@@ -68,10 +68,29 @@ struct store_rotate_result {
 
 struct store_issue_result {
 	int64_t otp_id;        /* identifies this code for store_otp_cancel() */
-	int retry_after_s;     /* with OTPD_OTP_RATE_LIMITED */
+	int retry_after_s;     /* with OTPD_OTP_RATE_LIMITED and OTPD_THROTTLED */
+};
+
+/* A per-client throttle (OTP_THROTTLE_RATE, OTP_VERIFY_THROTTLE_RATE) that a
+ * database shared by several nodes counts for all of them: a GCRA of
+ * `count` requests per `period_ms` (bursts up to count) on `key` (the
+ * endpoint and the client's address, its /64 for IPv6), checked first in
+ * the operation's own transaction.  When the client is over it, the
+ * operation answers OTPD_THROTTLED with retry_after_s and does nothing
+ * else.  A dialect whose database one node owns (SQLite) leaves it to the
+ * in-memory throttle each node keeps in front (src/util/ratelimit.c),
+ * which is exact there.  NULL: no throttle. */
+#define STORE_THROTTLE_KEY_MAX 24
+
+struct store_throttle {
+	uint8_t key[STORE_THROTTLE_KEY_MAX];
+	size_t key_len;
+	int64_t count;     /* >= 1 */
+	int64_t period_ms; /* >= 1 */
 };
 
 struct store_verify_result {
+	int retry_after_s;          /* with OTPD_THROTTLED */
 	int remaining_attempts;     /* with OTPD_INVALID_CODE */
 	bool is_new_user;           /* with OTPD_OK */
 	struct store_user user;     /* with OTPD_OK and OTPD_USER_INACTIVE */
@@ -185,7 +204,8 @@ enum otpd_status store_secret_get_or_create(struct store *s, const char *name,
 enum otpd_status store_otp_issue(struct store *s, const struct otp_policy *p,
                                  const char *phone,
                                  const uint8_t hash[OTP_HASH_LEN],
-                                 int64_t now_ms, struct store_issue_result *ret);
+                                 int64_t now_ms, const struct store_throttle *throttle,
+                                 struct store_issue_result *ret);
 
 /* The SMS for code otp_id of phone was not accepted: it must never verify.
  * The code becomes cancelled (state 2, ended at now_ms), also when a newer
@@ -257,7 +277,7 @@ enum otpd_status store_otp_verify(struct store *s, const struct otp_policy *p,
                                   const uint8_t hash[OTP_HASH_LEN],
                                   const char *email_domain,
                                   const struct store_session *session,
-                                  int64_t now_ms,
+                                  int64_t now_ms, const struct store_throttle *throttle,
                                   struct store_verify_result *ret);
 
 /* OTPD_OK and the user, or OTPD_NOT_FOUND. */
@@ -399,7 +419,8 @@ enum otpd_status store_session_purge(struct store *s, int64_t now_ms, int limit,
 enum otpd_status store_otp_issue_start(struct store *s, const struct otp_policy *p,
                                        const char *phone,
                                        const uint8_t hash[OTP_HASH_LEN],
-                                       int64_t now_ms, struct store_issue_result *ret,
+                                       int64_t now_ms, const struct store_throttle *throttle,
+                                       struct store_issue_result *ret,
                                        store_done_fn done, void *arg);
 enum otpd_status store_otp_cancel_start(struct store *s, const char *phone,
                                         int64_t otp_id, int64_t now_ms,
@@ -409,7 +430,7 @@ enum otpd_status store_otp_verify_start(struct store *s, const struct otp_policy
                                         const uint8_t hash[OTP_HASH_LEN],
                                         const char *email_domain,
                                         const struct store_session *session,
-                                        int64_t now_ms,
+                                        int64_t now_ms, const struct store_throttle *throttle,
                                         struct store_verify_result *ret,
                                         store_done_fn done, void *arg);
 enum otpd_status store_session_rotate_start(struct store *s, const char *jti,

@@ -350,7 +350,7 @@ static inline enum otpd_status issue(struct store *s, const struct otp_policy *p
 	uint8_t h[OTP_HASH_LEN];
 
 	hash_of(seed, h);
-	return store_otp_issue(s, p, phone, h, now_ms, ret);
+	return store_otp_issue(s, p, phone, h, now_ms, NULL, ret);
 }
 
 static inline enum otpd_status verify(struct store *s, const struct otp_policy *p,
@@ -361,7 +361,7 @@ static inline enum otpd_status verify(struct store *s, const struct otp_policy *
 	uint8_t h[OTP_HASH_LEN];
 
 	hash_of(seed, h);
-	return store_otp_verify(s, p, phone, h, DOMAIN, session, now_ms, ret);
+	return store_otp_verify(s, p, phone, h, DOMAIN, session, now_ms, NULL, ret);
 }
 
 static inline struct store_verify_result untouched_verify(void)

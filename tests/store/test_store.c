@@ -1577,7 +1577,7 @@ static void test_group_commit_job_fails_alone(void **state)
 	gate_hold_writer(s, &gate);
 	for (int i = 0; i < GC_JOBS; i++)
 		assert_int_equal(store_otp_verify_start(s, &lenient, phones[i], hashes[i], DOMAIN,
-		                                        offered[i], T0 + 10, &jobs[i].vr,
+		                                        offered[i], T0 + 10, NULL, &jobs[i].vr,
 		                                        gc_job_done, &jobs[i]),
 		                 OTPD_OK);
 	gate_release(&gate);
@@ -1674,10 +1674,10 @@ static void test_queue_full_is_unavailable(void **state)
 	gate_hold_writer(s, &gate);
 	/* Two jobs wait (the queue's bound), then the queue is full. */
 	hash_of(2, h);
-	assert_int_equal(store_otp_issue_start(s, &lenient, "+989120000001", h, T0 + 1, &ir[0],
+	assert_int_equal(store_otp_issue_start(s, &lenient, "+989120000001", h, T0 + 1, NULL, &ir[0],
 	                                       as_count, &answered),
 	                 OTPD_OK);
-	assert_int_equal(store_otp_issue_start(s, &lenient, "+989120000002", h, T0 + 1, &ir[1],
+	assert_int_equal(store_otp_issue_start(s, &lenient, "+989120000002", h, T0 + 1, NULL, &ir[1],
 	                                       as_count, &answered),
 	                 OTPD_OK);
 	t = mono_ms();
@@ -1690,7 +1690,7 @@ static void test_queue_full_is_unavailable(void **state)
 	memset(secret, 7, sizeof(secret));
 	assert_int_equal(store_secret_get_or_create(s, "k", secret, 32, got, 32),
 	                 OTPD_UNAVAILABLE);
-	assert_int_equal(store_otp_issue_start(s, &lenient, "+989120000004", h, T0 + 2, &ir[2],
+	assert_int_equal(store_otp_issue_start(s, &lenient, "+989120000004", h, T0 + 2, NULL, &ir[2],
 	                                       as_never, NULL),
 	                 OTPD_UNAVAILABLE);
 	assert_int_equal(store_otp_sms_accepted_start(s, 1, 900001, T0 + 2, NULL, NULL),
@@ -1774,7 +1774,7 @@ static void as_issued(void *arg, enum otpd_status status)
 	/* done may start another asynchronous operation. */
 	if (status != OTPD_OK ||
 	    store_otp_verify_start(it->s, &lenient, it->phone, it->hash, DOMAIN, NULL,
-	                           T0 + 1, &it->vr, as_verified, it) != OTPD_OK)
+	                           T0 + 1, NULL, &it->vr, as_verified, it) != OTPD_OK)
 		sem_post(it->finished);
 }
 
@@ -1805,7 +1805,7 @@ static void test_async_start(void **state)
 		snprintf(it->phone, sizeof(it->phone), "+98912%07d", 1000000 + i);
 		hash_of(500 + i, it->hash);
 		assert_int_equal(store_otp_issue_start(fx->s, &lenient, it->phone, it->hash, T0,
-		                                       &it->ir, as_issued, it),
+		                                       NULL, &it->ir, as_issued, it),
 		                 OTPD_OK);
 	}
 	for (int i = 0; i < AS_N; i++)
@@ -1853,7 +1853,7 @@ static void test_async_answers(void **state)
 	hash_of(7, it.hash);
 	/* Never sent: OTPD_OTP_EXPIRED, vr untouched. */
 	assert_int_equal(store_otp_verify_start(fx->s, &defaults, PHONE, it.hash, DOMAIN, NULL,
-	                                        T0, &it.vr, as_status, &it),
+	                                        T0, NULL, &it.vr, as_status, &it),
 	                 OTPD_OK);
 	while (sem_wait(&finished) != 0)
 		;
@@ -1863,7 +1863,7 @@ static void test_async_answers(void **state)
 	/* A wrong code: OTPD_INVALID_CODE with remaining_attempts. */
 	int64_t otp_id = issue_ok(fx->s, &defaults, PHONE, 8, T0);
 	assert_int_equal(store_otp_verify_start(fx->s, &defaults, PHONE, it.hash, DOMAIN, NULL,
-	                                        T0 + 1, &it.vr, as_status, &it),
+	                                        T0 + 1, NULL, &it.vr, as_status, &it),
 	                 OTPD_OK);
 	while (sem_wait(&finished) != 0)
 		;
@@ -2005,7 +2005,7 @@ static void test_stats_one_batch(void **state)
 		snprintf(it->phone, sizeof(it->phone), "+98912%07d", 2000000 + i);
 		hash_of(700 + i, it->hash);
 		assert_int_equal(store_otp_issue_start(s, &lenient, it->phone, it->hash,
-		                                       B0 + (i % BUCKETS) * BUCKET_MS + i, &it->ir,
+		                                       B0 + (i % BUCKETS) * BUCKET_MS + i, NULL, &it->ir,
 		                                       i ? as_status : gate_hold,
 		                                       i ? (void *)it : (void *)&gate),
 		                 OTPD_OK);
