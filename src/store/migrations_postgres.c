@@ -92,6 +92,15 @@ static const char *const postgres_sql[] = {
 	"CREATE INDEX refresh_tokens_user ON refresh_tokens (user_id);\n"
 	"CREATE INDEX refresh_tokens_expires ON refresh_tokens (expires_ms);\n"
 
+	/* The per-address throttles, counted for every node (a GCRA: the
+	 * theoretical arrival time of the key's next request, microseconds).
+	 * A row whose time has passed is as good as none: the janitor deletes
+	 * those. */
+	"CREATE TABLE throttles (\n"
+	"  key    bytea PRIMARY KEY,\n"
+	"  tat_us bigint NOT NULL\n"
+	");\n"
+
 	/* What the dashboard counts, per 5 minutes (bucket_ms: the start of
 	 * the bucket, a multiple of 300000): sends (codes issued),
 	 * sms_failures (codes cancelled), logins, new_users, wrong_guesses,

@@ -207,11 +207,24 @@ enum stmt_id {
 	ST_SESSION_ROTATE,
 	ST_FAMILY_REVOKE,
 	ST_SESSION_PURGE,
+	ST_THROTTLE,
+	ST_THROTTLE_PURGE,
+	ST_CODES_OF_PHONE,
+	ST_CODES_ALL,
+	ST_USER_UPDATE,
+	ST_USER_SESSIONS_REVOKE,
+	ST_SESSIONS_OF_USER,
 	_ST_MAX,
 };
 
 #define USER_COLUMNS \
-	"id, phone_number, username, email, first_name, last_name, is_active, is_staff"
+	"id, phone_number, username, email, first_name, last_name, is_active, is_staff," \
+	" created_at_ms, coalesce(last_login_ms, -1)"
+/* A code as the staff console lists it: every column but the hash. */
+#define CODE_ROW_COLUMNS \
+	"id, phone, created_ms, expires_ms, coalesce(ended_ms, -1), attempts, max_attempts," \
+	" state, coalesce(sms_message_id, 0), coalesce(sms_status, -1)," \
+	" coalesce(sms_status_ms, -1)"
 #define SESSION_COLUMNS \
 	"jti, access_jti, family, created_ms, expires_ms, user_id, state," \
 	" rotated_ms, replaced_by"
@@ -367,6 +380,45 @@ static const struct {
 		"DELETE FROM refresh_tokens WHERE jti IN"
 		" (SELECT jti FROM refresh_tokens WHERE expires_ms < $1"
 		" ORDER BY expires_ms LIMIT $2 FOR UPDATE SKIP LOCKED)"},
+	/* The client throttle, for the whole cluster: a GCRA in one
+	 * statement (times in microseconds: $2 now, $3 the emission interval
+	 * T = period / count, $4 the burst tolerance (count - 1) * T).  A
+	 * request is allowed when the key's theoretical arrival time, less
+	 * the tolerance, is not in the future; then it moves on by T.  The
+	 * row is locked by the UPSERT either way, so requests of one key
+	 * take turns on every node.  Answers 0 when allowed, else the
+	 * arrival time that refused it (the retry is computed from it), or
+	 * NULL when the row that refused it committed after this
+	 * statement's snapshot. */
+	[ST_THROTTLE] = {"count throttle",
+		"WITH up AS (INSERT INTO throttles AS t (key, tat_us) VALUES ($1, $2::bigint + $3::bigint)"
+		" ON CONFLICT (key) DO UPDATE SET tat_us = greatest(t.tat_us, $2::bigint) + $3::bigint"
+		" WHERE greatest(t.tat_us, $2::bigint) - $4::bigint <= $2::bigint RETURNING 1)"
+		" SELECT CASE WHEN EXISTS (SELECT 1 FROM up) THEN 0::bigint"
+		" ELSE (SELECT tat_us FROM throttles WHERE key = $1) END"},
+	/* Throttle rows whose arrival time has passed ($1 now, microseconds)
+	 * are as good as none; at most $2, skipping rows in use. */
+	[ST_THROTTLE_PURGE] = {"purge throttles",
+		"DELETE FROM throttles WHERE key IN (SELECT key FROM throttles"
+		" WHERE tat_us < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)"},
+	/* The staff console's pages, newest first from the cursor down: a
+	 * number's through otp_codes_phone, every number's through the
+	 * primary key; the time bounds filter the walk. */
+	[ST_CODES_OF_PHONE] = {"list codes of a number",
+		"SELECT " CODE_ROW_COLUMNS " FROM otp_codes WHERE phone = $1 AND id < $2"
+		" AND created_ms >= $3 AND created_ms < $4 ORDER BY id DESC LIMIT $5"},
+	[ST_CODES_ALL] = {"list codes",
+		"SELECT " CODE_ROW_COLUMNS " FROM otp_codes WHERE id < $1"
+		" AND created_ms >= $2 AND created_ms < $3 ORDER BY id DESC LIMIT $4"},
+	/* $2, $3: the new is_active, is_staff, or NULL to keep it. */
+	[ST_USER_UPDATE] = {"update user",
+		"UPDATE users SET is_active = coalesce($2::boolean, is_active),"
+		" is_staff = coalesce($3::boolean, is_staff) WHERE id = $1 RETURNING " USER_COLUMNS},
+	[ST_USER_SESSIONS_REVOKE] = {"revoke sessions of a user",
+		"UPDATE refresh_tokens SET state = 2 WHERE user_id = $1 AND state <> 2"},
+	[ST_SESSIONS_OF_USER] = {"list sessions of a user",
+		"SELECT family, state, created_ms, expires_ms, coalesce(rotated_ms, -1)"
+		" FROM refresh_tokens WHERE user_id = $1 ORDER BY created_ms DESC, jti DESC LIMIT $2"},
 };
 
 /* What every connection shares: read-only once the store is open. */
@@ -1330,6 +1382,54 @@ static enum otpd_status send_window(struct store_conn *c, const char *phone,
 	return OTPD_OK;
 }
 
+/* The client throttle of a send or a verify (store.h, struct
+ * store_throttle), queued first: it goes with the number's lock and the
+ * read, in the same round trip, and *ret_value says after that read
+ * whether it allowed the request (0).  Its row lock comes before the
+ * number's advisory lock in every transaction that takes both. */
+struct throttle_check {
+	bool on;
+	int64_t value;   /* ST_THROTTLE's answer: 0 allowed */
+	int64_t now_us, tau_us;
+};
+
+static enum otpd_status throttle_queue(struct store_conn *c, const struct store_throttle *t,
+                                       int64_t now_ms, struct throttle_check *ret)
+{
+	struct params p = {0};
+	int64_t interval_us;
+
+	ret->on = false;
+	if (!t || t->count < 1 || t->period_ms < 1 || t->key_len == 0 ||
+	    t->key_len > sizeof(t->key))
+		return OTPD_OK;
+	interval_us = t->period_ms * 1000 / t->count;
+	if (interval_us < 1)
+		interval_us = 1;
+	ret->on = true;
+	ret->value = -1; /* no row: refused, as NULL */
+	ret->now_us = now_ms * 1000;
+	ret->tau_us = interval_us * (t->count - 1);
+	p_bytes(&p, t->key, t->key_len);
+	p_i64(&p, ret->now_us);
+	p_i64(&p, interval_us);
+	p_i64(&p, ret->tau_us);
+	return defer(c, ST_THROTTLE, &p, NULL, &ret->value);
+}
+
+/* After the round trip: false and *ret_retry_after_s (>= 1) when the
+ * throttle refused the request. */
+static bool throttle_allowed(const struct throttle_check *t, int *ret_retry_after_s)
+{
+	int64_t wait_us;
+
+	if (!t->on || t->value == 0)
+		return true;
+	wait_us = t->value > 0 ? t->value - t->tau_us - t->now_us : 1000000;
+	*ret_retry_after_s = wait_us > 1000000 ? (int)((wait_us + 999999) / 1000000) : 1;
+	return false;
+}
+
 /* Two round trips: lock + read the recent codes; record (and replace) +
  * stats + COMMIT.  The new code's id is filled in when the INSERT's
  * answer comes, with the COMMIT's. */
@@ -1340,15 +1440,23 @@ static enum otpd_status op_issue(struct store_conn *c, struct store_job *j)
 	int64_t now_ms = j->now_ms;
 	struct store_issue_result *res = &j->u.issue.res;
 	struct send_window w = {0};
+	struct throttle_check t;
 	struct params q = {0};
 	enum otpd_status status;
 	int retry_after_s = 0;
 
-	status = phone_lock(c, phone);
+	status = throttle_queue(c, j->u.issue.throttle, now_ms, &t);
+	if (status == OTPD_OK)
+		status = phone_lock(c, phone);
 	if (status == OTPD_OK)
 		status = send_window(c, phone, p->send_limit, now_ms - p->send_window_ms, now_ms, &w);
 	if (status != OTPD_OK)
 		return status;
+	if (!throttle_allowed(&t, &retry_after_s)) {
+		res->retry_after_s = retry_after_s; /* nothing else is recorded */
+		j->result = OTPD_THROTTLED;
+		return OTPD_OK;
+	}
 	if (!otp_policy_send_allowed(p, w.count, w.oldest_ms, now_ms, &retry_after_s)) {
 		/* Refused: nothing is recorded. */
 		res->retry_after_s = retry_after_s;
@@ -1486,6 +1594,8 @@ static enum otpd_status user_row(const PGresult *r, int row, struct store_user *
 	}
 	u.is_active = col_int(r, row, 6) != 0;
 	u.is_staff = col_int(r, row, 7) != 0;
+	u.created_ms = col_int(r, row, 8);
+	u.last_login_ms = col_int(r, row, 9);
 	*ret = u;
 	return OTPD_OK;
 }
@@ -1546,6 +1656,8 @@ static enum otpd_status user_login(struct store_conn *c, const char *phone,
 		return status;
 	if (PQntuples(r) == 1) {
 		u.id = col_int(r, 0, 0);
+		u.created_ms = now_ms;
+		u.last_login_ms = now_ms;
 		PQclear(r);
 		*ret_is_new = true;
 		*ret = u;
@@ -1597,13 +1709,22 @@ static enum otpd_status op_verify(struct store_conn *c, struct store_job *j)
 	uint8_t stored[OTP_HASH_LEN];
 	enum otpd_status status;
 	bool found = false, match = false;
+	struct throttle_check t;
 	int64_t code_id = 0;
-	int max_attempts = 0;
+	int max_attempts = 0, retry_after_s = 0;
 
 	memset(&rec, 0, sizeof(rec));
-	status = code_get(c, phone, &found, &code_id, &max_attempts, &rec, stored);
+	status = throttle_queue(c, j->u.verify.throttle, now_ms, &t);
+	if (status == OTPD_OK)
+		status = code_get(c, phone, &found, &code_id, &max_attempts, &rec, stored);
 	if (status != OTPD_OK)
 		return status;
+	if (!throttle_allowed(&t, &retry_after_s)) {
+		otp_wipe(stored, sizeof(stored));
+		res->retry_after_s = retry_after_s; /* not judged: no attempt is used */
+		j->result = OTPD_THROTTLED;
+		return OTPD_OK;
+	}
 	if (found)
 		match = otp_hash_equal(stored, hash); /* in C, constant time */
 	otp_wipe(stored, sizeof(stored));
@@ -1839,12 +1960,20 @@ static enum otpd_status op_revoke(struct store_conn *c, struct store_job *j)
 
 static enum otpd_status op_session_purge(struct store_conn *c, struct store_job *j)
 {
-	struct params p = {0};
+	struct params p = {0}, q = {0};
+	enum otpd_status status;
 
 	p_i64(&p, j->u.purge.before_ms);
 	p_i64(&p, j->u.purge.limit);
 	j->u.purge.deleted = 0;
-	return defer(c, ST_SESSION_PURGE, &p, &j->u.purge.deleted, NULL);
+	status = defer(c, ST_SESSION_PURGE, &p, &j->u.purge.deleted, NULL);
+	/* The cluster's throttles that have run out, with the same bound
+	 * (not counted in deleted: the janitor's loop is about sessions). */
+	p_i64(&q, j->u.purge.before_ms * 1000);
+	p_i64(&q, j->u.purge.limit);
+	if (status == OTPD_OK)
+		status = defer(c, ST_THROTTLE_PURGE, &q, NULL, NULL);
+	return status;
 }
 
 /* ---- SMS delivery ---- */
@@ -1966,6 +2095,130 @@ static enum otpd_status op_stats(struct store_conn *c, struct store_job *j)
 	return OTPD_OK;
 }
 
+/* ---- the staff console's reads and its one write ---- */
+
+static enum otpd_status op_codes_list(struct store_conn *c, struct store_job *j)
+{
+	struct store_args_codes_list *a = &j->u.codes;
+	enum stmt_id id = a->phone ? ST_CODES_OF_PHONE : ST_CODES_ALL;
+	struct params p = {0};
+	enum otpd_status status;
+	PGresult *r = NULL;
+	size_t n = 0;
+
+	if (a->phone)
+		p_text(&p, a->phone);
+	p_i64(&p, a->before_id);
+	p_i64(&p, a->since_ms);
+	p_i64(&p, a->until_ms);
+	p_i64(&p, (int64_t)a->cap); /* at most STORE_PAGE_MAX (store.c) */
+	status = query(c, id, &p, &r);
+	if (status != OTPD_OK)
+		return status;
+	for (int i = 0; i < PQntuples(r) && n < a->cap; i++) {
+		struct store_code_row *row = &a->ret[n];
+
+		memset(row, 0, sizeof(*row));
+		row->id = col_int(r, i, 0);
+		if (!col_text(r, i, 1, row->phone, sizeof(row->phone), NULL)) {
+			store_error("postgres: code %lld has a number longer than otpd allows",
+			            (long long)row->id);
+			PQclear(r);
+			return OTPD_INTERNAL;
+		}
+		row->created_ms = col_int(r, i, 2);
+		row->expires_ms = col_int(r, i, 3);
+		row->ended_ms = col_int(r, i, 4);
+		row->attempts = (int)col_int(r, i, 5);
+		row->max_attempts = (int)col_int(r, i, 6);
+		row->state = (int)col_int(r, i, 7);
+		row->sms_message_id = col_int(r, i, 8);
+		row->sms_status = (int)col_int(r, i, 9);
+		row->sms_status_ms = col_int(r, i, 10);
+		n++;
+	}
+	PQclear(r);
+	a->n = n;
+	return OTPD_OK;
+}
+
+static enum otpd_status op_user_sessions(struct store_conn *c, struct store_job *j)
+{
+	struct store_args_user_sessions *a = &j->u.sessions;
+	struct params p = {0};
+	enum otpd_status status;
+	PGresult *r = NULL;
+	size_t n = 0;
+
+	p_i64(&p, a->user_id);
+	p_i64(&p, (int64_t)a->cap);
+	status = query(c, ST_SESSIONS_OF_USER, &p, &r);
+	if (status != OTPD_OK)
+		return status;
+	for (int i = 0; i < PQntuples(r) && n < a->cap; i++) {
+		struct store_session_info *row = &a->ret[n];
+
+		memset(row, 0, sizeof(*row));
+		if (!col_text(r, i, 0, row->family, sizeof(row->family), NULL)) {
+			store_error("postgres: a refresh_tokens record has a family longer than %d",
+			            STORE_JTI_LEN);
+			PQclear(r);
+			return OTPD_INTERNAL;
+		}
+		row->state = (int)col_int(r, i, 1);
+		row->created_ms = col_int(r, i, 2);
+		row->expires_ms = col_int(r, i, 3);
+		row->rotated_ms = col_int(r, i, 4);
+		n++;
+	}
+	PQclear(r);
+	a->n = n;
+	return OTPD_OK;
+}
+
+/* The flags as the change says; deactivating revokes every session of the
+ * user.  The records go first, then the user (the order a rotation locks
+ * them in: record, then user), then the records again: a rotation that
+ * held the user's row (FOR SHARE) when the first revocation ran has
+ * committed its successor by the time the UPDATE of the user got the row,
+ * and the second one revokes it; a later rotation reads the user
+ * inactive and refuses. */
+static enum otpd_status op_user_update(struct store_conn *c, struct store_job *j)
+{
+	struct store_args_user_update *a = &j->u.user_update;
+	const struct store_user_change *ch = a->change;
+	bool deactivate = ch->set_active && !ch->is_active;
+	struct params p = {0}, q = {0};
+	enum otpd_status status;
+	PGresult *r = NULL;
+
+	p_i64(&q, a->id);
+	if (deactivate) {
+		status = defer(c, ST_USER_SESSIONS_REVOKE, &q, NULL, NULL);
+		if (status != OTPD_OK)
+			return status;
+	}
+	p_i64(&p, a->id);
+	if (ch->set_active)
+		p_text(&p, ch->is_active ? "true" : "false");
+	else
+		p_null(&p);
+	if (ch->set_staff)
+		p_text(&p, ch->is_staff ? "true" : "false");
+	else
+		p_null(&p);
+	status = query(c, ST_USER_UPDATE, &p, &r);
+	if (status != OTPD_OK)
+		return status;
+	a->found = PQntuples(r) > 0;
+	if (a->found)
+		status = user_row(r, 0, &a->user);
+	PQclear(r);
+	if (status == OTPD_OK && a->found && deactivate)
+		status = defer(c, ST_USER_SESSIONS_REVOKE, &q, NULL, NULL);
+	return status;
+}
+
 /* ---- retention ---- */
 
 /* Stats buckets first, then codes with what is left of the limit. */
@@ -2027,6 +2280,9 @@ static const struct store_dialect postgres_dialect = {
 		[STORE_OP_USER_GET] = op_user_get,
 		[STORE_OP_DELIVERY_PENDING] = op_delivery_pending,
 		[STORE_OP_STATS] = op_stats,
+		[STORE_OP_USER_UPDATE] = op_user_update,
+		[STORE_OP_CODES_LIST] = op_codes_list,
+		[STORE_OP_USER_SESSIONS] = op_user_sessions,
 	},
 	.migrations = &store_postgres_migrations,
 	.migrate_lock = pg_migrate_lock,
@@ -2100,7 +2356,7 @@ enum otpd_status store_postgres_open(const char *url, const struct store_options
 		.d = &postgres_dialect,
 		.n_writers = pool,
 		.n_readers = READERS,
-		.batch_max = BATCH_MAX,
+		.batch_max = opt->batch_max > 0 ? opt->batch_max : BATCH_MAX,
 		.queue_max = opt->queue_max,
 		.backend_close = backend_free,
 	};
