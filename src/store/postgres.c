@@ -3,7 +3,7 @@
  *
  * ---- Connections ----
  *
- * DATABASE_POOL_SIZE connections (default 4), each a writer of the engine
+ * DATABASE_POOL_SIZE connections (default two per core, at least 4), each a writer of the engine
  * (queue.c) driven by a thread of its own, so that the batches of one node
  * run side by side; plus one read connection, so that a read (ping for
  * /readyz, the user for /me, the stats, the pending deliveries) never
@@ -138,6 +138,7 @@
 
 #include <errno.h>
 #include <libpq-fe.h>
+#include <unistd.h>
 #include <limits.h>
 #include <poll.h>
 #include <stdio.h>
@@ -2344,7 +2345,11 @@ static enum otpd_status url_check(const char *url, char *err, size_t errlen)
 enum otpd_status store_postgres_open(const char *url, const struct store_options *opt,
                                      char *err, size_t errlen, struct store **ret)
 {
-	int pool = opt->pool_size > 0 ? opt->pool_size : POOL_DEFAULT;
+	long cores = sysconf(_SC_NPROCESSORS_ONLN);
+	/* 0: two per core (a connection waits on the network half the time),
+	 * at least POOL_DEFAULT. */
+	int pool = opt->pool_size > 0 ? opt->pool_size
+	           : cores > POOL_DEFAULT / 2 ? (int)(cores > 256 ? 512 : 2 * cores) : POOL_DEFAULT;
 	int statement_ms = opt->statement_timeout_ms > 0 ? opt->statement_timeout_ms
 	                                                 : STATEMENT_TIMEOUT_DEFAULT_MS;
 	int connect_ms = opt->connect_timeout_ms > 0 ? opt->connect_timeout_ms
