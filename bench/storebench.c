@@ -1,6 +1,6 @@
 /* bench/storebench — BENCHMARK ONLY: the store alone, without HTTP.
  *
- *   storebench DATABASE_URL [--threads T] [--seconds S] [--ops N]
+ *   storebench DATABASE_URL [--threads T] [--seconds S] [--ops N] [--pool P]
  *
  * T threads call store_otp_issue() with a new phone number each time for S
  * seconds, then T threads call store_otp_verify() on those codes (right
@@ -126,7 +126,7 @@ static double run(void *(*fn)(void *), int threads, double seconds)
 
 int main(int argc, char **argv)
 {
-	int threads = 64;
+	int threads = 64, pool = 0;
 	double seconds = 5;
 	int applied;
 
@@ -141,10 +141,12 @@ int main(int argc, char **argv)
 			seconds = atof(argv[i + 1]);
 		else if (!strcmp(argv[i], "--ops"))
 			max_ops = atol(argv[i + 1]);
+		else if (!strcmp(argv[i], "--pool")) /* PostgreSQL: connections */
+			pool = atoi(argv[i + 1]);
 	}
 	if (threads < 1 || threads > 1024 || seconds <= 0 || max_ops < 0)
 		return 2;
-	if (store_open(argv[1], &(struct store_options){.busy_timeout_ms = 5000}, NULL, 0, &st) != OTPD_OK ||
+	if (store_open(argv[1], &(struct store_options){.busy_timeout_ms = 5000, .pool_size = pool}, NULL, 0, &st) != OTPD_OK ||
 	    store_migrate(st, &applied) != OTPD_OK)
 		return 1;
 	double el = run(issuer, threads, seconds);
