@@ -28,31 +28,44 @@
  * the 32-byte hash (bytea), every other parameter is text (integers
  * printed here, strings passed as they are: never spliced into SQL).
  *
- * ---- Round trips: pipelining, and why a batch is one job ----
+ * ---- Round trips: pipelining; batches of 16 ----
  *
  * libpq's pipeline mode sends several statements before reading any
  * answer.  A statement whose result the transaction body does not need to
- * decide anything (BEGIN, an advisory lock, an INSERT whose id is only
- * returned to the caller, the stats UPSERT) is queued (defer()) and goes
- * with the next statement that must be answered (query()) or with the
- * COMMIT, in the order written, so PostgreSQL runs them one after the other
- * exactly as if each had had its own round trip; the first error aborts
- * the rest (and the transaction).  A verify is three round trips (BEGIN +
- * lock + read the code; use it + read or create the user; the session +
- * stats + COMMIT); a wrong guess or a send two; a logout one.
+ * decide anything (BEGIN, SAVEPOINT, RELEASE, an advisory lock, an INSERT
+ * whose id is only returned to the caller, the stats UPSERT) is queued
+ * (defer()) and goes with the next statement that must be answered
+ * (query()) or with the COMMIT, in the order written, so PostgreSQL runs
+ * them one after the other exactly as if each had had its own round trip;
+ * the first error aborts the rest (and the transaction).  A verify is three
+ * round trips (BEGIN + lock + read the code; use it + read or create the
+ * user; the session + stats + COMMIT); a wrong guess or a send two; a
+ * logout one.
  *
- * batch_max is 1: each job is a transaction of its own, without savepoints.
- * The engine batches to share one commit (one fsync) among many jobs;
- * PostgreSQL already shares a WAL flush among the commits of concurrent
- * connections, and the pool runs that many transactions at once.  A batch
- * would hold every job's locks (a number's advisory lock, its code row)
- * until the last job of the batch commits, making jobs on the same number
- * in other connections wait for unrelated work, and two batches that lock
- * two numbers in opposite orders would deadlock (found after
- * deadlock_timeout, 1 s); more than 64 savepoints in one transaction also
- * overflow PostgreSQL's per-backend subtransaction cache, which slows every
- * snapshot on the server.  Measured on this machine (2 cores, local
- * server, storebench, 4 connections): see BATCH_MAX below.
+ * The engine batches: up to BATCH_MAX jobs in one transaction, a savepoint
+ * each.  A job inside a savepoint reads what it queued before it ends
+ * (job_end()), so its failure is its own and the engine undoes it alone;
+ * SAVEPOINT, RELEASE and ROLLBACK TO go with the next statement.  A job in
+ * a batch costs the same round trips as one alone, and the batch one
+ * COMMIT.  Measured here (storebench, 64 threads, pool 4, 2 shared cores,
+ * the server local), sends and verifies per second: batch 1: 2,450-2,800
+ * and 1,940-1,990; 8: 8,000-8,900 and 4,260-4,970; 16: 8,870-9,960 and
+ * 4,570-5,030; 32: 8,740-9,110 and 4,560-4,910 (a pool of 8 at 16: 8,180-
+ * 8,840 and 3,960-4,310).  PostgreSQL's cost per transaction (its commit
+ * record and WAL flush, snapshot and lock bookkeeping) dominates; a batch
+ * shares it.  Not more than 16: a batch holds every job's locks until its
+ * COMMIT (a number's lock waits for the rest of the batch), and more than
+ * 64 savepoints that write overflow PostgreSQL's per-backend subtransaction
+ * cache, which slows every snapshot on the server.  Under light load a
+ * batch is one job, without a savepoint.
+ *
+ * The price of batches: jobs of one batch are locked in the order they
+ * came, not in one order across keys, so two batches that each hold a key
+ * the other's later job needs (two numbers, each hit by both) deadlock.
+ * PostgreSQL finds it after deadlock_timeout (1 s) and fails the statement
+ * of one job (40P01): that job answers OTPD_UNAVAILABLE (the client
+ * retries), the rest of both batches commit.  Within one job the order is
+ * fixed (below), so a batch of one never deadlocks.
  *
  * ---- Atomicity across nodes: per-key locks at READ COMMITTED ----
  *
@@ -88,14 +101,18 @@
  *   number.  A known user's login is one `UPDATE ... RETURNING`, which
  *   locks the row and returns its latest state.
  * - rotation and logout take pg_advisory_xact_lock(NS_FAMILY,
- *   hashtext(family)) (read from the presented jti in the same statement),
- *   then read the record `FOR UPDATE`: every transaction that changes
- *   records of an existing family takes this one lock first, so rotations,
- *   replays and revocations of a family are serial and never deadlock (a
- *   family revocation updates its rows in whatever order the scan meets
- *   them; without the family lock it would deadlock with a rotation that
- *   holds one of them).  The user is read `FOR SHARE`: not deleted or
- *   deactivated until the rotation commits.
+ *   hashtext(family)) (the family read from the presented jti in the same
+ *   statement), then read the record `FOR UPDATE`: every transaction that
+ *   changes records of an existing family takes this one lock first, so
+ *   rotations, replays and logouts of a family are serial (two of them on
+ *   the same record see each other's result: exactly one rotation wins).
+ *   A rotation first reads the user `FOR SHARE` (not deactivated nor
+ *   deleted until it commits).  The order is fixed: user, family, records
+ *   (a verify: number, code, user; a new session's family is its own).  A
+ *   deactivation (store_user_update) locks the user row first too, then
+ *   revokes the user's records; revocations lock their rows in jti order
+ *   (`ORDER BY jti FOR UPDATE`), so a logout and a deactivation that
+ *   overlap take the same rows in the same order.
  * - the secret: `INSERT ... ON CONFLICT DO NOTHING`, then a SELECT in a
  *   statement of its own (a new snapshot: it sees the row of a node that
  *   won the race).
@@ -105,9 +122,9 @@
  *   rows in id order first (two pollers never deadlock).
  * - stats: one UPSERT per batch (ON CONFLICT (bucket_ms) DO UPDATE), in the
  *   transaction it counts.
- * Each transaction takes at most one advisory lock, and row locks after it
- * in a fixed order (the code, then the user; the record, then the user),
- * so the per-key locks cannot deadlock with each other.
+ * A job takes at most one advisory lock, and its row locks after it in
+ * the fixed order above, so the locks of two jobs never deadlock (two
+ * batches can: see "Round trips").
  *
  * SERIALIZABLE would keep the rules too, but it fails conflicting
  * transactions (40001) instead of making them wait: the 30 verifies of one
@@ -150,7 +167,7 @@
 
 /* See "Round trips" above.  A batch of one job runs without a savepoint
  * (run_one() in queue.c). */
-#define BATCH_MAX 1
+#define BATCH_MAX 16
 #define POOL_DEFAULT 4
 #define READERS 1
 #define STATEMENT_TIMEOUT_DEFAULT_MS 5000
@@ -207,11 +224,21 @@ enum stmt_id {
 	ST_SESSION_ROTATE,
 	ST_FAMILY_REVOKE,
 	ST_SESSION_PURGE,
+	ST_CODES_OF_PHONE,
+	ST_CODES_ALL,
+	ST_USER_UPDATE,
+	ST_USER_SESSIONS_REVOKE,
+	ST_SESSIONS_OF_USER,
 	_ST_MAX,
 };
 
 #define USER_COLUMNS \
-	"id, phone_number, username, email, first_name, last_name, is_active, is_staff"
+	"id, phone_number, username, email, first_name, last_name, is_active, is_staff," \
+	" created_at_ms, last_login_ms"
+/* A code as the staff console lists it: every column but the hash. */
+#define CODE_ROW_COLUMNS \
+	"id, phone, created_ms, expires_ms, ended_ms, attempts, max_attempts, state," \
+	" sms_message_id, sms_status, sms_status_ms"
 #define SESSION_COLUMNS \
 	"jti, access_jti, family, created_ms, expires_ms, user_id, state," \
 	" rotated_ms, replaced_by"
@@ -358,15 +385,41 @@ static const struct {
 	[ST_SESSION_ROTATE] = {"rotate session",
 		"UPDATE refresh_tokens SET state = 1, rotated_ms = $2, replaced_by = $3"
 		" WHERE jti = $1 AND state = 0"},
-	/* Every record of the family of jti $1, whatever its state. */
+	/* Every record of the family of jti $1, whatever its state; the rows
+	 * locked in jti order, like ST_USER_SESSIONS_REVOKE's (two revocations
+	 * of overlapping records never deadlock). */
 	[ST_FAMILY_REVOKE] = {"revoke session family",
-		"UPDATE refresh_tokens SET state = 2"
+		"UPDATE refresh_tokens SET state = 2 WHERE jti IN (SELECT jti FROM refresh_tokens"
 		" WHERE family = (SELECT family FROM refresh_tokens WHERE jti = $1)"
-		" AND state <> 2"},
+		" AND state <> 2 ORDER BY jti COLLATE \"C\" FOR UPDATE)"},
 	[ST_SESSION_PURGE] = {"purge sessions",
 		"DELETE FROM refresh_tokens WHERE jti IN"
 		" (SELECT jti FROM refresh_tokens WHERE expires_ms < $1"
 		" ORDER BY expires_ms LIMIT $2 FOR UPDATE SKIP LOCKED)"},
+	/* The staff console's pages, newest first from the cursor down: a
+	 * number's through otp_codes_phone, every number's through the
+	 * primary key; the time bounds filter the walk. */
+	[ST_CODES_OF_PHONE] = {"list codes of a number",
+		"SELECT " CODE_ROW_COLUMNS " FROM otp_codes WHERE phone = $1 AND id < $2"
+		" AND created_ms >= $3 AND created_ms < $4 ORDER BY id DESC LIMIT $5"},
+	[ST_CODES_ALL] = {"list codes",
+		"SELECT " CODE_ROW_COLUMNS " FROM otp_codes WHERE id < $1"
+		" AND created_ms >= $2 AND created_ms < $3 ORDER BY id DESC LIMIT $4"},
+	/* $2, $3: the new is_active, is_staff, or NULL to keep it; the user
+	 * as it is after the change. */
+	[ST_USER_UPDATE] = {"update user",
+		"UPDATE users SET is_active = coalesce($2::boolean, is_active),"
+		" is_staff = coalesce($3::boolean, is_staff) WHERE id = $1"
+		" RETURNING " USER_COLUMNS},
+	/* Every record of user $1, locked in jti order (see ST_FAMILY_REVOKE). */
+	[ST_USER_SESSIONS_REVOKE] = {"revoke sessions of a user",
+		"UPDATE refresh_tokens SET state = 2 WHERE jti IN (SELECT jti FROM refresh_tokens"
+		" WHERE user_id = $1 AND state <> 2 ORDER BY jti COLLATE \"C\" FOR UPDATE)"},
+	/* A user's records, newest first (jti compared bytewise, as SQLite
+	 * does, whatever the database's collation). */
+	[ST_SESSIONS_OF_USER] = {"list sessions of a user",
+		"SELECT family, state, created_ms, expires_ms, rotated_ms FROM refresh_tokens"
+		" WHERE user_id = $1 ORDER BY created_ms DESC, jti COLLATE \"C\" DESC LIMIT $2"},
 };
 
 /* What every connection shares: read-only once the store is open. */
@@ -385,7 +438,7 @@ struct pg_backend {
 struct pending {
 	enum stmt_id id;
 	bool prepare;
-	bool keep;          /* the result is the exchange's answer (query()) */
+	PGresult **ret_res; /* its result, for the caller to read (fetch(), query()) */
 	int *ret_rows;      /* rows it changed or returned, when not NULL */
 	int64_t *ret_value; /* column 0 of its first row, when not NULL and there is one */
 };
@@ -404,6 +457,7 @@ struct store_conn {
 	bool begin_pending;   /* BEGIN goes with the transaction's first statement */
 	bool pipeline;        /* in pipeline mode: n_pending results to read */
 	bool migrating;       /* no deadline (a migration may take long) */
+	bool in_savepoint;    /* a job of a batch runs: its statements are read before it ends */
 	int n_pending;
 	struct pending pending[PENDING_MAX];
 	int64_t retry_at_ms;  /* CLOCK_MONOTONIC: no connection attempt before */
@@ -684,7 +738,7 @@ static enum otpd_status next_result(struct store_conn *c, const char *what, bool
 
 /* One result of pending statement p; status: the exchange's so far. */
 static enum otpd_status take_result(struct store_conn *c, const struct pending *p,
-                                    PGresult *r, enum otpd_status status, PGresult **kept)
+                                    PGresult *r, enum otpd_status status)
 {
 	switch (PQresultStatus(r)) {
 	case PGRES_COMMAND_OK:
@@ -699,8 +753,8 @@ static enum otpd_status take_result(struct store_conn *c, const struct pending *
 			*p->ret_rows = atoi(PQcmdTuples(r));
 		if (p->ret_value && PQntuples(r) > 0 && PQnfields(r) > 0)
 			*p->ret_value = col_int(r, 0, 0);
-		if (p->keep && !*kept) {
-			*kept = r;
+		if (p->ret_res && !*p->ret_res) {
+			*p->ret_res = r;
 			return OTPD_OK;
 		}
 		break;
@@ -731,47 +785,54 @@ static enum otpd_status take_result(struct store_conn *c, const struct pending *
 	return status;
 }
 
+/* The results captured for the callers of an exchange that failed: none. */
+static void results_drop(struct pending *pend, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (pend[i].ret_res) {
+			PQclear(*pend[i].ret_res);
+			*pend[i].ret_res = NULL;
+		}
+}
+
 /* Send everything queued (a Sync ends the pipeline) and read every
- * result, in order; the first failure is logged and is the answer.  With
- * ret, the statement queued with `keep` answers there (the caller clears
- * it).  The connection leaves pipeline mode, or is dropped. */
-static enum otpd_status exchange(struct store_conn *c, PGresult **ret)
+ * result, in order; the first failure is logged and is the answer.  The
+ * results asked for (fetch(), query()) are the callers' to PQclear(); on
+ * failure there are none.  The connection leaves pipeline mode, or is
+ * dropped. */
+static enum otpd_status exchange(struct store_conn *c)
 {
 	struct pending pend[PENDING_MAX];
 	int n = c->n_pending;
 	enum stmt_id last = n ? c->pending[n - 1].id : ST_PING;
 	int64_t deadline = deadline_of(c);
-	enum otpd_status status = OTPD_OK, st;
-	PGresult *kept = NULL, *r = NULL;
+	enum otpd_status status = OTPD_OK, st = OTPD_OK;
+	PGresult *r = NULL;
 	bool synced;
 
 	memcpy(pend, c->pending, (size_t)n * sizeof(pend[0]));
 	c->n_pending = 0;
-	if (PQpipelineSync(c->pg) != 1)
-		return stmt_lost(c, last, false, true);
+	if (PQpipelineSync(c->pg) != 1) {
+		status = stmt_lost(c, last, false, true);
+		goto out;
+	}
 	for (int i = 0; i < n; i++) {
 		for (;;) {
 			st = next_result(c, stmts[pend[i].id].name, pend[i].id == ST_COMMIT,
 			                 deadline, status == OTPD_OK, &r);
-			if (st != OTPD_OK) {
-				PQclear(kept);
-				return status == OTPD_OK ? st : status;
-			}
+			if (st != OTPD_OK)
+				goto lost;
 			if (!r)
 				break;
-			status = take_result(c, &pend[i], r, status, &kept);
-			if (!c->pg) { /* dropped: a FATAL error */
-				PQclear(kept);
-				return status;
-			}
+			status = take_result(c, &pend[i], r, status);
+			if (!c->pg) /* dropped: a FATAL error */
+				goto out;
 		}
 	}
 	/* The Sync's own result ends the pipeline. */
 	st = next_result(c, stmts[last].name, last == ST_COMMIT, deadline, status == OTPD_OK, &r);
-	if (st != OTPD_OK) {
-		PQclear(kept);
-		return status == OTPD_OK ? st : status;
-	}
+	if (st != OTPD_OK)
+		goto lost;
 	synced = r && PQresultStatus(r) == PGRES_PIPELINE_SYNC;
 	PQclear(r);
 	if (!synced || PQexitPipelineMode(c->pg) != 1) {
@@ -780,19 +841,22 @@ static enum otpd_status exchange(struct store_conn *c, PGresult **ret)
 			            " dropped", c->index);
 			status = OTPD_INTERNAL;
 		}
-		PQclear(kept);
 		drop(c);
-		return status;
+		goto out;
 	}
 	c->pipeline = false;
-	if (status == OTPD_OK && ret && !kept) {
-		store_error("postgres: %s: no result", stmts[last].name);
-		status = OTPD_INTERNAL;
-	}
-	if (status == OTPD_OK && ret)
-		*ret = kept;
-	else
-		PQclear(kept);
+	for (int i = 0; i < n && status == OTPD_OK; i++)
+		if (pend[i].ret_res && !*pend[i].ret_res) {
+			store_error("postgres: %s: no result", stmts[pend[i].id].name);
+			status = OTPD_INTERNAL;
+		}
+	goto out;
+lost:
+	if (status == OTPD_OK)
+		status = st;
+out:
+	if (status != OTPD_OK)
+		results_drop(pend, n);
 	return status;
 }
 
@@ -822,7 +886,7 @@ static enum otpd_status send_stmt(struct store_conn *c, enum stmt_id id, const s
 			return status;
 	}
 	if (c->n_pending + 4 > PENDING_MAX) {
-		status = exchange(c, NULL);
+		status = exchange(c);
 		if (status != OTPD_OK)
 			return status;
 	}
@@ -855,7 +919,8 @@ static enum otpd_status send_stmt(struct store_conn *c, enum stmt_id id, const s
 
 /* Queue a statement whose result is not needed now: it goes with the next
  * query() or the COMMIT; its failure fails that one (and the
- * transaction).  ret_rows, ret_value (may be NULL) are filled then. */
+ * transaction).  ret_rows, ret_value (may be NULL) are filled then: they
+ * must live until the job is answered. */
 static enum otpd_status defer(struct store_conn *c, enum stmt_id id, const struct params *p,
                               int *ret_rows, int64_t *ret_value)
 {
@@ -864,17 +929,28 @@ static enum otpd_status defer(struct store_conn *c, enum stmt_id id, const struc
 	return send_stmt(c, id, p, &want);
 }
 
+/* Queue a statement whose result the caller reads after the next
+ * query() (in the same round trip): *ret (NULL until then) is that
+ * result, to PQclear(); NULL again when the exchange fails. */
+static enum otpd_status fetch(struct store_conn *c, enum stmt_id id, const struct params *p,
+                              PGresult **ret)
+{
+	struct pending want = {.ret_res = ret};
+
+	*ret = NULL;
+	return send_stmt(c, id, p, &want);
+}
+
 /* Run a statement (with everything queued before it) and return its
  * result in *ret (PQclear() it). */
 static enum otpd_status query(struct store_conn *c, enum stmt_id id, const struct params *p,
                               PGresult **ret)
 {
-	struct pending want = {.keep = true};
-	enum otpd_status status = send_stmt(c, id, p, &want);
+	enum otpd_status status = fetch(c, id, p, ret);
 
 	if (status != OTPD_OK)
 		return status;
-	return exchange(c, ret);
+	return exchange(c);
 }
 
 /* Read every queued result now (and send BEGIN when it is pending). */
@@ -887,7 +963,7 @@ static enum otpd_status flush(struct store_conn *c, bool start)
 		if (status != OTPD_OK)
 			return status;
 	}
-	return c->pipeline ? exchange(c, NULL) : OTPD_OK;
+	return c->pipeline ? exchange(c) : OTPD_OK;
 }
 
 /* SQL text outside the pipeline (several statements; no parameters): the
@@ -1017,9 +1093,10 @@ static void pg_rollback(struct store_conn *c)
 	PGresult *r = NULL;
 
 	c->in_tx = false;
+	c->in_savepoint = false;
 	c->begin_pending = false; /* nothing sent yet: nothing to undo */
 	if (c->pg && c->pipeline)
-		(void)exchange(c, NULL); /* what it says is this transaction's failure */
+		(void)exchange(c); /* what it says is this transaction's failure */
 	if (!c->pg || PQtransactionStatus(c->pg) == PQTRANS_IDLE)
 		return;
 	if (query(c, ST_ROLLBACK, NULL, &r) == OTPD_OK)
@@ -1068,30 +1145,43 @@ static enum otpd_status pg_commit(struct store_conn *c)
 	return status;
 }
 
+/* SAVEPOINT, RELEASE and ROLLBACK TO are queued: they go with the next
+ * job's first statement, or the COMMIT.  A job inside a savepoint reads
+ * its own statements' results before it ends (job_end()), so what fails
+ * is its failure alone; what is left to fail in these three is the
+ * connection, and that fails the whole batch anyway. */
 static enum otpd_status pg_savepoint(struct store_conn *c)
 {
+	c->in_savepoint = true;
 	return defer(c, ST_SAVEPOINT, NULL, NULL, NULL);
 }
 
-/* Synchronous: what the job queued is read inside its savepoint. */
 static enum otpd_status pg_release(struct store_conn *c)
 {
-	PGresult *r = NULL;
-	enum otpd_status status = query(c, ST_RELEASE, NULL, &r);
-
-	PQclear(r);
-	return status;
+	c->in_savepoint = false;
+	return defer(c, ST_RELEASE, NULL, NULL, NULL);
 }
 
 static enum otpd_status pg_rollback_to(struct store_conn *c)
 {
-	PGresult *r = NULL;
-	enum otpd_status status;
+	enum otpd_status status = OTPD_OK;
 
+	c->in_savepoint = false;
 	if (c->pg && c->pipeline)
-		(void)exchange(c, NULL); /* the failing job's own */
-	status = query(c, ST_ROLLBACK_TO, NULL, &r);
-	PQclear(r);
+		(void)exchange(c); /* the failing job's own: its failure is said */
+	if (c->pg && PQtransactionStatus(c->pg) == PQTRANS_IDLE)
+		return OTPD_UNAVAILABLE; /* the transaction is gone (said then) */
+	status = defer(c, ST_ROLLBACK_TO, NULL, NULL, NULL);
+	return status;
+}
+
+/* The end of a write job: inside a savepoint (a batch of several), read
+ * what it queued, so that its failure is its own (the engine undoes it
+ * alone); alone, it goes with the COMMIT. */
+static enum otpd_status job_end(struct store_conn *c, enum otpd_status status)
+{
+	if (status == OTPD_OK && c->in_savepoint)
+		status = flush(c, false);
 	return status;
 }
 
@@ -1486,6 +1576,8 @@ static enum otpd_status user_row(const PGresult *r, int row, struct store_user *
 	}
 	u.is_active = col_int(r, row, 6) != 0;
 	u.is_staff = col_int(r, row, 7) != 0;
+	u.created_ms = col_int(r, row, 8);
+	u.last_login_ms = PQgetisnull(r, row, 9) ? -1 : col_int(r, row, 9);
 	*ret = u;
 	return OTPD_OK;
 }
@@ -1546,6 +1638,8 @@ static enum otpd_status user_login(struct store_conn *c, const char *phone,
 		return status;
 	if (PQntuples(r) == 1) {
 		u.id = col_int(r, 0, 0);
+		u.created_ms = now_ms;
+		u.last_login_ms = now_ms;
 		PQclear(r);
 		*ret_is_new = true;
 		*ret = u;
@@ -1760,30 +1854,45 @@ static enum otpd_status session_mark_rotated(struct store_conn *c, const char *j
 }
 
 /* The decisions of store_session_rotate (store.h), in the order listed
- * there (store/rules.c makes them; this reads and writes), under the
- * family's lock.  Any answer commits: only the OK and replay answers have
- * written anything. */
+ * there (store/rules.c makes them; this reads and writes).  Locks in the
+ * order every transaction on refresh records takes them: the user (FOR
+ * SHARE: not deactivated, nor deleted, until this commits; a deactivation
+ * locks the user first too, then revokes), then the family, then the
+ * record; all three in the first round trip.  Any answer commits: only the
+ * OK and replay answers have written anything. */
 static enum otpd_status op_rotate(struct store_conn *c, struct store_job *j)
 {
 	const struct store_args_rotate *a = &j->u.rotate;
 	struct store_rotate_result *res = &j->u.rotate.res;
 	struct store_session_row cur, succ;
+	struct params p = {0};
 	enum otpd_status status;
-	bool found = false;
+	PGresult *user = NULL;
+	bool found = false, user_found;
 
 	j->result = OTPD_INVALID_TOKEN;
 	res->reuse_detected = false;
 	res->revoked_records = 0;
-	status = family_lock(c, a->jti);
+	p_i64(&p, a->user_id);
+	status = fetch(c, ST_USER_BY_ID_SHARE, &p, &user);
+	if (status == OTPD_OK)
+		status = family_lock(c, a->jti);
 	if (status == OTPD_OK)
 		status = session_get(c, ST_SESSION_GET_LOCK, a->jti, &found, &cur);
+	if (status != OTPD_OK) {
+		PQclear(user);
+		return status;
+	}
+	user_found = PQntuples(user) > 0;
+	if (user_found)
+		status = user_row(user, 0, &res->user);
+	PQclear(user);
 	if (status != OTPD_OK || !found)
 		return status;
 	if (store_rules_rotate_first(&cur, a->user_id, j->now_ms) == STORE_ROTATE_REFUSE)
 		return OTPD_OK;
-	status = user_by_id(c, ST_USER_BY_ID_SHARE, a->user_id, &found, &res->user);
-	if (status != OTPD_OK || !found)
-		return status;
+	if (!user_found)
+		return OTPD_OK;
 	if (!res->user.is_active) {
 		j->result = OTPD_USER_INACTIVE;
 		return OTPD_OK;
@@ -1845,6 +1954,138 @@ static enum otpd_status op_session_purge(struct store_conn *c, struct store_job 
 	p_i64(&p, j->u.purge.limit);
 	j->u.purge.deleted = 0;
 	return defer(c, ST_SESSION_PURGE, &p, &j->u.purge.deleted, NULL);
+}
+
+/* ---- the staff console ---- */
+
+/* The flags as the change says (the user row locked: first, as every
+ * transaction on a user's sessions locks it), the sessions revoked when it
+ * deactivates, and the user as it is now; two round trips at most. */
+static enum otpd_status op_user_update(struct store_conn *c, struct store_job *j)
+{
+	struct store_args_user_update *a = &j->u.user_update;
+	const struct store_user_change *ch = a->change;
+	struct params p = {0};
+	enum otpd_status status;
+	PGresult *r = NULL;
+
+	p_i64(&p, a->id);
+	if (ch->set_active)
+		p_text(&p, ch->is_active ? "true" : "false");
+	else
+		p_null(&p);
+	if (ch->set_staff)
+		p_text(&p, ch->is_staff ? "true" : "false");
+	else
+		p_null(&p);
+	status = query(c, ST_USER_UPDATE, &p, &r);
+	if (status != OTPD_OK)
+		return status;
+	a->found = PQntuples(r) > 0;
+	if (a->found)
+		status = user_row(r, 0, &a->user);
+	PQclear(r);
+	if (status != OTPD_OK || !a->found)
+		return status; /* no such user: nothing changed */
+	if (ch->set_active && !ch->is_active) {
+		/* Deactivated: every session of the user ends with it.  A new
+		 * statement: it sees the records of a login that committed while
+		 * this waited for the user's row. */
+		struct params q = {0};
+
+		p_i64(&q, a->id);
+		status = defer(c, ST_USER_SESSIONS_REVOKE, &q, NULL, NULL);
+	}
+	return status;
+}
+
+/* Read row `row` of CODE_ROW_COLUMNS.  False when its number does not fit
+ * (not one otpd wrote). */
+static bool code_row(const PGresult *r, int row, struct store_code_row *ret)
+{
+	struct store_code_row c;
+
+	memset(&c, 0, sizeof(c));
+	c.id = col_int(r, row, 0);
+	if (!col_text(r, row, 1, c.phone, sizeof(c.phone), NULL))
+		return false;
+	c.created_ms = col_int(r, row, 2);
+	c.expires_ms = col_int(r, row, 3);
+	c.ended_ms = PQgetisnull(r, row, 4) ? -1 : col_int(r, row, 4);
+	c.attempts = (int)col_int(r, row, 5);
+	c.max_attempts = (int)col_int(r, row, 6);
+	c.state = (int)col_int(r, row, 7);
+	c.sms_message_id = PQgetisnull(r, row, 8) ? 0 : col_int(r, row, 8);
+	c.sms_status = PQgetisnull(r, row, 9) ? -1 : (int)col_int(r, row, 9);
+	c.sms_status_ms = PQgetisnull(r, row, 10) ? -1 : col_int(r, row, 10);
+	*ret = c;
+	return true;
+}
+
+static enum otpd_status op_codes_list(struct store_conn *c, struct store_job *j)
+{
+	struct store_args_codes_list *a = &j->u.codes;
+	enum stmt_id id = a->phone ? ST_CODES_OF_PHONE : ST_CODES_ALL;
+	struct params p = {0};
+	enum otpd_status status;
+	PGresult *r = NULL;
+	size_t n = 0;
+
+	if (a->phone)
+		p_text(&p, a->phone);
+	p_i64(&p, a->before_id);
+	p_i64(&p, a->since_ms);
+	p_i64(&p, a->until_ms);
+	p_i64(&p, (int64_t)a->cap); /* at most STORE_PAGE_MAX (store.c) */
+	status = query(c, id, &p, &r);
+	if (status != OTPD_OK)
+		return status;
+	for (int i = 0; i < PQntuples(r) && n < a->cap; i++) {
+		if (!code_row(r, i, &a->ret[n])) {
+			store_error("postgres: code %lld has a number longer than otpd allows",
+			            (long long)col_int(r, i, 0));
+			PQclear(r);
+			return OTPD_INTERNAL;
+		}
+		n++;
+	}
+	PQclear(r);
+	a->n = n;
+	return OTPD_OK;
+}
+
+static enum otpd_status op_user_sessions(struct store_conn *c, struct store_job *j)
+{
+	struct store_args_user_sessions *a = &j->u.sessions;
+	struct params p = {0};
+	enum otpd_status status;
+	PGresult *r = NULL;
+	size_t n = 0;
+
+	p_i64(&p, a->user_id);
+	p_i64(&p, (int64_t)a->cap); /* at most STORE_PAGE_MAX (store.c) */
+	status = query(c, ST_SESSIONS_OF_USER, &p, &r);
+	if (status != OTPD_OK)
+		return status;
+	for (int i = 0; i < PQntuples(r) && n < a->cap; i++) {
+		struct store_session_info *s = &a->ret[n];
+
+		memset(s, 0, sizeof(*s));
+		if (!col_text(r, i, 0, s->family, sizeof(s->family), NULL)) {
+			store_error("postgres: a refresh_tokens record has a family longer than %d",
+			            STORE_JTI_LEN);
+			PQclear(r);
+			return OTPD_INTERNAL;
+		}
+		s->state = (int)col_int(r, i, 1);
+		s->created_ms = col_int(r, i, 2);
+		s->expires_ms = col_int(r, i, 3);
+		s->rotated_ms = PQgetisnull(r, i, 4) ? -1 : col_int(r, i, 4);
+		n++;
+	}
+	PQclear(r);
+	a->n = n;
+	return OTPD_OK;
 }
 
 /* ---- SMS delivery ---- */
@@ -1993,6 +2234,24 @@ static enum otpd_status op_history_purge(struct store_conn *c, struct store_job 
 
 /* ---- the dialect ---- */
 
+/* The write operations as the engine calls them (job_end()). */
+#define WRITE_OP(fn) \
+	static enum otpd_status fn##_job(struct store_conn *c, struct store_job *j) \
+	{ \
+		return job_end(c, fn(c, j)); \
+	}
+WRITE_OP(op_secret)
+WRITE_OP(op_issue)
+WRITE_OP(op_cancel)
+WRITE_OP(op_verify)
+WRITE_OP(op_rotate)
+WRITE_OP(op_revoke)
+WRITE_OP(op_session_purge)
+WRITE_OP(op_sms_accepted)
+WRITE_OP(op_delivery_set)
+WRITE_OP(op_history_purge)
+WRITE_OP(op_user_update)
+
 static void pg_conn_close(struct store_conn *c)
 {
 	if (!c)
@@ -2013,20 +2272,23 @@ static const struct store_dialect postgres_dialect = {
 	.in_transaction = pg_in_transaction,
 	.stats_add = pg_stats_add,
 	.op = {
-		[STORE_OP_SECRET] = op_secret,
-		[STORE_OP_ISSUE] = op_issue,
-		[STORE_OP_CANCEL] = op_cancel,
-		[STORE_OP_VERIFY] = op_verify,
-		[STORE_OP_ROTATE] = op_rotate,
-		[STORE_OP_REVOKE] = op_revoke,
-		[STORE_OP_SESSION_PURGE] = op_session_purge,
-		[STORE_OP_SMS_ACCEPTED] = op_sms_accepted,
-		[STORE_OP_DELIVERY_SET] = op_delivery_set,
-		[STORE_OP_HISTORY_PURGE] = op_history_purge,
+		[STORE_OP_SECRET] = op_secret_job,
+		[STORE_OP_ISSUE] = op_issue_job,
+		[STORE_OP_CANCEL] = op_cancel_job,
+		[STORE_OP_VERIFY] = op_verify_job,
+		[STORE_OP_ROTATE] = op_rotate_job,
+		[STORE_OP_REVOKE] = op_revoke_job,
+		[STORE_OP_SESSION_PURGE] = op_session_purge_job,
+		[STORE_OP_SMS_ACCEPTED] = op_sms_accepted_job,
+		[STORE_OP_DELIVERY_SET] = op_delivery_set_job,
+		[STORE_OP_HISTORY_PURGE] = op_history_purge_job,
+		[STORE_OP_USER_UPDATE] = op_user_update_job,
 		[STORE_OP_PING] = op_ping,
 		[STORE_OP_USER_GET] = op_user_get,
 		[STORE_OP_DELIVERY_PENDING] = op_delivery_pending,
 		[STORE_OP_STATS] = op_stats,
+		[STORE_OP_CODES_LIST] = op_codes_list,
+		[STORE_OP_USER_SESSIONS] = op_user_sessions,
 	},
 	.migrations = &store_postgres_migrations,
 	.migrate_lock = pg_migrate_lock,
