@@ -463,6 +463,7 @@ struct store_conn {
 	int64_t retry_at_ms;  /* CLOCK_MONOTONIC: no connection attempt before */
 	int backoff_ms;
 	bool lost;            /* the connection was lost: say when it is back */
+	bool closing;         /* the server said FATAL while it was idle */
 };
 
 /* ---- parameters: integers as text, the hash in binary ---- */
@@ -666,14 +667,23 @@ static enum otpd_status fail_res(struct store_conn *c, const char *what, const P
 }
 
 /* Server notices: a WARNING is worth a line; NOTICE and below are not
- * (client_min_messages is warning: they are not even sent). */
+ * (client_min_messages is warning: they are not even sent).  libpq hands
+ * what comes while the connection is idle here too: a FATAL error, or an
+ * administrator or crash shutdown (57P01, 57P02: a WARNING on an immediate
+ * shutdown), is the server closing it. */
 static void notice_receiver(void *arg, const PGresult *r)
 {
+	struct store_conn *c = arg;
 	const char *severity = PQresultErrorField(r, PG_DIAG_SEVERITY_NONLOCALIZED);
+	const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
 	const char *primary = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
 	char buf[512];
 
-	(void)arg;
+	if ((severity && (strcmp(severity, "FATAL") == 0 || strcmp(severity, "PANIC") == 0)) ||
+	    (state && strncmp(state, "57P0", 4) == 0)) {
+		c->closing = true; /* idle_conn_ok() says so */
+		return;
+	}
 	if (severity && strcmp(severity, "WARNING") == 0)
 		log_warn("store.notice", "postgres: %s", one_line(primary, buf, sizeof(buf)));
 }
@@ -1040,7 +1050,8 @@ static enum otpd_status conn_open(struct store_conn *c)
 		c->pg = NULL;
 		return OTPD_UNAVAILABLE;
 	}
-	PQsetNoticeReceiver(c->pg, notice_receiver, NULL);
+	c->closing = false;
+	PQsetNoticeReceiver(c->pg, notice_receiver, c);
 	if (PQsetnonblocking(c->pg, 1) != 0) {
 		store_error("postgres: connection %d: cannot make it non-blocking: %s", c->index,
 		            one_line(PQerrorMessage(c->pg), buf, sizeof(buf)));
@@ -1056,6 +1067,30 @@ static enum otpd_status conn_open(struct store_conn *c)
 	return status;
 }
 
+/* An idle connection that the server has closed (a restart, a failover,
+ * an administrator's pg_terminate_backend) is readable: its FATAL message,
+ * then the end of the stream.  Seen before anything is sent, it is
+ * replaced at no cost to the job that would have failed on it. */
+static bool idle_conn_ok(struct store_conn *c)
+{
+	struct pollfd pfd = {.fd = PQsocket(c->pg), .events = POLLIN};
+
+	if (pfd.fd < 0)
+		return false;
+	if (poll(&pfd, 1, 0) <= 0)
+		return true; /* nothing came: as good as it was */
+	/* Read it, then parse it: PQisBusy() does, and hands an error to
+	 * notice_receiver(). */
+	if (PQconsumeInput(c->pg)) {
+		(void)PQisBusy(c->pg);
+		if (!c->closing && PQstatus(c->pg) == CONNECTION_OK)
+			return true; /* a parameter status, a notice */
+	}
+	log_warn("store.reconnect", "postgres: connection %d was closed by the server while"
+	         " idle: connecting again", c->index);
+	return false;
+}
+
 /* Connected, or connect again: right away after a loss, then no sooner
  * than the back-off after each failed attempt (a database that is down is
  * not hammered, and says so a few times a second at most). */
@@ -1063,7 +1098,8 @@ static enum otpd_status conn_ready(struct store_conn *c)
 {
 	enum otpd_status status;
 
-	if (c->pg && PQstatus(c->pg) == CONNECTION_OK)
+	if (c->pg && PQstatus(c->pg) == CONNECTION_OK && (c->pipeline || c->in_tx ||
+	                                                  idle_conn_ok(c)))
 		return OTPD_OK;
 	if (c->pg)
 		drop(c); /* gone bad since: the failure that did it was logged */
