@@ -229,6 +229,9 @@ enum stmt_id {
 	ST_USER_UPDATE,
 	ST_USER_SESSIONS_REVOKE,
 	ST_SESSIONS_OF_USER,
+	ST_THROTTLE_HIT,
+	ST_THROTTLE_GET,
+	ST_HISTORY_PURGE_THROTTLES,
 	_ST_MAX,
 };
 
@@ -246,6 +249,12 @@ enum stmt_id {
  * verbatim: the planner uses the index only when the query implies it. */
 #define SMS_NOT_FINAL "coalesce(sms_status, 0) < 6"
 _Static_assert(STORE_SMS_STATUS_FINAL == 6, "SMS_NOT_FINAL and migration 1 say 6");
+
+/* A throttle's tat in ticks of the rate $3 counts with, from the row's own
+ * count (the same, unless the rate was changed). */
+#define THROTTLE_TAT(count) \
+	"CASE WHEN t.count = " count " THEN t.tat" \
+	" ELSE ceil(t.tat::numeric * " count " / t.count)::bigint END"
 
 /* Every statement otpd runs on PostgreSQL but the migrations' own SQL:
  * prepared once per connection, on first use. */
@@ -417,6 +426,26 @@ static const struct {
 		" WHERE user_id = $1 AND state <> 2 ORDER BY jti COLLATE \"C\" FOR UPDATE)"},
 	/* A user's records, newest first (jti compared bytewise, as SQLite
 	 * does, whatever the database's collation). */
+	/* One request of client $1 at $2 ms, on a rate of $3 per $4 ms: the
+	 * GCRA of src/util/ratelimit.c in ticks of 1/$3 ms (now = $2 * $3, the
+	 * emission interval $4, the burst tolerance $4 * ($3 - 1)).  A row:
+	 * allowed, and counted; none: refused, nothing changed (ON CONFLICT DO
+	 * UPDATE locks the row all the same: ST_THROTTLE_GET reads it). */
+	[ST_THROTTLE_HIT] = {"count throttle",
+		"INSERT INTO throttles AS t (key, tat, count)"
+		" VALUES ($1, $2::bigint * $3::bigint + $4::bigint, $3::bigint)"
+		" ON CONFLICT (key) DO UPDATE"
+		" SET tat = greatest(" THROTTLE_TAT("$3::bigint") ", $2::bigint * $3::bigint)"
+		" + $4::bigint, count = $3::bigint"
+		" WHERE greatest(" THROTTLE_TAT("$3::bigint") ", $2::bigint * $3::bigint)"
+		" - $4::bigint * ($3::bigint - 1) <= $2::bigint * $3::bigint"
+		" RETURNING tat"},
+	[ST_THROTTLE_GET] = {"read throttle",
+		"SELECT " THROTTLE_TAT("$2::bigint") " FROM throttles t WHERE key = $1"},
+	/* Throttles whose time passed before $1: as good as none. */
+	[ST_HISTORY_PURGE_THROTTLES] = {"purge throttles",
+		"DELETE FROM throttles WHERE key IN (SELECT key FROM throttles"
+		" WHERE tat / count < $1 ORDER BY tat / count LIMIT $2 FOR UPDATE SKIP LOCKED)"},
 	[ST_SESSIONS_OF_USER] = {"list sessions of a user",
 		"SELECT family, state, created_ms, expires_ms, rotated_ms FROM refresh_tokens"
 		" WHERE user_id = $1 ORDER BY created_ms DESC, jti COLLATE \"C\" DESC LIMIT $2"},
@@ -1393,6 +1422,59 @@ static enum otpd_status pg_stats_add(struct store_conn *c, int64_t bucket_ms,
 	return defer(c, ST_STATS_ADD, &p, NULL, NULL);
 }
 
+/* ---- the clients' throttles (a database that every node shares) ---- */
+
+/* Count one request of the client, queued first in the operation's
+ * transaction: *ret is its result once the operation's first query has
+ * answered (throttle_judge()). */
+static enum otpd_status throttle_send(struct store_conn *c, const struct store_throttle *t,
+                                      int64_t now_ms, PGresult **ret)
+{
+	struct params p = {0};
+
+	*ret = NULL;
+	/* ratelimit.c's bounds: now * count stays inside 64 bits. */
+	if (t->key_len < 1 || t->key_len > STORE_THROTTLE_KEY_MAX || t->count < 1 ||
+	    t->count > 1000000 || t->period_ms < 1) {
+		store_error("postgres: a throttle with key length %zu, rate %lld per %lld ms",
+		            t->key_len, (long long)t->count, (long long)t->period_ms);
+		return OTPD_INTERNAL;
+	}
+	p_bytes(&p, t->key, t->key_len);
+	p_i64(&p, now_ms);
+	p_i64(&p, t->count);
+	p_i64(&p, t->period_ms);
+	return fetch(c, ST_THROTTLE_HIT, &p, ret);
+}
+
+/* The throttle's answer (hit: ST_THROTTLE_HIT's result, cleared here):
+ * *ret_retry_after_s 0 when the request is allowed, else the whole
+ * seconds (>= 1) until one more is, as ratelimit_hit() counts them. */
+static enum otpd_status throttle_judge(struct store_conn *c, const struct store_throttle *t,
+                                       int64_t now_ms, PGresult *hit, int *ret_retry_after_s)
+{
+	struct params p = {0};
+	enum otpd_status status;
+	PGresult *r = NULL;
+	int64_t wait, tps = t->count * 1000;
+	bool allowed = PQntuples(hit) > 0;
+
+	PQclear(hit);
+	*ret_retry_after_s = 0;
+	if (allowed)
+		return OTPD_OK;
+	p_bytes(&p, t->key, t->key_len);
+	p_i64(&p, t->count);
+	status = query(c, ST_THROTTLE_GET, &p, &r);
+	if (status != OTPD_OK)
+		return status;
+	wait = PQntuples(r) > 0
+	       ? col_int(r, 0, 0) - t->period_ms * (t->count - 1) - now_ms * t->count : 1;
+	PQclear(r);
+	*ret_retry_after_s = wait > 0 ? (int)((wait + tps - 1) / tps) : 1;
+	return OTPD_OK;
+}
+
 /* ---- send a code ---- */
 
 /* The number's lock, queued: it goes with the read that follows, which
@@ -1465,14 +1547,32 @@ static enum otpd_status op_issue(struct store_conn *c, struct store_job *j)
 	const char *phone = j->u.issue.phone;
 	int64_t now_ms = j->now_ms;
 	struct store_issue_result *res = &j->u.issue.res;
+	const struct store_throttle *throttle = j->u.issue.throttle;
 	struct send_window w = {0};
 	struct params q = {0};
-	enum otpd_status status;
+	enum otpd_status status = OTPD_OK;
 	int retry_after_s = 0;
+	PGresult *hit = NULL;
 
-	status = phone_lock(c, phone);
+	/* The client's throttle first, in the same round trip as the lock
+	 * and the read. */
+	if (throttle)
+		status = throttle_send(c, throttle, now_ms, &hit);
+	if (status == OTPD_OK)
+		status = phone_lock(c, phone);
 	if (status == OTPD_OK)
 		status = send_window(c, phone, p->send_limit, now_ms - p->send_window_ms, now_ms, &w);
+	if (status == OTPD_OK && throttle) {
+		status = throttle_judge(c, throttle, now_ms, hit, &retry_after_s);
+		hit = NULL;
+		if (status == OTPD_OK && retry_after_s > 0) {
+			/* Over it: nothing else is done. */
+			res->retry_after_s = retry_after_s;
+			j->result = OTPD_THROTTLED;
+			return OTPD_OK;
+		}
+	}
+	PQclear(hit);
 	if (status != OTPD_OK)
 		return status;
 	if (!otp_policy_send_allowed(p, w.count, w.oldest_ms, now_ms, &retry_after_s)) {
@@ -1730,10 +1830,31 @@ static enum otpd_status op_verify(struct store_conn *c, struct store_job *j)
 	int64_t code_id = 0;
 	int max_attempts = 0;
 
+	const struct store_throttle *throttle = j->u.verify.throttle;
+	PGresult *hit = NULL;
+	int retry_after_s = 0;
+
 	memset(&rec, 0, sizeof(rec));
-	status = code_get(c, phone, &found, &code_id, &max_attempts, &rec, stored);
-	if (status != OTPD_OK)
+	/* The client's throttle first, in the same round trip as the read. */
+	status = throttle ? throttle_send(c, throttle, now_ms, &hit) : OTPD_OK;
+	if (status == OTPD_OK)
+		status = code_get(c, phone, &found, &code_id, &max_attempts, &rec, stored);
+	if (status == OTPD_OK && throttle) {
+		status = throttle_judge(c, throttle, now_ms, hit, &retry_after_s);
+		hit = NULL;
+		if (status == OTPD_OK && retry_after_s > 0) {
+			/* Over it: no attempt is counted, nothing else is done. */
+			otp_wipe(stored, sizeof(stored));
+			res->retry_after_s = retry_after_s;
+			j->result = OTPD_THROTTLED;
+			return OTPD_OK;
+		}
+	}
+	PQclear(hit);
+	if (status != OTPD_OK) {
+		otp_wipe(stored, sizeof(stored));
 		return status;
+	}
 	if (found)
 		match = otp_hash_equal(stored, hash); /* in C, constant time */
 	otp_wipe(stored, sizeof(stored));
@@ -2245,10 +2366,12 @@ static enum otpd_status op_stats(struct store_conn *c, struct store_job *j)
 
 /* ---- retention ---- */
 
-/* Stats buckets first, then codes with what is left of the limit. */
+/* Stats buckets first, then codes, then throttles whose time passed
+ * before before_ms, each with what is left of the limit. */
 static enum otpd_status op_history_purge(struct store_conn *c, struct store_job *j)
 {
-	static const enum stmt_id order[] = {ST_HISTORY_PURGE_STATS, ST_HISTORY_PURGE_CODES};
+	static const enum stmt_id order[] = {ST_HISTORY_PURGE_STATS, ST_HISTORY_PURGE_CODES,
+	                                     ST_HISTORY_PURGE_THROTTLES};
 	int limit = j->u.purge.limit, deleted = 0;
 
 	for (size_t i = 0; i < sizeof(order) / sizeof(order[0]) && deleted < limit; i++) {
