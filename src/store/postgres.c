@@ -493,6 +493,7 @@ struct store_conn {
 	int backoff_ms;
 	bool lost;            /* the connection was lost: say when it is back */
 	bool closing;         /* the server said FATAL while it was idle */
+	bool stale;           /* its prepared statements predate a schema change */
 };
 
 /* ---- parameters: integers as text, the hash in binary ---- */
@@ -688,6 +689,13 @@ static enum otpd_status fail_res(struct store_conn *c, const char *what, const P
 	status = status_of(state);
 	store_error("postgres: %s: %s (SQLSTATE %s)", what,
 	            one_line(primary, buf, sizeof(buf)), state);
+	/* "cached plan must not change result type": another node changed the
+	 * schema under this connection's prepared statements.  A new
+	 * connection prepares them again (after this transaction). */
+	if (strcmp(state, "0A000") == 0 && primary && strstr(primary, "cached plan")) {
+		c->stale = true;
+		status = OTPD_UNAVAILABLE; /* a retry runs on the new connection */
+	}
 	/* FATAL and PANIC end the session (administrator shutdown, ...). */
 	if (PQstatus(c->pg) != CONNECTION_OK ||
 	    (severity && (strcmp(severity, "FATAL") == 0 || strcmp(severity, "PANIC") == 0)))
@@ -1080,6 +1088,7 @@ static enum otpd_status conn_open(struct store_conn *c)
 		return OTPD_UNAVAILABLE;
 	}
 	c->closing = false;
+	c->stale = false;
 	PQsetNoticeReceiver(c->pg, notice_receiver, c);
 	if (PQsetnonblocking(c->pg, 1) != 0) {
 		store_error("postgres: connection %d: cannot make it non-blocking: %s", c->index,
@@ -1128,7 +1137,7 @@ static enum otpd_status conn_ready(struct store_conn *c)
 	enum otpd_status status;
 
 	if (c->pg && PQstatus(c->pg) == CONNECTION_OK && (c->pipeline || c->in_tx ||
-	                                                  idle_conn_ok(c)))
+	                                                  (!c->stale && idle_conn_ok(c))))
 		return OTPD_OK;
 	if (c->pg)
 		drop(c); /* gone bad since: the failure that did it was logged */
