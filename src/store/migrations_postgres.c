@@ -9,9 +9,9 @@
  * Version 1 is the SQLite schema at its latest version (migrations_sqlite.c,
  * version 4) in PostgreSQL's types: the same tables, columns, CHECKs and
  * indexes, so that the dialects run the same rules on the same rows; plus
- * throttles, which only a shared database needs.  Times
- * are milliseconds since the Unix epoch (bigint), as on SQLite; hashes and
- * secrets are bytea; flags are boolean. */
+ * throttles, which only a shared database needs.  Times are milliseconds
+ * since the Unix epoch (bigint), as on SQLite; hashes and secrets are
+ * bytea; flags are boolean. */
 #include "backend.h"
 
 static const char *const postgres_sql[] = {
@@ -93,6 +93,15 @@ static const char *const postgres_sql[] = {
 	"CREATE INDEX refresh_tokens_user ON refresh_tokens (user_id);\n"
 	"CREATE INDEX refresh_tokens_expires ON refresh_tokens (expires_ms);\n"
 
+	/* The per-address throttles, counted for every node (a GCRA: the
+	 * theoretical arrival time of the key's next request, microseconds).
+	 * A row whose time has passed is as good as none: the janitor deletes
+	 * those. */
+	"CREATE TABLE throttles (\n"
+	"  key    bytea PRIMARY KEY,\n"
+	"  tat_us bigint NOT NULL\n"
+	");\n"
+
 	/* What the dashboard counts, per 5 minutes (bucket_ms: the start of
 	 * the bucket, a multiple of 300000): sends (codes issued),
 	 * sms_failures (codes cancelled), logins, new_users, wrong_guesses,
@@ -107,23 +116,7 @@ static const char *const postgres_sql[] = {
 	"  new_users     bigint NOT NULL DEFAULT 0,\n"
 	"  wrong_guesses bigint NOT NULL DEFAULT 0,\n"
 	"  locks         bigint NOT NULL DEFAULT 0\n"
-	");\n"
-
-	/* The per-client throttles that a database shared by several nodes
-	 * counts for all of them (struct store_throttle, store.h): a GCRA per
-	 * key (the endpoint and the client's address).  tat: the key's
-	 * theoretical arrival time in ticks of 1/count ms (exact emission
-	 * intervals, as src/util/ratelimit.c keeps them), for the count it was
-	 * counted with (a rate changed since is converted: the key keeps its
-	 * time, not its number of requests).  A row whose time
-	 * has passed (tat / count < now) is as good as none: the retention
-	 * purge deletes those, through the index. */
-	"CREATE TABLE throttles (\n"
-	"  key   bytea PRIMARY KEY CHECK (octet_length(key) BETWEEN 1 AND 24),\n"
-	"  tat   bigint NOT NULL,\n"
-	"  count bigint NOT NULL CHECK (count >= 1)\n"
-	");\n"
-	"CREATE INDEX throttles_free ON throttles ((tat / count));\n",
+	");\n",
 
 	/* Append new versions here. */
 };

@@ -3,13 +3,14 @@
  *
  * ---- Connections ----
  *
- * DATABASE_POOL_SIZE connections (default 4), each a writer of the engine
- * (queue.c) driven by a thread of its own, so that the batches of one node
- * run side by side; plus one read connection, so that a read (ping for
- * /readyz, the user for /me, the stats, the pending deliveries) never
- * queues behind writes: under load the write queue can hold thousands of
- * jobs, and a read is one indexed statement that PostgreSQL answers without
- * waiting for any writer (MVCC).  A node holds pool + 1 connections.
+ * DATABASE_POOL_SIZE connections (default two per core, at least 4), each
+ * a writer of the engine (queue.c) driven by a thread of its own, so that
+ * the batches of one node run side by side; plus one read connection, so
+ * that a read (ping for /readyz, the user for /me, the stats, the pending
+ * deliveries, the staff console's lists) never queues behind writes: under
+ * load the write queue can hold thousands of jobs, and a read is one
+ * indexed statement that PostgreSQL answers without waiting for any writer
+ * (MVCC).  A node holds pool + 1 connections.
  *
  * Each connection is set up once: connect_timeout (DATABASE_CONNECT_
  * TIMEOUT_MS, in whole seconds, at least 2), TCP keepalives and
@@ -161,6 +162,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include "../log.h"
 #include "../metrics.h"
 #include "rules.h"
@@ -229,9 +231,8 @@ enum stmt_id {
 	ST_USER_UPDATE,
 	ST_USER_SESSIONS_REVOKE,
 	ST_SESSIONS_OF_USER,
-	ST_THROTTLE_HIT,
-	ST_THROTTLE_GET,
-	ST_HISTORY_PURGE_THROTTLES,
+	ST_THROTTLE,
+	ST_THROTTLE_PURGE,
 	_ST_MAX,
 };
 
@@ -249,12 +250,6 @@ enum stmt_id {
  * verbatim: the planner uses the index only when the query implies it. */
 #define SMS_NOT_FINAL "coalesce(sms_status, 0) < 6"
 _Static_assert(STORE_SMS_STATUS_FINAL == 6, "SMS_NOT_FINAL and migration 1 say 6");
-
-/* A throttle's tat in ticks of the rate $3 counts with, from the row's own
- * count (the same, unless the rate was changed). */
-#define THROTTLE_TAT(count) \
-	"CASE WHEN t.count = " count " THEN t.tat" \
-	" ELSE ceil(t.tat::numeric * " count " / t.count)::bigint END"
 
 /* Every statement otpd runs on PostgreSQL but the migrations' own SQL:
  * prepared once per connection, on first use. */
@@ -426,26 +421,27 @@ static const struct {
 		" WHERE user_id = $1 AND state <> 2 ORDER BY jti COLLATE \"C\" FOR UPDATE)"},
 	/* A user's records, newest first (jti compared bytewise, as SQLite
 	 * does, whatever the database's collation). */
-	/* One request of client $1 at $2 ms, on a rate of $3 per $4 ms: the
-	 * GCRA of src/util/ratelimit.c in ticks of 1/$3 ms (now = $2 * $3, the
-	 * emission interval $4, the burst tolerance $4 * ($3 - 1)).  A row:
-	 * allowed, and counted; none: refused, nothing changed (ON CONFLICT DO
-	 * UPDATE locks the row all the same: ST_THROTTLE_GET reads it). */
-	[ST_THROTTLE_HIT] = {"count throttle",
-		"INSERT INTO throttles AS t (key, tat, count)"
-		" VALUES ($1, $2::bigint * $3::bigint + $4::bigint, $3::bigint)"
-		" ON CONFLICT (key) DO UPDATE"
-		" SET tat = greatest(" THROTTLE_TAT("$3::bigint") ", $2::bigint * $3::bigint)"
-		" + $4::bigint, count = $3::bigint"
-		" WHERE greatest(" THROTTLE_TAT("$3::bigint") ", $2::bigint * $3::bigint)"
-		" - $4::bigint * ($3::bigint - 1) <= $2::bigint * $3::bigint"
-		" RETURNING tat"},
-	[ST_THROTTLE_GET] = {"read throttle",
-		"SELECT " THROTTLE_TAT("$2::bigint") " FROM throttles t WHERE key = $1"},
-	/* Throttles whose time passed before $1: as good as none. */
-	[ST_HISTORY_PURGE_THROTTLES] = {"purge throttles",
+	/* The client throttle, for the whole cluster: a GCRA in one
+	 * statement (times in microseconds: $2 now, $3 the emission interval
+	 * T = period / count, $4 the burst tolerance (count - 1) * T).  A
+	 * request is allowed when the key's theoretical arrival time, less
+	 * the tolerance, is not in the future; then it moves on by T.  The
+	 * row is locked by the UPSERT either way, so requests of one key
+	 * take turns on every node.  Answers 0 when allowed, else the
+	 * arrival time that refused it (the retry is computed from it), or
+	 * NULL when the row that refused it committed after this
+	 * statement's snapshot. */
+	[ST_THROTTLE] = {"count throttle",
+		"WITH up AS (INSERT INTO throttles AS t (key, tat_us) VALUES ($1, $2::bigint + $3::bigint)"
+		" ON CONFLICT (key) DO UPDATE SET tat_us = greatest(t.tat_us, $2::bigint) + $3::bigint"
+		" WHERE greatest(t.tat_us, $2::bigint) - $4::bigint <= $2::bigint RETURNING 1)"
+		" SELECT CASE WHEN EXISTS (SELECT 1 FROM up) THEN 0::bigint"
+		" ELSE (SELECT tat_us FROM throttles WHERE key = $1) END"},
+	/* Throttle rows whose arrival time has passed ($1 now, microseconds)
+	 * are as good as none; at most $2, skipping rows in use. */
+	[ST_THROTTLE_PURGE] = {"purge throttles",
 		"DELETE FROM throttles WHERE key IN (SELECT key FROM throttles"
-		" WHERE tat / count < $1 ORDER BY tat / count LIMIT $2 FOR UPDATE SKIP LOCKED)"},
+		" WHERE tat_us < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)"},
 	[ST_SESSIONS_OF_USER] = {"list sessions of a user",
 		"SELECT family, state, created_ms, expires_ms, rotated_ms FROM refresh_tokens"
 		" WHERE user_id = $1 ORDER BY created_ms DESC, jti COLLATE \"C\" DESC LIMIT $2"},
@@ -1433,55 +1429,52 @@ static enum otpd_status pg_stats_add(struct store_conn *c, int64_t bucket_ms,
 
 /* ---- the clients' throttles (a database that every node shares) ---- */
 
-/* Count one request of the client, queued first in the operation's
- * transaction: *ret is its result once the operation's first query has
- * answered (throttle_judge()). */
-static enum otpd_status throttle_send(struct store_conn *c, const struct store_throttle *t,
-                                      int64_t now_ms, PGresult **ret)
+/* The client throttle of a send or a verify (store.h, struct
+ * store_throttle), queued first: it goes with the number's lock and the
+ * read, in the same round trip, and *ret_value says after that read
+ * whether it allowed the request (0).  Its row lock comes before the
+ * number's advisory lock in every transaction that takes both. */
+struct throttle_check {
+	bool on;
+	int64_t value;   /* ST_THROTTLE's answer: 0 allowed */
+	int64_t now_us, tau_us;
+};
+
+static enum otpd_status throttle_queue(struct store_conn *c, const struct store_throttle *t,
+                                       int64_t now_ms, struct throttle_check *ret)
 {
 	struct params p = {0};
+	int64_t interval_us;
 
-	*ret = NULL;
-	/* ratelimit.c's bounds: now * count stays inside 64 bits. */
-	if (t->key_len < 1 || t->key_len > STORE_THROTTLE_KEY_MAX || t->count < 1 ||
-	    t->count > 1000000 || t->period_ms < 1) {
-		store_error("postgres: a throttle with key length %zu, rate %lld per %lld ms",
-		            t->key_len, (long long)t->count, (long long)t->period_ms);
-		return OTPD_INTERNAL;
-	}
+	ret->on = false;
+	if (!t || t->count < 1 || t->period_ms < 1 || t->key_len == 0 ||
+	    t->key_len > sizeof(t->key))
+		return OTPD_OK;
+	interval_us = t->period_ms * 1000 / t->count;
+	if (interval_us < 1)
+		interval_us = 1;
+	ret->on = true;
+	ret->value = -1; /* no row: refused, as NULL */
+	ret->now_us = now_ms * 1000;
+	ret->tau_us = interval_us * (t->count - 1);
 	p_bytes(&p, t->key, t->key_len);
-	p_i64(&p, now_ms);
-	p_i64(&p, t->count);
-	p_i64(&p, t->period_ms);
-	return fetch(c, ST_THROTTLE_HIT, &p, ret);
+	p_i64(&p, ret->now_us);
+	p_i64(&p, interval_us);
+	p_i64(&p, ret->tau_us);
+	return defer(c, ST_THROTTLE, &p, NULL, &ret->value);
 }
 
-/* The throttle's answer (hit: ST_THROTTLE_HIT's result, cleared here):
- * *ret_retry_after_s 0 when the request is allowed, else the whole
- * seconds (>= 1) until one more is, as ratelimit_hit() counts them. */
-static enum otpd_status throttle_judge(struct store_conn *c, const struct store_throttle *t,
-                                       int64_t now_ms, PGresult *hit, int *ret_retry_after_s)
+/* After the round trip: false and *ret_retry_after_s (>= 1) when the
+ * throttle refused the request. */
+static bool throttle_allowed(const struct throttle_check *t, int *ret_retry_after_s)
 {
-	struct params p = {0};
-	enum otpd_status status;
-	PGresult *r = NULL;
-	int64_t wait, tps = t->count * 1000;
-	bool allowed = PQntuples(hit) > 0;
+	int64_t wait_us;
 
-	PQclear(hit);
-	*ret_retry_after_s = 0;
-	if (allowed)
-		return OTPD_OK;
-	p_bytes(&p, t->key, t->key_len);
-	p_i64(&p, t->count);
-	status = query(c, ST_THROTTLE_GET, &p, &r);
-	if (status != OTPD_OK)
-		return status;
-	wait = PQntuples(r) > 0
-	       ? col_int(r, 0, 0) - t->period_ms * (t->count - 1) - now_ms * t->count : 1;
-	PQclear(r);
-	*ret_retry_after_s = wait > 0 ? (int)((wait + tps - 1) / tps) : 1;
-	return OTPD_OK;
+	if (!t->on || t->value == 0)
+		return true;
+	wait_us = t->value > 0 ? t->value - t->tau_us - t->now_us : 1000000;
+	*ret_retry_after_s = wait_us > 1000000 ? (int)((wait_us + 999999) / 1000000) : 1;
+	return false;
 }
 
 /* ---- send a code ---- */
@@ -1556,34 +1549,26 @@ static enum otpd_status op_issue(struct store_conn *c, struct store_job *j)
 	const char *phone = j->u.issue.phone;
 	int64_t now_ms = j->now_ms;
 	struct store_issue_result *res = &j->u.issue.res;
-	const struct store_throttle *throttle = j->u.issue.throttle;
 	struct send_window w = {0};
+	struct throttle_check t;
 	struct params q = {0};
-	enum otpd_status status = OTPD_OK;
+	enum otpd_status status;
 	int retry_after_s = 0;
-	PGresult *hit = NULL;
 
 	/* The client's throttle first, in the same round trip as the lock
 	 * and the read. */
-	if (throttle)
-		status = throttle_send(c, throttle, now_ms, &hit);
+	status = throttle_queue(c, j->u.issue.throttle, now_ms, &t);
 	if (status == OTPD_OK)
 		status = phone_lock(c, phone);
 	if (status == OTPD_OK)
 		status = send_window(c, phone, p->send_limit, now_ms - p->send_window_ms, now_ms, &w);
-	if (status == OTPD_OK && throttle) {
-		status = throttle_judge(c, throttle, now_ms, hit, &retry_after_s);
-		hit = NULL;
-		if (status == OTPD_OK && retry_after_s > 0) {
-			/* Over it: nothing else is done. */
-			res->retry_after_s = retry_after_s;
-			j->result = OTPD_THROTTLED;
-			return OTPD_OK;
-		}
-	}
-	PQclear(hit);
 	if (status != OTPD_OK)
 		return status;
+	if (!throttle_allowed(&t, &retry_after_s)) {
+		res->retry_after_s = retry_after_s; /* nothing else is recorded */
+		j->result = OTPD_THROTTLED;
+		return OTPD_OK;
+	}
 	if (!otp_policy_send_allowed(p, w.count, w.oldest_ms, now_ms, &retry_after_s)) {
 		/* Refused: nothing is recorded. */
 		res->retry_after_s = retry_after_s;
@@ -1839,30 +1824,23 @@ static enum otpd_status op_verify(struct store_conn *c, struct store_job *j)
 	int64_t code_id = 0;
 	int max_attempts = 0;
 
-	const struct store_throttle *throttle = j->u.verify.throttle;
-	PGresult *hit = NULL;
+	struct throttle_check t;
 	int retry_after_s = 0;
 
 	memset(&rec, 0, sizeof(rec));
 	/* The client's throttle first, in the same round trip as the read. */
-	status = throttle ? throttle_send(c, throttle, now_ms, &hit) : OTPD_OK;
+	status = throttle_queue(c, j->u.verify.throttle, now_ms, &t);
 	if (status == OTPD_OK)
 		status = code_get(c, phone, &found, &code_id, &max_attempts, &rec, stored);
-	if (status == OTPD_OK && throttle) {
-		status = throttle_judge(c, throttle, now_ms, hit, &retry_after_s);
-		hit = NULL;
-		if (status == OTPD_OK && retry_after_s > 0) {
-			/* Over it: no attempt is counted, nothing else is done. */
-			otp_wipe(stored, sizeof(stored));
-			res->retry_after_s = retry_after_s;
-			j->result = OTPD_THROTTLED;
-			return OTPD_OK;
-		}
-	}
-	PQclear(hit);
 	if (status != OTPD_OK) {
 		otp_wipe(stored, sizeof(stored));
 		return status;
+	}
+	if (!throttle_allowed(&t, &retry_after_s)) {
+		otp_wipe(stored, sizeof(stored));
+		res->retry_after_s = retry_after_s; /* not judged: no attempt is used */
+		j->result = OTPD_THROTTLED;
+		return OTPD_OK;
 	}
 	if (found)
 		match = otp_hash_equal(stored, hash); /* in C, constant time */
@@ -2114,12 +2092,20 @@ static enum otpd_status op_revoke(struct store_conn *c, struct store_job *j)
 
 static enum otpd_status op_session_purge(struct store_conn *c, struct store_job *j)
 {
-	struct params p = {0};
+	struct params p = {0}, q = {0};
+	enum otpd_status status;
 
 	p_i64(&p, j->u.purge.before_ms);
 	p_i64(&p, j->u.purge.limit);
 	j->u.purge.deleted = 0;
-	return defer(c, ST_SESSION_PURGE, &p, &j->u.purge.deleted, NULL);
+	status = defer(c, ST_SESSION_PURGE, &p, &j->u.purge.deleted, NULL);
+	/* The cluster's throttles that have run out, with the same bound
+	 * (not counted in deleted: the janitor's loop is about sessions). */
+	p_i64(&q, j->u.purge.before_ms * 1000);
+	p_i64(&q, j->u.purge.limit);
+	if (status == OTPD_OK)
+		status = defer(c, ST_THROTTLE_PURGE, &q, NULL, NULL);
+	return status;
 }
 
 /* ---- the staff console ---- */
@@ -2375,12 +2361,10 @@ static enum otpd_status op_stats(struct store_conn *c, struct store_job *j)
 
 /* ---- retention ---- */
 
-/* Stats buckets first, then codes, then throttles whose time passed
- * before before_ms, each with what is left of the limit. */
+/* Stats buckets first, then codes with what is left of the limit. */
 static enum otpd_status op_history_purge(struct store_conn *c, struct store_job *j)
 {
-	static const enum stmt_id order[] = {ST_HISTORY_PURGE_STATS, ST_HISTORY_PURGE_CODES,
-	                                     ST_HISTORY_PURGE_THROTTLES};
+	static const enum stmt_id order[] = {ST_HISTORY_PURGE_STATS, ST_HISTORY_PURGE_CODES};
 	int limit = j->u.purge.limit, deleted = 0;
 
 	for (size_t i = 0; i < sizeof(order) / sizeof(order[0]) && deleted < limit; i++) {
@@ -2518,7 +2502,11 @@ static enum otpd_status url_check(const char *url, char *err, size_t errlen)
 enum otpd_status store_postgres_open(const char *url, const struct store_options *opt,
                                      char *err, size_t errlen, struct store **ret)
 {
-	int pool = opt->pool_size > 0 ? opt->pool_size : POOL_DEFAULT;
+	long cores = sysconf(_SC_NPROCESSORS_ONLN);
+	/* 0: two per core (a connection waits on the network half the time),
+	 * at least POOL_DEFAULT. */
+	int pool = opt->pool_size > 0 ? opt->pool_size
+	           : cores > POOL_DEFAULT / 2 ? (int)(cores > 256 ? 512 : 2 * cores) : POOL_DEFAULT;
 	int statement_ms = opt->statement_timeout_ms > 0 ? opt->statement_timeout_ms
 	                                                 : STATEMENT_TIMEOUT_DEFAULT_MS;
 	int connect_ms = opt->connect_timeout_ms > 0 ? opt->connect_timeout_ms
@@ -2530,7 +2518,7 @@ enum otpd_status store_postgres_open(const char *url, const struct store_options
 		.d = &postgres_dialect,
 		.n_writers = pool,
 		.n_readers = READERS,
-		.batch_max = BATCH_MAX,
+		.batch_max = opt->batch_max > 0 ? opt->batch_max : BATCH_MAX,
 		.queue_max = opt->queue_max,
 		.backend_close = backend_free,
 	};

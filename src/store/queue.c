@@ -387,6 +387,16 @@ static enum otpd_status run_one(const struct store_dialect *d, struct store_conn
 		j->status = op_run(d, c, j);
 		if (j->status == OTPD_OK) {
 			status = d->release(c);
+			if (status != OTPD_OK && d->in_transaction(c)) {
+				/* A dialect that pipelines the job's statements
+				 * (PostgreSQL) hears of their failure here: it is
+				 * the job's own, undone like any other. */
+				j->status = status;
+				status = d->rollback_to(c);
+				if (status == OTPD_OK)
+					status = d->release(c);
+				return status;
+			}
 		} else {
 			/* An error may have rolled back the whole transaction,
 			 * and the jobs before this one with it. */

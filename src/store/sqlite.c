@@ -1716,7 +1716,7 @@ enum otpd_status store_sqlite_open(const char *path, const struct store_options 
 	struct store_engine_config cfg = {
 		.d = &sqlite_dialect,
 		.n_writers = 1,
-		.batch_max = BATCH_MAX,
+		.batch_max = opt->batch_max > 0 ? opt->batch_max : BATCH_MAX,
 		.queue_max = opt->queue_max,
 	};
 	struct store_conn *w = calloc(1, sizeof(*w)), *r = NULL;

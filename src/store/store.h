@@ -155,6 +155,10 @@ struct store_options {
 	/* Jobs waiting for the database at most (OTPD_STORE_MAX_QUEUE); past
 	 * it a call answers OTPD_UNAVAILABLE.  0: the default. */
 	size_t queue_max;
+	/* Jobs per transaction at most (a savepoint each); 0: the dialect's
+	 * choice (SQLite 512, PostgreSQL 1: see store/postgres.c).  The
+	 * tests of the engine's batches set it. */
+	int batch_max;
 	/* Open a database file (or side file) that users other than its
 	 * owner may read or write (OTPD_ALLOW_SHARED_DB_FILE), with a
 	 * warning; refused otherwise. */
@@ -412,8 +416,10 @@ enum otpd_status store_session_purge(struct store *s, int64_t now_ms, int limit,
  * wait on itself), and may start another asynchronous operation.  On any
  * other return done is never called and nothing was queued.  With done
  * NULL (store_otp_sms_accepted_start() only) nobody is called: the
- * operation still commits (or fails, logged) in its turn, and a later
- * operation queued by the same thread commits after it.
+ * operation still commits (or fails, logged), within 100 ms.  No order is
+ * promised between operations: with a pool of connections (PostgreSQL)
+ * two jobs queued one after the other may commit in either order; each
+ * operation's own rule is what is atomic.
  *
  * The synchronous forms wait for the same thing (store.c). */
 enum otpd_status store_otp_issue_start(struct store *s, const struct otp_policy *p,
