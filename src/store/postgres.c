@@ -29,44 +29,47 @@
  * the 32-byte hash (bytea), every other parameter is text (integers
  * printed here, strings passed as they are: never spliced into SQL).
  *
- * ---- Round trips: pipelining; batches of 16 ----
+ * ---- Round trips: pipelining; a job is a transaction ----
  *
  * libpq's pipeline mode sends several statements before reading any
  * answer.  A statement whose result the transaction body does not need to
- * decide anything (BEGIN, SAVEPOINT, RELEASE, an advisory lock, an INSERT
- * whose id is only returned to the caller, the stats UPSERT) is queued
- * (defer()) and goes with the next statement that must be answered
- * (query()) or with the COMMIT, in the order written, so PostgreSQL runs
- * them one after the other exactly as if each had had its own round trip;
- * the first error aborts the rest (and the transaction).  A verify is three
- * round trips (BEGIN + lock + read the code; use it + read or create the
- * user; the session + stats + COMMIT); a wrong guess or a send two; a
- * logout one.
+ * decide anything (BEGIN, SAVEPOINT, RELEASE, an advisory lock, the
+ * client's throttle, an INSERT whose id is only returned to the caller,
+ * the stats UPSERT) is queued (defer()) and goes with the next statement
+ * that must be answered (query()) or with the COMMIT, in the order
+ * written, so PostgreSQL runs them one after the other exactly as if each
+ * had had its own round trip; the first error aborts the rest (and the
+ * transaction).  A verify is three round trips (BEGIN + throttle + lock +
+ * read the code; use it + read the user; the session + stats + COMMIT),
+ * four for a first login; a send or a wrong guess two; a logout one.
  *
- * The engine batches: up to BATCH_MAX jobs in one transaction, a savepoint
- * each.  A job inside a savepoint reads what it queued before it ends
- * (job_end()), so its failure is its own and the engine undoes it alone;
- * SAVEPOINT, RELEASE and ROLLBACK TO go with the next statement.  A job in
- * a batch costs the same round trips as one alone, and the batch one
- * COMMIT.  Measured here (storebench, 64 threads, pool 4, 2 shared cores,
- * the server local), sends and verifies per second: batch 1: 2,450-2,800
- * and 1,940-1,990; 8: 8,000-8,900 and 4,260-4,970; 16: 8,870-9,960 and
- * 4,570-5,030; 32: 8,740-9,110 and 4,560-4,910 (a pool of 8 at 16: 8,180-
- * 8,840 and 3,960-4,310).  PostgreSQL's cost per transaction (its commit
- * record and WAL flush, snapshot and lock bookkeeping) dominates; a batch
- * shares it.  Not more than 16: a batch holds every job's locks until its
- * COMMIT (a number's lock waits for the rest of the batch), and more than
- * 64 savepoints that write overflow PostgreSQL's per-backend subtransaction
- * cache, which slows every snapshot on the server.  Under light load a
- * batch is one job, without a savepoint.
- *
- * The price of batches: jobs of one batch are locked in the order they
- * came, not in one order across keys, so two batches that each hold a key
- * the other's later job needs (two numbers, each hit by both) deadlock.
- * PostgreSQL finds it after deadlock_timeout (1 s) and fails the statement
- * of one job (40P01): that job answers OTPD_UNAVAILABLE (the client
- * retries), the rest of both batches commit.  Within one job the order is
- * fixed (below), so a batch of one never deadlocks.
+ * batch_max is 1 (BATCH_MAX): each job is a transaction of its own,
+ * without savepoints.  The engine can batch (store_options.batch_max: up
+ * to that many jobs in one transaction, a savepoint each; the engine's
+ * tests use it): a job inside a savepoint reads what it queued before it
+ * ends (job_end()), so its failure is its own, and SAVEPOINT, RELEASE and
+ * ROLLBACK TO go with the next statement, so a job in a batch costs the
+ * round trips of one alone and the batch one COMMIT.  But a batch holds
+ * every job's locks until its COMMIT, in the order the jobs came, not in
+ * one order across keys: two batches that each hold a key the other's
+ * later job needs deadlock (PostgreSQL finds it after deadlock_timeout,
+ * 1 s, and fails one job with 40P01).  Keys shared by jobs are common:
+ * the client's throttle row is the first lock of every send and verify of
+ * that address.  Measured here (2 shared cores, the server local):
+ * - storebench (a new number per job, no throttle), 64 threads, pool 4,
+ *   sends and verifies per second: batch 1: 2,450-2,800 and 1,940-1,990;
+ *   8: 8,000-8,900 and 4,260-4,970; 16: 8,870-9,960 and 4,570-5,030; 32:
+ *   8,740-9,110 and 4,560-4,910.  PostgreSQL's cost per transaction
+ *   dominates there, and a batch shares it.
+ * - otpd, 2 nodes, 8 HTTP clients on one address (sends and verifies, the
+ *   throttles set high): batch 1: 2,000-2,200 answers per second, the
+ *   slowest 15 ms, no error; batch 16: 150-1,000 per second, deadlocks on
+ *   the throttle rows every second, answers stalled 1 s, 503s.
+ * One job per transaction never deadlocks (the fixed order below), and no
+ * job waits for another job's unrelated work.  (More than 64 savepoints
+ * that write would also overflow PostgreSQL's per-backend subtransaction
+ * cache, which slows every snapshot on the server: keep batch_max below
+ * that.)
  *
  * ---- Atomicity across nodes: per-key locks at READ COMMITTED ----
  *
@@ -123,9 +126,9 @@
  *   rows in id order first (two pollers never deadlock).
  * - stats: one UPSERT per batch (ON CONFLICT (bucket_ms) DO UPDATE), in the
  *   transaction it counts.
- * A job takes at most one advisory lock, and its row locks after it in
- * the fixed order above, so the locks of two jobs never deadlock (two
- * batches can: see "Round trips").
+ * A job takes at most one advisory lock, and its locks in the fixed order
+ * above (its throttle row first), so two jobs never deadlock (two batches
+ * of several can: see "Round trips").
  *
  * SERIALIZABLE would keep the rules too, but it fails conflicting
  * transactions (40001) instead of making them wait: the 30 verifies of one
@@ -167,9 +170,9 @@
 #include "../metrics.h"
 #include "rules.h"
 
-/* See "Round trips" above.  A batch of one job runs without a savepoint
- * (run_one() in queue.c). */
-#define BATCH_MAX 16
+/* See "Round trips" above: a job per transaction, without a savepoint
+ * (run_one() in queue.c), unless store_options.batch_max says otherwise. */
+#define BATCH_MAX 1
 #define POOL_DEFAULT 4
 #define READERS 1
 #define STATEMENT_TIMEOUT_DEFAULT_MS 5000
