@@ -27,7 +27,7 @@ struct var {
 /* docs/API.md §1, plus a few operational knobs (OTPD_*, *_MS). */
 static const struct var vars[] = {
 	{"OTPD_LISTEN", K_LISTEN, F(listen), "127.0.0.1:8000", 0, 0, "address:port to listen on ([::1]:8000 for IPv6)"},
-	{"DATABASE_URL", K_DBURL, F(database_url), "sqlite:otpd.db", 0, 0, "sqlite:PATH (embedded, one node) or postgres://user:pass@host:port/db (libpq URI: many nodes share it)"},
+	{"DATABASE_URL", K_DBURL, F(database_url), "sqlite:otpd.db", 0, 0, "sqlite:PATH (embedded, one node) or postgres://USER:PASSWORD@HOST:PORT/DB (libpq URI: many nodes share it)"},
 	{"DATABASE_POOL_SIZE", K_INT, F(db_pool_size), "0", 0, 1000, "PostgreSQL connections per node, each driven by a store thread of its own (0: 2 per core, at least 4)"},
 	{"DATABASE_STATEMENT_TIMEOUT_MS", K_INT, F(db_statement_timeout_ms), "5000", 100, 600000, "PostgreSQL: a statement running longer is cancelled (503)"},
 	{"DATABASE_CONNECT_TIMEOUT_MS", K_INT, F(db_connect_timeout_ms), "5000", 1000, 600000, "PostgreSQL: how long a connection attempt may take (at start, and when reconnecting)"},
@@ -196,7 +196,7 @@ static bool parse_var(const struct var *v, const char *val, struct config *c,
 		strcpy(field, val);
 		return true;
 	case K_DBURL:
-		snprintf(expected, explen, "sqlite:PATH or postgres://user:pass@host:port/db");
+		snprintf(expected, explen, "sqlite:PATH or postgres://USER:PASSWORD@HOST:PORT/DB");
 		if (strlen(val) >= v->size || !is_db_url(val))
 			return false;
 		strcpy(field, val);

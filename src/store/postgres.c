@@ -432,14 +432,14 @@ static const struct {
 	 * row is locked by the UPSERT either way, so requests of one key
 	 * take turns on every node.  Answers 0 when allowed, else the
 	 * arrival time that refused it (the retry is computed from it), or
-	 * NULL when the row that refused it committed after this
-	 * statement's snapshot. */
+	 * -1 when the row that refused it committed after this statement's
+	 * snapshot (a NULL would read 0: allowed). */
 	[ST_THROTTLE] = {"count throttle",
 		"WITH up AS (INSERT INTO throttles AS t (key, tat_us) VALUES ($1, $2::bigint + $3::bigint)"
 		" ON CONFLICT (key) DO UPDATE SET tat_us = greatest(t.tat_us, $2::bigint) + $3::bigint"
 		" WHERE greatest(t.tat_us, $2::bigint) - $4::bigint <= $2::bigint RETURNING 1)"
 		" SELECT CASE WHEN EXISTS (SELECT 1 FROM up) THEN 0::bigint"
-		" ELSE (SELECT tat_us FROM throttles WHERE key = $1) END"},
+		" ELSE coalesce((SELECT tat_us FROM throttles WHERE key = $1), -1) END"},
 	/* Throttle rows whose arrival time has passed ($1 now, microseconds)
 	 * are as good as none; at most $2, skipping rows in use. */
 	[ST_THROTTLE_PURGE] = {"purge throttles",

@@ -44,7 +44,7 @@ enum otpd_status store_open(const char *url, const struct store_options *opt,
 		/* The URL may carry a password: name only what was expected. */
 		log_error("store.open",
 		          "unsupported DATABASE_URL scheme: expected 'sqlite:PATH' "
-		          "or 'postgres://user:pass@host:port/db'");
+		          "or 'postgres://USER:PASSWORD@HOST:PORT/DB'");
 		return OTPD_INTERNAL;
 	}
 	if (path[0] == '\0') {

@@ -19,7 +19,10 @@ TEST_ONLY = {"clang", "libclang-rt-14-dev", "libcmocka-dev", "python3", "python3
              "python3-requests", "python3-jwt", "python3-cryptography",
              "python3-prometheus-client", "python3-jsonschema",
              # the docs page in a browser (test_docs_page.py)
-             "chromium", "chromium-driver", "python3-selenium", "iproute2", "fonts-dejavu-core"}
+             "chromium", "chromium-driver", "python3-selenium", "iproute2", "fonts-dejavu-core",
+             # the suites on PostgreSQL (tests/pgcluster.py)
+             "postgresql-15"}
+CLUSTER_SET = {"postgresql-15", "nginx-light"}
 
 LOG = "build/run-setup.log"
 
@@ -89,6 +92,7 @@ def test_deps_modes(tmp_path):
     assert missing(root, env, "--run") == RUN_SET
     assert missing(root, env) == RUN_SET | TEST_ONLY            # the default: tools/test.sh
     assert missing(root, env, "--bench") >= RUN_SET | TEST_ONLY | {"wrk", "nginx-light", "linux-perf"}
+    assert missing(root, env, "cluster") == RUN_SET | CLUSTER_SET  # tools/cluster.sh
     rc, _, err = run([str(root / "tools" / "deps.sh"), "everything"], env)
     assert rc == 2 and "usage" in err
 
