@@ -161,6 +161,7 @@
 #include <libpq-fe.h>
 #include <limits.h>
 #include <poll.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -450,8 +451,13 @@ static const struct {
 		" WHERE user_id = $1 ORDER BY created_ms DESC, jti COLLATE \"C\" DESC LIMIT $2"},
 };
 
-/* What every connection shares: read-only once the store is open. */
+/* What every connection shares: read-only once the store is open, but
+ * for up_ms. */
 struct pg_backend {
+	/* CLOCK_MONOTONIC: when a connection last connected.  One that
+	 * failed before that tries again at once instead of waiting out its
+	 * back-off: the database is back. */
+	_Atomic int64_t up_ms;
 	char *url;                  /* never logged */
 	char connect_timeout_s[16]; /* libpq's connect_timeout */
 	char tcp_user_timeout_ms[16];
@@ -477,7 +483,7 @@ enum { PREP_NONE, PREP_SENT, PREP_DONE };
 
 /* One connection, used by one thread at a time: the worker that owns it. */
 struct store_conn {
-	const struct pg_backend *b;
+	struct pg_backend *b;
 	PGconn *pg;           /* NULL: lost, connect again (outside a transaction) */
 	int index;            /* for logs */
 	unsigned char prepared[_ST_MAX];
@@ -489,6 +495,7 @@ struct store_conn {
 	int n_pending;
 	struct pending pending[PENDING_MAX];
 	int64_t retry_at_ms;  /* CLOCK_MONOTONIC: no connection attempt before */
+	int64_t failed_ms;    /* the last failed attempt */
 	int backoff_ms;
 	bool lost;            /* the connection was lost: say when it is back */
 	bool closing;         /* the server said FATAL while it was idle */
@@ -1130,27 +1137,34 @@ static bool idle_conn_ok(struct store_conn *c)
 
 /* Connected, or connect again: right away after a loss, then no sooner
  * than the back-off after each failed attempt (a database that is down is
- * not hammered, and says so a few times a second at most). */
+ * not hammered, and says so a few times a second at most), unless another
+ * connection has connected since (it is back: every connection follows at
+ * once). */
 static enum otpd_status conn_ready(struct store_conn *c)
 {
 	enum otpd_status status;
+	int64_t now;
 
 	if (c->pg && PQstatus(c->pg) == CONNECTION_OK && (c->pipeline || c->in_tx ||
 	                                                  (!c->stale && idle_conn_ok(c))))
 		return OTPD_OK;
 	if (c->pg)
 		drop(c); /* gone bad since: the failure that did it was logged */
-	if (mono_ms() < c->retry_at_ms)
+	now = mono_ms();
+	if (now < c->retry_at_ms && atomic_load(&c->b->up_ms) <= c->failed_ms)
 		return OTPD_UNAVAILABLE; /* the last attempt failed just now, and said so */
 	status = conn_open(c);
+	now = mono_ms();
 	if (status != OTPD_OK) {
 		c->backoff_ms = c->backoff_ms ? c->backoff_ms * 2 : BACKOFF_MIN_MS;
 		if (c->backoff_ms > BACKOFF_MAX_MS)
 			c->backoff_ms = BACKOFF_MAX_MS;
-		c->retry_at_ms = mono_ms() + c->backoff_ms;
+		c->retry_at_ms = now + c->backoff_ms;
+		c->failed_ms = now;
 		c->lost = true;
 		return status;
 	}
+	atomic_store(&c->b->up_ms, now);
 	if (c->lost)
 		log_info("store.reconnected", "postgres: connection %d is back", c->index);
 	c->lost = false;
