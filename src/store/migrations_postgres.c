@@ -8,9 +8,10 @@
  *
  * Version 1 is the SQLite schema at its latest version (migrations_sqlite.c,
  * version 4) in PostgreSQL's types: the same tables, columns, CHECKs and
- * indexes, so that the dialects run the same rules on the same rows.  Times
- * are milliseconds since the Unix epoch (bigint), as on SQLite; hashes and
- * secrets are bytea; flags are boolean. */
+ * indexes, so that the dialects run the same rules on the same rows; plus
+ * throttles, which only a shared database needs.  Times are milliseconds
+ * since the Unix epoch (bigint), as on SQLite; hashes and secrets are
+ * bytea; flags are boolean. */
 #include "backend.h"
 
 static const char *const postgres_sql[] = {

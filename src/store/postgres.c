@@ -3,13 +3,14 @@
  *
  * ---- Connections ----
  *
- * DATABASE_POOL_SIZE connections (default two per core, at least 4), each a writer of the engine
- * (queue.c) driven by a thread of its own, so that the batches of one node
- * run side by side; plus one read connection, so that a read (ping for
- * /readyz, the user for /me, the stats, the pending deliveries) never
- * queues behind writes: under load the write queue can hold thousands of
- * jobs, and a read is one indexed statement that PostgreSQL answers without
- * waiting for any writer (MVCC).  A node holds pool + 1 connections.
+ * DATABASE_POOL_SIZE connections (default two per core, at least 4), each
+ * a writer of the engine (queue.c) driven by a thread of its own, so that
+ * the batches of one node run side by side; plus one read connection, so
+ * that a read (ping for /readyz, the user for /me, the stats, the pending
+ * deliveries, the staff console's lists) never queues behind writes: under
+ * load the write queue can hold thousands of jobs, and a read is one
+ * indexed statement that PostgreSQL answers without waiting for any writer
+ * (MVCC).  A node holds pool + 1 connections.
  *
  * Each connection is set up once: connect_timeout (DATABASE_CONNECT_
  * TIMEOUT_MS, in whole seconds, at least 2), TCP keepalives and
@@ -28,31 +29,47 @@
  * the 32-byte hash (bytea), every other parameter is text (integers
  * printed here, strings passed as they are: never spliced into SQL).
  *
- * ---- Round trips: pipelining, and why a batch is one job ----
+ * ---- Round trips: pipelining; a job is a transaction ----
  *
  * libpq's pipeline mode sends several statements before reading any
  * answer.  A statement whose result the transaction body does not need to
- * decide anything (BEGIN, an advisory lock, an INSERT whose id is only
- * returned to the caller, the stats UPSERT) is queued (defer()) and goes
- * with the next statement that must be answered (query()) or with the
- * COMMIT, in the order written, so PostgreSQL runs them one after the other
- * exactly as if each had had its own round trip; the first error aborts
- * the rest (and the transaction).  A verify is three round trips (BEGIN +
- * lock + read the code; use it + read or create the user; the session +
- * stats + COMMIT); a wrong guess or a send two; a logout one.
+ * decide anything (BEGIN, SAVEPOINT, RELEASE, an advisory lock, the
+ * client's throttle, an INSERT whose id is only returned to the caller,
+ * the stats UPSERT) is queued (defer()) and goes with the next statement
+ * that must be answered (query()) or with the COMMIT, in the order
+ * written, so PostgreSQL runs them one after the other exactly as if each
+ * had had its own round trip; the first error aborts the rest (and the
+ * transaction).  A verify is three round trips (BEGIN + throttle + lock +
+ * read the code; use it + read the user; the session + stats + COMMIT),
+ * four for a first login; a send or a wrong guess two; a logout one.
  *
- * batch_max is 1: each job is a transaction of its own, without savepoints.
- * The engine batches to share one commit (one fsync) among many jobs;
- * PostgreSQL already shares a WAL flush among the commits of concurrent
- * connections, and the pool runs that many transactions at once.  A batch
- * would hold every job's locks (a number's advisory lock, its code row)
- * until the last job of the batch commits, making jobs on the same number
- * in other connections wait for unrelated work, and two batches that lock
- * two numbers in opposite orders would deadlock (found after
- * deadlock_timeout, 1 s); more than 64 savepoints in one transaction also
- * overflow PostgreSQL's per-backend subtransaction cache, which slows every
- * snapshot on the server.  Measured on this machine (2 cores, local
- * server, storebench, 4 connections): see BATCH_MAX below.
+ * batch_max is 1 (BATCH_MAX): each job is a transaction of its own,
+ * without savepoints.  The engine can batch (store_options.batch_max: up
+ * to that many jobs in one transaction, a savepoint each; the engine's
+ * tests use it): a job inside a savepoint reads what it queued before it
+ * ends (job_end()), so its failure is its own, and SAVEPOINT, RELEASE and
+ * ROLLBACK TO go with the next statement, so a job in a batch costs the
+ * round trips of one alone and the batch one COMMIT.  But a batch holds
+ * every job's locks until its COMMIT, in the order the jobs came, not in
+ * one order across keys: two batches that each hold a key the other's
+ * later job needs deadlock (PostgreSQL finds it after deadlock_timeout,
+ * 1 s, and fails one job with 40P01).  Keys shared by jobs are common:
+ * the client's throttle row is the first lock of every send and verify of
+ * that address.  Measured here (2 shared cores, the server local):
+ * - storebench (a new number per job, no throttle), 64 threads, pool 4,
+ *   sends and verifies per second: batch 1: 2,450-2,800 and 1,940-1,990;
+ *   8: 8,000-8,900 and 4,260-4,970; 16: 8,870-9,960 and 4,570-5,030; 32:
+ *   8,740-9,110 and 4,560-4,910.  PostgreSQL's cost per transaction
+ *   dominates there, and a batch shares it.
+ * - otpd, 2 nodes, 8 HTTP clients on one address (sends and verifies, the
+ *   throttles set high): batch 1: 2,000-2,200 answers per second, the
+ *   slowest 15 ms, no error; batch 16: 150-1,000 per second, deadlocks on
+ *   the throttle rows every second, answers stalled 1 s, 503s.
+ * One job per transaction never deadlocks (the fixed order below), and no
+ * job waits for another job's unrelated work.  (More than 64 savepoints
+ * that write would also overflow PostgreSQL's per-backend subtransaction
+ * cache, which slows every snapshot on the server: keep batch_max below
+ * that.)
  *
  * ---- Atomicity across nodes: per-key locks at READ COMMITTED ----
  *
@@ -88,14 +105,18 @@
  *   number.  A known user's login is one `UPDATE ... RETURNING`, which
  *   locks the row and returns its latest state.
  * - rotation and logout take pg_advisory_xact_lock(NS_FAMILY,
- *   hashtext(family)) (read from the presented jti in the same statement),
- *   then read the record `FOR UPDATE`: every transaction that changes
- *   records of an existing family takes this one lock first, so rotations,
- *   replays and revocations of a family are serial and never deadlock (a
- *   family revocation updates its rows in whatever order the scan meets
- *   them; without the family lock it would deadlock with a rotation that
- *   holds one of them).  The user is read `FOR SHARE`: not deleted or
- *   deactivated until the rotation commits.
+ *   hashtext(family)) (the family read from the presented jti in the same
+ *   statement), then read the record `FOR UPDATE`: every transaction that
+ *   changes records of an existing family takes this one lock first, so
+ *   rotations, replays and logouts of a family are serial (two of them on
+ *   the same record see each other's result: exactly one rotation wins).
+ *   A rotation first reads the user `FOR SHARE` (not deactivated nor
+ *   deleted until it commits).  The order is fixed: user, family, records
+ *   (a verify: number, code, user; a new session's family is its own).  A
+ *   deactivation (store_user_update) locks the user row first too, then
+ *   revokes the user's records; revocations lock their rows in jti order
+ *   (`ORDER BY jti FOR UPDATE`), so a logout and a deactivation that
+ *   overlap take the same rows in the same order.
  * - the secret: `INSERT ... ON CONFLICT DO NOTHING`, then a SELECT in a
  *   statement of its own (a new snapshot: it sees the row of a node that
  *   won the race).
@@ -105,9 +126,9 @@
  *   rows in id order first (two pollers never deadlock).
  * - stats: one UPSERT per batch (ON CONFLICT (bucket_ms) DO UPDATE), in the
  *   transaction it counts.
- * Each transaction takes at most one advisory lock, and row locks after it
- * in a fixed order (the code, then the user; the record, then the user),
- * so the per-key locks cannot deadlock with each other.
+ * A job takes at most one advisory lock, and its locks in the fixed order
+ * above (its throttle row first), so two jobs never deadlock (two batches
+ * of several can: see "Round trips").
  *
  * SERIALIZABLE would keep the rules too, but it fails conflicting
  * transactions (40001) instead of making them wait: the 30 verifies of one
@@ -138,19 +159,20 @@
 
 #include <errno.h>
 #include <libpq-fe.h>
-#include <unistd.h>
 #include <limits.h>
 #include <poll.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include "../log.h"
 #include "../metrics.h"
 #include "rules.h"
 
-/* See "Round trips" above.  A batch of one job runs without a savepoint
- * (run_one() in queue.c). */
+/* See "Round trips" above: a job per transaction, without a savepoint
+ * (run_one() in queue.c), unless store_options.batch_max says otherwise. */
 #define BATCH_MAX 1
 #define POOL_DEFAULT 4
 #define READERS 1
@@ -208,24 +230,23 @@ enum stmt_id {
 	ST_SESSION_ROTATE,
 	ST_FAMILY_REVOKE,
 	ST_SESSION_PURGE,
-	ST_THROTTLE,
-	ST_THROTTLE_PURGE,
 	ST_CODES_OF_PHONE,
 	ST_CODES_ALL,
 	ST_USER_UPDATE,
 	ST_USER_SESSIONS_REVOKE,
 	ST_SESSIONS_OF_USER,
+	ST_THROTTLE,
+	ST_THROTTLE_PURGE,
 	_ST_MAX,
 };
 
 #define USER_COLUMNS \
 	"id, phone_number, username, email, first_name, last_name, is_active, is_staff," \
-	" created_at_ms, coalesce(last_login_ms, -1)"
+	" created_at_ms, last_login_ms"
 /* A code as the staff console lists it: every column but the hash. */
 #define CODE_ROW_COLUMNS \
-	"id, phone, created_ms, expires_ms, coalesce(ended_ms, -1), attempts, max_attempts," \
-	" state, coalesce(sms_message_id, 0), coalesce(sms_status, -1)," \
-	" coalesce(sms_status_ms, -1)"
+	"id, phone, created_ms, expires_ms, ended_ms, attempts, max_attempts, state," \
+	" sms_message_id, sms_status, sms_status_ms"
 #define SESSION_COLUMNS \
 	"jti, access_jti, family, created_ms, expires_ms, user_id, state," \
 	" rotated_ms, replaced_by"
@@ -372,15 +393,38 @@ static const struct {
 	[ST_SESSION_ROTATE] = {"rotate session",
 		"UPDATE refresh_tokens SET state = 1, rotated_ms = $2, replaced_by = $3"
 		" WHERE jti = $1 AND state = 0"},
-	/* Every record of the family of jti $1, whatever its state. */
+	/* Every record of the family of jti $1, whatever its state; the rows
+	 * locked in jti order, like ST_USER_SESSIONS_REVOKE's (two revocations
+	 * of overlapping records never deadlock). */
 	[ST_FAMILY_REVOKE] = {"revoke session family",
-		"UPDATE refresh_tokens SET state = 2"
+		"UPDATE refresh_tokens SET state = 2 WHERE jti IN (SELECT jti FROM refresh_tokens"
 		" WHERE family = (SELECT family FROM refresh_tokens WHERE jti = $1)"
-		" AND state <> 2"},
+		" AND state <> 2 ORDER BY jti COLLATE \"C\" FOR UPDATE)"},
 	[ST_SESSION_PURGE] = {"purge sessions",
 		"DELETE FROM refresh_tokens WHERE jti IN"
 		" (SELECT jti FROM refresh_tokens WHERE expires_ms < $1"
 		" ORDER BY expires_ms LIMIT $2 FOR UPDATE SKIP LOCKED)"},
+	/* The staff console's pages, newest first from the cursor down: a
+	 * number's through otp_codes_phone, every number's through the
+	 * primary key; the time bounds filter the walk. */
+	[ST_CODES_OF_PHONE] = {"list codes of a number",
+		"SELECT " CODE_ROW_COLUMNS " FROM otp_codes WHERE phone = $1 AND id < $2"
+		" AND created_ms >= $3 AND created_ms < $4 ORDER BY id DESC LIMIT $5"},
+	[ST_CODES_ALL] = {"list codes",
+		"SELECT " CODE_ROW_COLUMNS " FROM otp_codes WHERE id < $1"
+		" AND created_ms >= $2 AND created_ms < $3 ORDER BY id DESC LIMIT $4"},
+	/* $2, $3: the new is_active, is_staff, or NULL to keep it; the user
+	 * as it is after the change. */
+	[ST_USER_UPDATE] = {"update user",
+		"UPDATE users SET is_active = coalesce($2::boolean, is_active),"
+		" is_staff = coalesce($3::boolean, is_staff) WHERE id = $1"
+		" RETURNING " USER_COLUMNS},
+	/* Every record of user $1, locked in jti order (see ST_FAMILY_REVOKE). */
+	[ST_USER_SESSIONS_REVOKE] = {"revoke sessions of a user",
+		"UPDATE refresh_tokens SET state = 2 WHERE jti IN (SELECT jti FROM refresh_tokens"
+		" WHERE user_id = $1 AND state <> 2 ORDER BY jti COLLATE \"C\" FOR UPDATE)"},
+	/* A user's records, newest first (jti compared bytewise, as SQLite
+	 * does, whatever the database's collation). */
 	/* The client throttle, for the whole cluster: a GCRA in one
 	 * statement (times in microseconds: $2 now, $3 the emission interval
 	 * T = period / count, $4 the burst tolerance (count - 1) * T).  A
@@ -402,28 +446,18 @@ static const struct {
 	[ST_THROTTLE_PURGE] = {"purge throttles",
 		"DELETE FROM throttles WHERE key IN (SELECT key FROM throttles"
 		" WHERE tat_us < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)"},
-	/* The staff console's pages, newest first from the cursor down: a
-	 * number's through otp_codes_phone, every number's through the
-	 * primary key; the time bounds filter the walk. */
-	[ST_CODES_OF_PHONE] = {"list codes of a number",
-		"SELECT " CODE_ROW_COLUMNS " FROM otp_codes WHERE phone = $1 AND id < $2"
-		" AND created_ms >= $3 AND created_ms < $4 ORDER BY id DESC LIMIT $5"},
-	[ST_CODES_ALL] = {"list codes",
-		"SELECT " CODE_ROW_COLUMNS " FROM otp_codes WHERE id < $1"
-		" AND created_ms >= $2 AND created_ms < $3 ORDER BY id DESC LIMIT $4"},
-	/* $2, $3: the new is_active, is_staff, or NULL to keep it. */
-	[ST_USER_UPDATE] = {"update user",
-		"UPDATE users SET is_active = coalesce($2::boolean, is_active),"
-		" is_staff = coalesce($3::boolean, is_staff) WHERE id = $1 RETURNING " USER_COLUMNS},
-	[ST_USER_SESSIONS_REVOKE] = {"revoke sessions of a user",
-		"UPDATE refresh_tokens SET state = 2 WHERE user_id = $1 AND state <> 2"},
 	[ST_SESSIONS_OF_USER] = {"list sessions of a user",
-		"SELECT family, state, created_ms, expires_ms, coalesce(rotated_ms, -1)"
-		" FROM refresh_tokens WHERE user_id = $1 ORDER BY created_ms DESC, jti DESC LIMIT $2"},
+		"SELECT family, state, created_ms, expires_ms, rotated_ms FROM refresh_tokens"
+		" WHERE user_id = $1 ORDER BY created_ms DESC, jti COLLATE \"C\" DESC LIMIT $2"},
 };
 
-/* What every connection shares: read-only once the store is open. */
+/* What every connection shares: read-only once the store is open, but
+ * for up_ms. */
 struct pg_backend {
+	/* CLOCK_MONOTONIC: when a connection last connected.  One that
+	 * failed before that tries again at once instead of waiting out its
+	 * back-off: the database is back. */
+	_Atomic int64_t up_ms;
 	char *url;                  /* never logged */
 	char connect_timeout_s[16]; /* libpq's connect_timeout */
 	char tcp_user_timeout_ms[16];
@@ -438,7 +472,7 @@ struct pg_backend {
 struct pending {
 	enum stmt_id id;
 	bool prepare;
-	bool keep;          /* the result is the exchange's answer (query()) */
+	PGresult **ret_res; /* its result, for the caller to read (fetch(), query()) */
 	int *ret_rows;      /* rows it changed or returned, when not NULL */
 	int64_t *ret_value; /* column 0 of its first row, when not NULL and there is one */
 };
@@ -449,7 +483,7 @@ enum { PREP_NONE, PREP_SENT, PREP_DONE };
 
 /* One connection, used by one thread at a time: the worker that owns it. */
 struct store_conn {
-	const struct pg_backend *b;
+	struct pg_backend *b;
 	PGconn *pg;           /* NULL: lost, connect again (outside a transaction) */
 	int index;            /* for logs */
 	unsigned char prepared[_ST_MAX];
@@ -457,11 +491,15 @@ struct store_conn {
 	bool begin_pending;   /* BEGIN goes with the transaction's first statement */
 	bool pipeline;        /* in pipeline mode: n_pending results to read */
 	bool migrating;       /* no deadline (a migration may take long) */
+	bool in_savepoint;    /* a job of a batch runs: its statements are read before it ends */
 	int n_pending;
 	struct pending pending[PENDING_MAX];
 	int64_t retry_at_ms;  /* CLOCK_MONOTONIC: no connection attempt before */
+	int64_t failed_ms;    /* the last failed attempt */
 	int backoff_ms;
 	bool lost;            /* the connection was lost: say when it is back */
+	bool closing;         /* the server said FATAL while it was idle */
+	bool stale;           /* its prepared statements predate a schema change */
 };
 
 /* ---- parameters: integers as text, the hash in binary ---- */
@@ -657,6 +695,13 @@ static enum otpd_status fail_res(struct store_conn *c, const char *what, const P
 	status = status_of(state);
 	store_error("postgres: %s: %s (SQLSTATE %s)", what,
 	            one_line(primary, buf, sizeof(buf)), state);
+	/* "cached plan must not change result type": another node changed the
+	 * schema under this connection's prepared statements.  A new
+	 * connection prepares them again (after this transaction). */
+	if (strcmp(state, "0A000") == 0 && primary && strstr(primary, "cached plan")) {
+		c->stale = true;
+		status = OTPD_UNAVAILABLE; /* a retry runs on the new connection */
+	}
 	/* FATAL and PANIC end the session (administrator shutdown, ...). */
 	if (PQstatus(c->pg) != CONNECTION_OK ||
 	    (severity && (strcmp(severity, "FATAL") == 0 || strcmp(severity, "PANIC") == 0)))
@@ -665,14 +710,23 @@ static enum otpd_status fail_res(struct store_conn *c, const char *what, const P
 }
 
 /* Server notices: a WARNING is worth a line; NOTICE and below are not
- * (client_min_messages is warning: they are not even sent). */
+ * (client_min_messages is warning: they are not even sent).  libpq hands
+ * what comes while the connection is idle here too: a FATAL error, or an
+ * administrator or crash shutdown (57P01, 57P02: a WARNING on an immediate
+ * shutdown), is the server closing it. */
 static void notice_receiver(void *arg, const PGresult *r)
 {
+	struct store_conn *c = arg;
 	const char *severity = PQresultErrorField(r, PG_DIAG_SEVERITY_NONLOCALIZED);
+	const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
 	const char *primary = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
 	char buf[512];
 
-	(void)arg;
+	if ((severity && (strcmp(severity, "FATAL") == 0 || strcmp(severity, "PANIC") == 0)) ||
+	    (state && strncmp(state, "57P0", 4) == 0)) {
+		c->closing = true; /* idle_conn_ok() says so */
+		return;
+	}
 	if (severity && strcmp(severity, "WARNING") == 0)
 		log_warn("store.notice", "postgres: %s", one_line(primary, buf, sizeof(buf)));
 }
@@ -737,7 +791,7 @@ static enum otpd_status next_result(struct store_conn *c, const char *what, bool
 
 /* One result of pending statement p; status: the exchange's so far. */
 static enum otpd_status take_result(struct store_conn *c, const struct pending *p,
-                                    PGresult *r, enum otpd_status status, PGresult **kept)
+                                    PGresult *r, enum otpd_status status)
 {
 	switch (PQresultStatus(r)) {
 	case PGRES_COMMAND_OK:
@@ -752,8 +806,8 @@ static enum otpd_status take_result(struct store_conn *c, const struct pending *
 			*p->ret_rows = atoi(PQcmdTuples(r));
 		if (p->ret_value && PQntuples(r) > 0 && PQnfields(r) > 0)
 			*p->ret_value = col_int(r, 0, 0);
-		if (p->keep && !*kept) {
-			*kept = r;
+		if (p->ret_res && !*p->ret_res) {
+			*p->ret_res = r;
 			return OTPD_OK;
 		}
 		break;
@@ -784,47 +838,54 @@ static enum otpd_status take_result(struct store_conn *c, const struct pending *
 	return status;
 }
 
+/* The results captured for the callers of an exchange that failed: none. */
+static void results_drop(struct pending *pend, int n)
+{
+	for (int i = 0; i < n; i++)
+		if (pend[i].ret_res) {
+			PQclear(*pend[i].ret_res);
+			*pend[i].ret_res = NULL;
+		}
+}
+
 /* Send everything queued (a Sync ends the pipeline) and read every
- * result, in order; the first failure is logged and is the answer.  With
- * ret, the statement queued with `keep` answers there (the caller clears
- * it).  The connection leaves pipeline mode, or is dropped. */
-static enum otpd_status exchange(struct store_conn *c, PGresult **ret)
+ * result, in order; the first failure is logged and is the answer.  The
+ * results asked for (fetch(), query()) are the callers' to PQclear(); on
+ * failure there are none.  The connection leaves pipeline mode, or is
+ * dropped. */
+static enum otpd_status exchange(struct store_conn *c)
 {
 	struct pending pend[PENDING_MAX];
 	int n = c->n_pending;
 	enum stmt_id last = n ? c->pending[n - 1].id : ST_PING;
 	int64_t deadline = deadline_of(c);
-	enum otpd_status status = OTPD_OK, st;
-	PGresult *kept = NULL, *r = NULL;
+	enum otpd_status status = OTPD_OK, st = OTPD_OK;
+	PGresult *r = NULL;
 	bool synced;
 
 	memcpy(pend, c->pending, (size_t)n * sizeof(pend[0]));
 	c->n_pending = 0;
-	if (PQpipelineSync(c->pg) != 1)
-		return stmt_lost(c, last, false, true);
+	if (PQpipelineSync(c->pg) != 1) {
+		status = stmt_lost(c, last, false, true);
+		goto out;
+	}
 	for (int i = 0; i < n; i++) {
 		for (;;) {
 			st = next_result(c, stmts[pend[i].id].name, pend[i].id == ST_COMMIT,
 			                 deadline, status == OTPD_OK, &r);
-			if (st != OTPD_OK) {
-				PQclear(kept);
-				return status == OTPD_OK ? st : status;
-			}
+			if (st != OTPD_OK)
+				goto lost;
 			if (!r)
 				break;
-			status = take_result(c, &pend[i], r, status, &kept);
-			if (!c->pg) { /* dropped: a FATAL error */
-				PQclear(kept);
-				return status;
-			}
+			status = take_result(c, &pend[i], r, status);
+			if (!c->pg) /* dropped: a FATAL error */
+				goto out;
 		}
 	}
 	/* The Sync's own result ends the pipeline. */
 	st = next_result(c, stmts[last].name, last == ST_COMMIT, deadline, status == OTPD_OK, &r);
-	if (st != OTPD_OK) {
-		PQclear(kept);
-		return status == OTPD_OK ? st : status;
-	}
+	if (st != OTPD_OK)
+		goto lost;
 	synced = r && PQresultStatus(r) == PGRES_PIPELINE_SYNC;
 	PQclear(r);
 	if (!synced || PQexitPipelineMode(c->pg) != 1) {
@@ -833,19 +894,22 @@ static enum otpd_status exchange(struct store_conn *c, PGresult **ret)
 			            " dropped", c->index);
 			status = OTPD_INTERNAL;
 		}
-		PQclear(kept);
 		drop(c);
-		return status;
+		goto out;
 	}
 	c->pipeline = false;
-	if (status == OTPD_OK && ret && !kept) {
-		store_error("postgres: %s: no result", stmts[last].name);
-		status = OTPD_INTERNAL;
-	}
-	if (status == OTPD_OK && ret)
-		*ret = kept;
-	else
-		PQclear(kept);
+	for (int i = 0; i < n && status == OTPD_OK; i++)
+		if (pend[i].ret_res && !*pend[i].ret_res) {
+			store_error("postgres: %s: no result", stmts[pend[i].id].name);
+			status = OTPD_INTERNAL;
+		}
+	goto out;
+lost:
+	if (status == OTPD_OK)
+		status = st;
+out:
+	if (status != OTPD_OK)
+		results_drop(pend, n);
 	return status;
 }
 
@@ -875,7 +939,7 @@ static enum otpd_status send_stmt(struct store_conn *c, enum stmt_id id, const s
 			return status;
 	}
 	if (c->n_pending + 4 > PENDING_MAX) {
-		status = exchange(c, NULL);
+		status = exchange(c);
 		if (status != OTPD_OK)
 			return status;
 	}
@@ -908,7 +972,8 @@ static enum otpd_status send_stmt(struct store_conn *c, enum stmt_id id, const s
 
 /* Queue a statement whose result is not needed now: it goes with the next
  * query() or the COMMIT; its failure fails that one (and the
- * transaction).  ret_rows, ret_value (may be NULL) are filled then. */
+ * transaction).  ret_rows, ret_value (may be NULL) are filled then: they
+ * must live until the job is answered. */
 static enum otpd_status defer(struct store_conn *c, enum stmt_id id, const struct params *p,
                               int *ret_rows, int64_t *ret_value)
 {
@@ -917,17 +982,28 @@ static enum otpd_status defer(struct store_conn *c, enum stmt_id id, const struc
 	return send_stmt(c, id, p, &want);
 }
 
+/* Queue a statement whose result the caller reads after the next
+ * query() (in the same round trip): *ret (NULL until then) is that
+ * result, to PQclear(); NULL again when the exchange fails. */
+static enum otpd_status fetch(struct store_conn *c, enum stmt_id id, const struct params *p,
+                              PGresult **ret)
+{
+	struct pending want = {.ret_res = ret};
+
+	*ret = NULL;
+	return send_stmt(c, id, p, &want);
+}
+
 /* Run a statement (with everything queued before it) and return its
  * result in *ret (PQclear() it). */
 static enum otpd_status query(struct store_conn *c, enum stmt_id id, const struct params *p,
                               PGresult **ret)
 {
-	struct pending want = {.keep = true};
-	enum otpd_status status = send_stmt(c, id, p, &want);
+	enum otpd_status status = fetch(c, id, p, ret);
 
 	if (status != OTPD_OK)
 		return status;
-	return exchange(c, ret);
+	return exchange(c);
 }
 
 /* Read every queued result now (and send BEGIN when it is pending). */
@@ -940,7 +1016,7 @@ static enum otpd_status flush(struct store_conn *c, bool start)
 		if (status != OTPD_OK)
 			return status;
 	}
-	return c->pipeline ? exchange(c, NULL) : OTPD_OK;
+	return c->pipeline ? exchange(c) : OTPD_OK;
 }
 
 /* SQL text outside the pipeline (several statements; no parameters): the
@@ -1017,7 +1093,9 @@ static enum otpd_status conn_open(struct store_conn *c)
 		c->pg = NULL;
 		return OTPD_UNAVAILABLE;
 	}
-	PQsetNoticeReceiver(c->pg, notice_receiver, NULL);
+	c->closing = false;
+	c->stale = false;
+	PQsetNoticeReceiver(c->pg, notice_receiver, c);
 	if (PQsetnonblocking(c->pg, 1) != 0) {
 		store_error("postgres: connection %d: cannot make it non-blocking: %s", c->index,
 		            one_line(PQerrorMessage(c->pg), buf, sizeof(buf)));
@@ -1033,28 +1111,60 @@ static enum otpd_status conn_open(struct store_conn *c)
 	return status;
 }
 
+/* An idle connection that the server has closed (a restart, a failover,
+ * an administrator's pg_terminate_backend) is readable: its FATAL message,
+ * then the end of the stream.  Seen before anything is sent, it is
+ * replaced at no cost to the job that would have failed on it. */
+static bool idle_conn_ok(struct store_conn *c)
+{
+	struct pollfd pfd = {.fd = PQsocket(c->pg), .events = POLLIN};
+
+	if (pfd.fd < 0)
+		return false;
+	if (poll(&pfd, 1, 0) <= 0)
+		return true; /* nothing came: as good as it was */
+	/* Read it, then parse it: PQisBusy() does, and hands an error to
+	 * notice_receiver(). */
+	if (PQconsumeInput(c->pg)) {
+		(void)PQisBusy(c->pg);
+		if (!c->closing && PQstatus(c->pg) == CONNECTION_OK)
+			return true; /* a parameter status, a notice */
+	}
+	log_warn("store.reconnect", "postgres: connection %d was closed by the server while"
+	         " idle: connecting again", c->index);
+	return false;
+}
+
 /* Connected, or connect again: right away after a loss, then no sooner
  * than the back-off after each failed attempt (a database that is down is
- * not hammered, and says so a few times a second at most). */
+ * not hammered, and says so a few times a second at most), unless another
+ * connection has connected since (it is back: every connection follows at
+ * once). */
 static enum otpd_status conn_ready(struct store_conn *c)
 {
 	enum otpd_status status;
+	int64_t now;
 
-	if (c->pg && PQstatus(c->pg) == CONNECTION_OK)
+	if (c->pg && PQstatus(c->pg) == CONNECTION_OK && (c->pipeline || c->in_tx ||
+	                                                  (!c->stale && idle_conn_ok(c))))
 		return OTPD_OK;
 	if (c->pg)
 		drop(c); /* gone bad since: the failure that did it was logged */
-	if (mono_ms() < c->retry_at_ms)
+	now = mono_ms();
+	if (now < c->retry_at_ms && atomic_load(&c->b->up_ms) <= c->failed_ms)
 		return OTPD_UNAVAILABLE; /* the last attempt failed just now, and said so */
 	status = conn_open(c);
+	now = mono_ms();
 	if (status != OTPD_OK) {
 		c->backoff_ms = c->backoff_ms ? c->backoff_ms * 2 : BACKOFF_MIN_MS;
 		if (c->backoff_ms > BACKOFF_MAX_MS)
 			c->backoff_ms = BACKOFF_MAX_MS;
-		c->retry_at_ms = mono_ms() + c->backoff_ms;
+		c->retry_at_ms = now + c->backoff_ms;
+		c->failed_ms = now;
 		c->lost = true;
 		return status;
 	}
+	atomic_store(&c->b->up_ms, now);
 	if (c->lost)
 		log_info("store.reconnected", "postgres: connection %d is back", c->index);
 	c->lost = false;
@@ -1070,9 +1180,10 @@ static void pg_rollback(struct store_conn *c)
 	PGresult *r = NULL;
 
 	c->in_tx = false;
+	c->in_savepoint = false;
 	c->begin_pending = false; /* nothing sent yet: nothing to undo */
 	if (c->pg && c->pipeline)
-		(void)exchange(c, NULL); /* what it says is this transaction's failure */
+		(void)exchange(c); /* what it says is this transaction's failure */
 	if (!c->pg || PQtransactionStatus(c->pg) == PQTRANS_IDLE)
 		return;
 	if (query(c, ST_ROLLBACK, NULL, &r) == OTPD_OK)
@@ -1121,30 +1232,43 @@ static enum otpd_status pg_commit(struct store_conn *c)
 	return status;
 }
 
+/* SAVEPOINT, RELEASE and ROLLBACK TO are queued: they go with the next
+ * job's first statement, or the COMMIT.  A job inside a savepoint reads
+ * its own statements' results before it ends (job_end()), so what fails
+ * is its failure alone; what is left to fail in these three is the
+ * connection, and that fails the whole batch anyway. */
 static enum otpd_status pg_savepoint(struct store_conn *c)
 {
+	c->in_savepoint = true;
 	return defer(c, ST_SAVEPOINT, NULL, NULL, NULL);
 }
 
-/* Synchronous: what the job queued is read inside its savepoint. */
 static enum otpd_status pg_release(struct store_conn *c)
 {
-	PGresult *r = NULL;
-	enum otpd_status status = query(c, ST_RELEASE, NULL, &r);
-
-	PQclear(r);
-	return status;
+	c->in_savepoint = false;
+	return defer(c, ST_RELEASE, NULL, NULL, NULL);
 }
 
 static enum otpd_status pg_rollback_to(struct store_conn *c)
 {
-	PGresult *r = NULL;
-	enum otpd_status status;
+	enum otpd_status status = OTPD_OK;
 
+	c->in_savepoint = false;
 	if (c->pg && c->pipeline)
-		(void)exchange(c, NULL); /* the failing job's own */
-	status = query(c, ST_ROLLBACK_TO, NULL, &r);
-	PQclear(r);
+		(void)exchange(c); /* the failing job's own: its failure is said */
+	if (c->pg && PQtransactionStatus(c->pg) == PQTRANS_IDLE)
+		return OTPD_UNAVAILABLE; /* the transaction is gone (said then) */
+	status = defer(c, ST_ROLLBACK_TO, NULL, NULL, NULL);
+	return status;
+}
+
+/* The end of a write job: inside a savepoint (a batch of several), read
+ * what it queued, so that its failure is its own (the engine undoes it
+ * alone); alone, it goes with the COMMIT. */
+static enum otpd_status job_end(struct store_conn *c, enum otpd_status status)
+{
+	if (status == OTPD_OK && c->in_savepoint)
+		status = flush(c, false);
 	return status;
 }
 
@@ -1320,6 +1444,56 @@ static enum otpd_status pg_stats_add(struct store_conn *c, int64_t bucket_ms,
 	return defer(c, ST_STATS_ADD, &p, NULL, NULL);
 }
 
+/* ---- the clients' throttles (a database that every node shares) ---- */
+
+/* The client throttle of a send or a verify (store.h, struct
+ * store_throttle), queued first: it goes with the number's lock and the
+ * read, in the same round trip, and *ret_value says after that read
+ * whether it allowed the request (0).  Its row lock comes before the
+ * number's advisory lock in every transaction that takes both. */
+struct throttle_check {
+	bool on;
+	int64_t value;   /* ST_THROTTLE's answer: 0 allowed */
+	int64_t now_us, tau_us;
+};
+
+static enum otpd_status throttle_queue(struct store_conn *c, const struct store_throttle *t,
+                                       int64_t now_ms, struct throttle_check *ret)
+{
+	struct params p = {0};
+	int64_t interval_us;
+
+	ret->on = false;
+	if (!t || t->count < 1 || t->period_ms < 1 || t->key_len == 0 ||
+	    t->key_len > sizeof(t->key))
+		return OTPD_OK;
+	interval_us = t->period_ms * 1000 / t->count;
+	if (interval_us < 1)
+		interval_us = 1;
+	ret->on = true;
+	ret->value = -1; /* no row: refused, as NULL */
+	ret->now_us = now_ms * 1000;
+	ret->tau_us = interval_us * (t->count - 1);
+	p_bytes(&p, t->key, t->key_len);
+	p_i64(&p, ret->now_us);
+	p_i64(&p, interval_us);
+	p_i64(&p, ret->tau_us);
+	return defer(c, ST_THROTTLE, &p, NULL, &ret->value);
+}
+
+/* After the round trip: false and *ret_retry_after_s (>= 1) when the
+ * throttle refused the request. */
+static bool throttle_allowed(const struct throttle_check *t, int *ret_retry_after_s)
+{
+	int64_t wait_us;
+
+	if (!t->on || t->value == 0)
+		return true;
+	wait_us = t->value > 0 ? t->value - t->tau_us - t->now_us : 1000000;
+	*ret_retry_after_s = wait_us > 1000000 ? (int)((wait_us + 999999) / 1000000) : 1;
+	return false;
+}
+
 /* ---- send a code ---- */
 
 /* The number's lock, queued: it goes with the read that follows, which
@@ -1383,54 +1557,6 @@ static enum otpd_status send_window(struct store_conn *c, const char *phone,
 	return OTPD_OK;
 }
 
-/* The client throttle of a send or a verify (store.h, struct
- * store_throttle), queued first: it goes with the number's lock and the
- * read, in the same round trip, and *ret_value says after that read
- * whether it allowed the request (0).  Its row lock comes before the
- * number's advisory lock in every transaction that takes both. */
-struct throttle_check {
-	bool on;
-	int64_t value;   /* ST_THROTTLE's answer: 0 allowed */
-	int64_t now_us, tau_us;
-};
-
-static enum otpd_status throttle_queue(struct store_conn *c, const struct store_throttle *t,
-                                       int64_t now_ms, struct throttle_check *ret)
-{
-	struct params p = {0};
-	int64_t interval_us;
-
-	ret->on = false;
-	if (!t || t->count < 1 || t->period_ms < 1 || t->key_len == 0 ||
-	    t->key_len > sizeof(t->key))
-		return OTPD_OK;
-	interval_us = t->period_ms * 1000 / t->count;
-	if (interval_us < 1)
-		interval_us = 1;
-	ret->on = true;
-	ret->value = -1; /* no row: refused, as NULL */
-	ret->now_us = now_ms * 1000;
-	ret->tau_us = interval_us * (t->count - 1);
-	p_bytes(&p, t->key, t->key_len);
-	p_i64(&p, ret->now_us);
-	p_i64(&p, interval_us);
-	p_i64(&p, ret->tau_us);
-	return defer(c, ST_THROTTLE, &p, NULL, &ret->value);
-}
-
-/* After the round trip: false and *ret_retry_after_s (>= 1) when the
- * throttle refused the request. */
-static bool throttle_allowed(const struct throttle_check *t, int *ret_retry_after_s)
-{
-	int64_t wait_us;
-
-	if (!t->on || t->value == 0)
-		return true;
-	wait_us = t->value > 0 ? t->value - t->tau_us - t->now_us : 1000000;
-	*ret_retry_after_s = wait_us > 1000000 ? (int)((wait_us + 999999) / 1000000) : 1;
-	return false;
-}
-
 /* Two round trips: lock + read the recent codes; record (and replace) +
  * stats + COMMIT.  The new code's id is filled in when the INSERT's
  * answer comes, with the COMMIT's. */
@@ -1446,6 +1572,8 @@ static enum otpd_status op_issue(struct store_conn *c, struct store_job *j)
 	enum otpd_status status;
 	int retry_after_s = 0;
 
+	/* The client's throttle first, in the same round trip as the lock
+	 * and the read. */
 	status = throttle_queue(c, j->u.issue.throttle, now_ms, &t);
 	if (status == OTPD_OK)
 		status = phone_lock(c, phone);
@@ -1596,7 +1724,7 @@ static enum otpd_status user_row(const PGresult *r, int row, struct store_user *
 	u.is_active = col_int(r, row, 6) != 0;
 	u.is_staff = col_int(r, row, 7) != 0;
 	u.created_ms = col_int(r, row, 8);
-	u.last_login_ms = col_int(r, row, 9);
+	u.last_login_ms = PQgetisnull(r, row, 9) ? -1 : col_int(r, row, 9);
 	*ret = u;
 	return OTPD_OK;
 }
@@ -1710,16 +1838,21 @@ static enum otpd_status op_verify(struct store_conn *c, struct store_job *j)
 	uint8_t stored[OTP_HASH_LEN];
 	enum otpd_status status;
 	bool found = false, match = false;
-	struct throttle_check t;
 	int64_t code_id = 0;
-	int max_attempts = 0, retry_after_s = 0;
+	int max_attempts = 0;
+
+	struct throttle_check t;
+	int retry_after_s = 0;
 
 	memset(&rec, 0, sizeof(rec));
+	/* The client's throttle first, in the same round trip as the read. */
 	status = throttle_queue(c, j->u.verify.throttle, now_ms, &t);
 	if (status == OTPD_OK)
 		status = code_get(c, phone, &found, &code_id, &max_attempts, &rec, stored);
-	if (status != OTPD_OK)
+	if (status != OTPD_OK) {
+		otp_wipe(stored, sizeof(stored));
 		return status;
+	}
 	if (!throttle_allowed(&t, &retry_after_s)) {
 		otp_wipe(stored, sizeof(stored));
 		res->retry_after_s = retry_after_s; /* not judged: no attempt is used */
@@ -1882,30 +2015,45 @@ static enum otpd_status session_mark_rotated(struct store_conn *c, const char *j
 }
 
 /* The decisions of store_session_rotate (store.h), in the order listed
- * there (store/rules.c makes them; this reads and writes), under the
- * family's lock.  Any answer commits: only the OK and replay answers have
- * written anything. */
+ * there (store/rules.c makes them; this reads and writes).  Locks in the
+ * order every transaction on refresh records takes them: the user (FOR
+ * SHARE: not deactivated, nor deleted, until this commits; a deactivation
+ * locks the user first too, then revokes), then the family, then the
+ * record; all three in the first round trip.  Any answer commits: only the
+ * OK and replay answers have written anything. */
 static enum otpd_status op_rotate(struct store_conn *c, struct store_job *j)
 {
 	const struct store_args_rotate *a = &j->u.rotate;
 	struct store_rotate_result *res = &j->u.rotate.res;
 	struct store_session_row cur, succ;
+	struct params p = {0};
 	enum otpd_status status;
-	bool found = false;
+	PGresult *user = NULL;
+	bool found = false, user_found;
 
 	j->result = OTPD_INVALID_TOKEN;
 	res->reuse_detected = false;
 	res->revoked_records = 0;
-	status = family_lock(c, a->jti);
+	p_i64(&p, a->user_id);
+	status = fetch(c, ST_USER_BY_ID_SHARE, &p, &user);
+	if (status == OTPD_OK)
+		status = family_lock(c, a->jti);
 	if (status == OTPD_OK)
 		status = session_get(c, ST_SESSION_GET_LOCK, a->jti, &found, &cur);
+	if (status != OTPD_OK) {
+		PQclear(user);
+		return status;
+	}
+	user_found = PQntuples(user) > 0;
+	if (user_found)
+		status = user_row(user, 0, &res->user);
+	PQclear(user);
 	if (status != OTPD_OK || !found)
 		return status;
 	if (store_rules_rotate_first(&cur, a->user_id, j->now_ms) == STORE_ROTATE_REFUSE)
 		return OTPD_OK;
-	status = user_by_id(c, ST_USER_BY_ID_SHARE, a->user_id, &found, &res->user);
-	if (status != OTPD_OK || !found)
-		return status;
+	if (!user_found)
+		return OTPD_OK;
 	if (!res->user.is_active) {
 		j->result = OTPD_USER_INACTIVE;
 		return OTPD_OK;
@@ -1975,6 +2123,138 @@ static enum otpd_status op_session_purge(struct store_conn *c, struct store_job 
 	if (status == OTPD_OK)
 		status = defer(c, ST_THROTTLE_PURGE, &q, NULL, NULL);
 	return status;
+}
+
+/* ---- the staff console ---- */
+
+/* The flags as the change says (the user row locked: first, as every
+ * transaction on a user's sessions locks it), the sessions revoked when it
+ * deactivates, and the user as it is now; two round trips at most. */
+static enum otpd_status op_user_update(struct store_conn *c, struct store_job *j)
+{
+	struct store_args_user_update *a = &j->u.user_update;
+	const struct store_user_change *ch = a->change;
+	struct params p = {0};
+	enum otpd_status status;
+	PGresult *r = NULL;
+
+	p_i64(&p, a->id);
+	if (ch->set_active)
+		p_text(&p, ch->is_active ? "true" : "false");
+	else
+		p_null(&p);
+	if (ch->set_staff)
+		p_text(&p, ch->is_staff ? "true" : "false");
+	else
+		p_null(&p);
+	status = query(c, ST_USER_UPDATE, &p, &r);
+	if (status != OTPD_OK)
+		return status;
+	a->found = PQntuples(r) > 0;
+	if (a->found)
+		status = user_row(r, 0, &a->user);
+	PQclear(r);
+	if (status != OTPD_OK || !a->found)
+		return status; /* no such user: nothing changed */
+	if (ch->set_active && !ch->is_active) {
+		/* Deactivated: every session of the user ends with it.  A new
+		 * statement: it sees the records of a login that committed while
+		 * this waited for the user's row. */
+		struct params q = {0};
+
+		p_i64(&q, a->id);
+		status = defer(c, ST_USER_SESSIONS_REVOKE, &q, NULL, NULL);
+	}
+	return status;
+}
+
+/* Read row `row` of CODE_ROW_COLUMNS.  False when its number does not fit
+ * (not one otpd wrote). */
+static bool code_row(const PGresult *r, int row, struct store_code_row *ret)
+{
+	struct store_code_row c;
+
+	memset(&c, 0, sizeof(c));
+	c.id = col_int(r, row, 0);
+	if (!col_text(r, row, 1, c.phone, sizeof(c.phone), NULL))
+		return false;
+	c.created_ms = col_int(r, row, 2);
+	c.expires_ms = col_int(r, row, 3);
+	c.ended_ms = PQgetisnull(r, row, 4) ? -1 : col_int(r, row, 4);
+	c.attempts = (int)col_int(r, row, 5);
+	c.max_attempts = (int)col_int(r, row, 6);
+	c.state = (int)col_int(r, row, 7);
+	c.sms_message_id = PQgetisnull(r, row, 8) ? 0 : col_int(r, row, 8);
+	c.sms_status = PQgetisnull(r, row, 9) ? -1 : (int)col_int(r, row, 9);
+	c.sms_status_ms = PQgetisnull(r, row, 10) ? -1 : col_int(r, row, 10);
+	*ret = c;
+	return true;
+}
+
+static enum otpd_status op_codes_list(struct store_conn *c, struct store_job *j)
+{
+	struct store_args_codes_list *a = &j->u.codes;
+	enum stmt_id id = a->phone ? ST_CODES_OF_PHONE : ST_CODES_ALL;
+	struct params p = {0};
+	enum otpd_status status;
+	PGresult *r = NULL;
+	size_t n = 0;
+
+	if (a->phone)
+		p_text(&p, a->phone);
+	p_i64(&p, a->before_id);
+	p_i64(&p, a->since_ms);
+	p_i64(&p, a->until_ms);
+	p_i64(&p, (int64_t)a->cap); /* at most STORE_PAGE_MAX (store.c) */
+	status = query(c, id, &p, &r);
+	if (status != OTPD_OK)
+		return status;
+	for (int i = 0; i < PQntuples(r) && n < a->cap; i++) {
+		if (!code_row(r, i, &a->ret[n])) {
+			store_error("postgres: code %lld has a number longer than otpd allows",
+			            (long long)col_int(r, i, 0));
+			PQclear(r);
+			return OTPD_INTERNAL;
+		}
+		n++;
+	}
+	PQclear(r);
+	a->n = n;
+	return OTPD_OK;
+}
+
+static enum otpd_status op_user_sessions(struct store_conn *c, struct store_job *j)
+{
+	struct store_args_user_sessions *a = &j->u.sessions;
+	struct params p = {0};
+	enum otpd_status status;
+	PGresult *r = NULL;
+	size_t n = 0;
+
+	p_i64(&p, a->user_id);
+	p_i64(&p, (int64_t)a->cap); /* at most STORE_PAGE_MAX (store.c) */
+	status = query(c, ST_SESSIONS_OF_USER, &p, &r);
+	if (status != OTPD_OK)
+		return status;
+	for (int i = 0; i < PQntuples(r) && n < a->cap; i++) {
+		struct store_session_info *s = &a->ret[n];
+
+		memset(s, 0, sizeof(*s));
+		if (!col_text(r, i, 0, s->family, sizeof(s->family), NULL)) {
+			store_error("postgres: a refresh_tokens record has a family longer than %d",
+			            STORE_JTI_LEN);
+			PQclear(r);
+			return OTPD_INTERNAL;
+		}
+		s->state = (int)col_int(r, i, 1);
+		s->created_ms = col_int(r, i, 2);
+		s->expires_ms = col_int(r, i, 3);
+		s->rotated_ms = PQgetisnull(r, i, 4) ? -1 : col_int(r, i, 4);
+		n++;
+	}
+	PQclear(r);
+	a->n = n;
+	return OTPD_OK;
 }
 
 /* ---- SMS delivery ---- */
@@ -2096,130 +2376,6 @@ static enum otpd_status op_stats(struct store_conn *c, struct store_job *j)
 	return OTPD_OK;
 }
 
-/* ---- the staff console's reads and its one write ---- */
-
-static enum otpd_status op_codes_list(struct store_conn *c, struct store_job *j)
-{
-	struct store_args_codes_list *a = &j->u.codes;
-	enum stmt_id id = a->phone ? ST_CODES_OF_PHONE : ST_CODES_ALL;
-	struct params p = {0};
-	enum otpd_status status;
-	PGresult *r = NULL;
-	size_t n = 0;
-
-	if (a->phone)
-		p_text(&p, a->phone);
-	p_i64(&p, a->before_id);
-	p_i64(&p, a->since_ms);
-	p_i64(&p, a->until_ms);
-	p_i64(&p, (int64_t)a->cap); /* at most STORE_PAGE_MAX (store.c) */
-	status = query(c, id, &p, &r);
-	if (status != OTPD_OK)
-		return status;
-	for (int i = 0; i < PQntuples(r) && n < a->cap; i++) {
-		struct store_code_row *row = &a->ret[n];
-
-		memset(row, 0, sizeof(*row));
-		row->id = col_int(r, i, 0);
-		if (!col_text(r, i, 1, row->phone, sizeof(row->phone), NULL)) {
-			store_error("postgres: code %lld has a number longer than otpd allows",
-			            (long long)row->id);
-			PQclear(r);
-			return OTPD_INTERNAL;
-		}
-		row->created_ms = col_int(r, i, 2);
-		row->expires_ms = col_int(r, i, 3);
-		row->ended_ms = col_int(r, i, 4);
-		row->attempts = (int)col_int(r, i, 5);
-		row->max_attempts = (int)col_int(r, i, 6);
-		row->state = (int)col_int(r, i, 7);
-		row->sms_message_id = col_int(r, i, 8);
-		row->sms_status = (int)col_int(r, i, 9);
-		row->sms_status_ms = col_int(r, i, 10);
-		n++;
-	}
-	PQclear(r);
-	a->n = n;
-	return OTPD_OK;
-}
-
-static enum otpd_status op_user_sessions(struct store_conn *c, struct store_job *j)
-{
-	struct store_args_user_sessions *a = &j->u.sessions;
-	struct params p = {0};
-	enum otpd_status status;
-	PGresult *r = NULL;
-	size_t n = 0;
-
-	p_i64(&p, a->user_id);
-	p_i64(&p, (int64_t)a->cap);
-	status = query(c, ST_SESSIONS_OF_USER, &p, &r);
-	if (status != OTPD_OK)
-		return status;
-	for (int i = 0; i < PQntuples(r) && n < a->cap; i++) {
-		struct store_session_info *row = &a->ret[n];
-
-		memset(row, 0, sizeof(*row));
-		if (!col_text(r, i, 0, row->family, sizeof(row->family), NULL)) {
-			store_error("postgres: a refresh_tokens record has a family longer than %d",
-			            STORE_JTI_LEN);
-			PQclear(r);
-			return OTPD_INTERNAL;
-		}
-		row->state = (int)col_int(r, i, 1);
-		row->created_ms = col_int(r, i, 2);
-		row->expires_ms = col_int(r, i, 3);
-		row->rotated_ms = col_int(r, i, 4);
-		n++;
-	}
-	PQclear(r);
-	a->n = n;
-	return OTPD_OK;
-}
-
-/* The flags as the change says; deactivating revokes every session of the
- * user.  The records go first, then the user (the order a rotation locks
- * them in: record, then user), then the records again: a rotation that
- * held the user's row (FOR SHARE) when the first revocation ran has
- * committed its successor by the time the UPDATE of the user got the row,
- * and the second one revokes it; a later rotation reads the user
- * inactive and refuses. */
-static enum otpd_status op_user_update(struct store_conn *c, struct store_job *j)
-{
-	struct store_args_user_update *a = &j->u.user_update;
-	const struct store_user_change *ch = a->change;
-	bool deactivate = ch->set_active && !ch->is_active;
-	struct params p = {0}, q = {0};
-	enum otpd_status status;
-	PGresult *r = NULL;
-
-	p_i64(&q, a->id);
-	if (deactivate) {
-		status = defer(c, ST_USER_SESSIONS_REVOKE, &q, NULL, NULL);
-		if (status != OTPD_OK)
-			return status;
-	}
-	p_i64(&p, a->id);
-	if (ch->set_active)
-		p_text(&p, ch->is_active ? "true" : "false");
-	else
-		p_null(&p);
-	if (ch->set_staff)
-		p_text(&p, ch->is_staff ? "true" : "false");
-	else
-		p_null(&p);
-	status = query(c, ST_USER_UPDATE, &p, &r);
-	if (status != OTPD_OK)
-		return status;
-	a->found = PQntuples(r) > 0;
-	if (a->found)
-		status = user_row(r, 0, &a->user);
-	PQclear(r);
-	if (status == OTPD_OK && a->found && deactivate)
-		status = defer(c, ST_USER_SESSIONS_REVOKE, &q, NULL, NULL);
-	return status;
-}
-
 /* ---- retention ---- */
 
 /* Stats buckets first, then codes with what is left of the limit. */
@@ -2247,6 +2403,24 @@ static enum otpd_status op_history_purge(struct store_conn *c, struct store_job 
 
 /* ---- the dialect ---- */
 
+/* The write operations as the engine calls them (job_end()). */
+#define WRITE_OP(fn) \
+	static enum otpd_status fn##_job(struct store_conn *c, struct store_job *j) \
+	{ \
+		return job_end(c, fn(c, j)); \
+	}
+WRITE_OP(op_secret)
+WRITE_OP(op_issue)
+WRITE_OP(op_cancel)
+WRITE_OP(op_verify)
+WRITE_OP(op_rotate)
+WRITE_OP(op_revoke)
+WRITE_OP(op_session_purge)
+WRITE_OP(op_sms_accepted)
+WRITE_OP(op_delivery_set)
+WRITE_OP(op_history_purge)
+WRITE_OP(op_user_update)
+
 static void pg_conn_close(struct store_conn *c)
 {
 	if (!c)
@@ -2267,21 +2441,21 @@ static const struct store_dialect postgres_dialect = {
 	.in_transaction = pg_in_transaction,
 	.stats_add = pg_stats_add,
 	.op = {
-		[STORE_OP_SECRET] = op_secret,
-		[STORE_OP_ISSUE] = op_issue,
-		[STORE_OP_CANCEL] = op_cancel,
-		[STORE_OP_VERIFY] = op_verify,
-		[STORE_OP_ROTATE] = op_rotate,
-		[STORE_OP_REVOKE] = op_revoke,
-		[STORE_OP_SESSION_PURGE] = op_session_purge,
-		[STORE_OP_SMS_ACCEPTED] = op_sms_accepted,
-		[STORE_OP_DELIVERY_SET] = op_delivery_set,
-		[STORE_OP_HISTORY_PURGE] = op_history_purge,
+		[STORE_OP_SECRET] = op_secret_job,
+		[STORE_OP_ISSUE] = op_issue_job,
+		[STORE_OP_CANCEL] = op_cancel_job,
+		[STORE_OP_VERIFY] = op_verify_job,
+		[STORE_OP_ROTATE] = op_rotate_job,
+		[STORE_OP_REVOKE] = op_revoke_job,
+		[STORE_OP_SESSION_PURGE] = op_session_purge_job,
+		[STORE_OP_SMS_ACCEPTED] = op_sms_accepted_job,
+		[STORE_OP_DELIVERY_SET] = op_delivery_set_job,
+		[STORE_OP_HISTORY_PURGE] = op_history_purge_job,
+		[STORE_OP_USER_UPDATE] = op_user_update_job,
 		[STORE_OP_PING] = op_ping,
 		[STORE_OP_USER_GET] = op_user_get,
 		[STORE_OP_DELIVERY_PENDING] = op_delivery_pending,
 		[STORE_OP_STATS] = op_stats,
-		[STORE_OP_USER_UPDATE] = op_user_update,
 		[STORE_OP_CODES_LIST] = op_codes_list,
 		[STORE_OP_USER_SESSIONS] = op_user_sessions,
 	},
