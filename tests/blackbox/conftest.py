@@ -34,6 +34,11 @@ Helpers (import them: `from conftest import ...`)
   assert_log_clean(text, ...)          the log rules of docs/API.md §4, on JSON and text logs
   console_codes(text)                  the codes the console backend logged (JSON or CODE lines)
   cookies_of(r)                        Set-Cookie headers parsed
+  db_query(otpd, sql, params=())       one statement on the handle's database, either backend
+                                       (? placeholders; PostgreSQL: psql, literals substituted),
+                                       the rows as tuples; db_executemany(otpd, sql, rows)
+  db_dump(otpd), db_tables(otpd)       the database as text (iterdump / pg_dump), its tables
+  PgTableLock(otpd, tables)            PostgreSQL: another session holds ACCESS EXCLUSIVE locks
 """
 
 import json
