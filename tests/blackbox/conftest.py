@@ -34,6 +34,11 @@ Helpers (import them: `from conftest import ...`)
   assert_log_clean(text, ...)          the log rules of docs/API.md §4, on JSON and text logs
   console_codes(text)                  the codes the console backend logged (JSON or CODE lines)
   cookies_of(r)                        Set-Cookie headers parsed
+  db_query(otpd, sql, params=())       one statement on the handle's database, either backend
+                                       (? placeholders; PostgreSQL: psql, literals substituted),
+                                       the rows as tuples; db_executemany(otpd, sql, rows)
+  db_dump(otpd), db_tables(otpd)       the database as text (iterdump / pg_dump), its tables
+  PgTableLock(otpd, tables)            PostgreSQL: another session holds ACCESS EXCLUSIVE locks
 """
 
 import json
@@ -162,18 +167,193 @@ def url_secrets(url):
     return out
 
 
+def _pg_literal(v):
+    """v as a PostgreSQL literal: None, bool, int, bytes (bytea) or a plain str only."""
+    if v is None:
+        return "NULL"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(int(v))
+    if isinstance(v, (bytes, bytearray)):
+        return "'\\x%s'::bytea" % bytes(v).hex()
+    if isinstance(v, str):
+        if "\0" in v or not v.isprintable():
+            raise AssertionError("db_query: a parameter with control characters: %r" % v[:40])
+        return "'%s'" % v.replace("'", "''")
+    raise AssertionError("db_query: parameters are None, bool, int, bytes or str, not %r" % type(v))
+
+
+def _pg_substitute(sql, params):
+    """sql with each ? (outside quotes) replaced by the next of params as a literal."""
+    out, it, quote = [], iter(params), None
+    n = 0
+    for ch in sql:
+        if quote:
+            quote = None if ch == quote else quote
+            out.append(ch)
+        elif ch in "'\"":
+            quote = ch
+            out.append(ch)
+        elif ch == "?":
+            try:
+                out.append(_pg_literal(next(it)))
+            except StopIteration:
+                raise AssertionError("db_query: more ? than parameters in %r" % sql) from None
+            n += 1
+        else:
+            out.append(ch)
+    if n != len(params):
+        raise AssertionError("db_query: %d parameters for %d ? in %r" % (len(params), n, sql))
+    return "".join(out)
+
+
+def pg_dbname(otpd):
+    """The PostgreSQL database of the handle's DATABASE_URL (OTPD_TEST_BACKEND=postgres)."""
+    url = urlsplit(otpd.db_url)
+    assert url.scheme in ("postgres", "postgresql"), "not a PostgreSQL URL: %s" % url.scheme
+    return unquote(url.path.lstrip("/"))
+
+
+def db_query(otpd, sql, params=()):
+    """Run one SQL statement on the handle's database, whatever the backend, with ?
+    placeholders (SQLite: sqlite3 on otpd.db_path; PostgreSQL: psql as the superuser on the
+    database of otpd.db_url, the parameters substituted as literals: None, bool, int,
+    bytes, printable str).  Returns the rows as tuples (SELECT / WITH / ... RETURNING; []
+    for other statements), committed.  PostgreSQL gives booleans as True/False and bytea
+    as bytes."""
+    return db_executemany(otpd, sql, [params])
+
+
+def db_executemany(otpd, sql, rows):
+    """db_query for each parameter tuple of rows, in one transaction; the rows of them all."""
+    if BACKEND != "postgres":
+        import sqlite3
+        con = sqlite3.connect(str(otpd.db_path), timeout=5)
+        try:
+            out = []
+            for params in rows:
+                out += [tuple(r) for r in con.execute(sql, tuple(params)).fetchall()]
+            con.commit()
+            return out
+        finally:
+            con.close()
+    stmt = sql.strip().rstrip(";")
+    returns = bool(re.match(r"(?is)\s*(select|with|values)\b", stmt)) or \
+        bool(re.search(r"(?is)\breturning\b", stmt))
+    parts = ["BEGIN;"]
+    for params in rows:
+        one = _pg_substitute(stmt, tuple(params))
+        if returns:
+            if re.match(r"(?is)\s*(select|with|values)\b", one):
+                one = "SELECT row_to_json(q) FROM (%s) AS q" % one   # keeps the column order
+            else:
+                one = "WITH q AS (%s) SELECT row_to_json(q) FROM q" % one
+        parts.append(one + ";")
+    parts.append("COMMIT;")
+    text = otpd.factory.pg.psql("\n".join(parts), db=pg_dbname(otpd))
+    if not returns:
+        return []
+    out = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        obj = json.loads(line, object_pairs_hook=lambda kv: [v for _k, v in kv])
+        out.append(tuple(bytes.fromhex(v[2:]) if isinstance(v, str) and re.fullmatch(r"\\x(?:[0-9a-f]{2})*", v)
+                         else v for v in obj))
+    return out
+
+
+def db_dump(otpd):
+    """The handle's whole database as text (SQLite: iterdump; PostgreSQL: pg_dump)."""
+    if BACKEND != "postgres":
+        import sqlite3
+        con = sqlite3.connect(str(otpd.db_path), timeout=5)
+        try:
+            return "\n".join(con.iterdump())
+        finally:
+            con.close()
+    c = otpd.factory.pg.cluster
+    p = subprocess.run([os.path.join(c.bindir, "pg_dump"), "-h", str(c.sockdir), "-p", str(c.port),
+                        "-U", pgcluster.SUPERUSER, "-d", pg_dbname(otpd)],
+                       capture_output=True, env=pgcluster.clean_env(), cwd=str(c.dir), timeout=60)
+    assert p.returncode == 0, "pg_dump: %s" % p.stderr.decode(errors="replace")
+    return p.stdout.decode()
+
+
+def db_tables(otpd):
+    """The names of the handle's tables (sqlite_master / information_schema)."""
+    if BACKEND != "postgres":
+        return [t for (t,) in db_query(otpd, "SELECT name FROM sqlite_master WHERE type='table'")]
+    return [t for (t,) in db_query(otpd, "SELECT table_name FROM information_schema.tables"
+                                         " WHERE table_schema = 'public' AND table_type = 'BASE TABLE'")]
+
+
+class PgTableLock:
+    """OTPD_TEST_BACKEND=postgres: a psql in the background (the superuser, on the database
+    of otpd.db_url) holds LOCK TABLE ... IN ACCESS EXCLUSIVE MODE on tables in an open
+    transaction: every statement of otpd on them waits (lock_timeout: OTPD_DB_BUSY_TIMEOUT_MS).
+    A context manager: the lock is held (pg_locks says granted) on entry, rolled back on exit."""
+
+    def __init__(self, otpd, tables=("otp_codes",), timeout=10.0):
+        self.otpd = otpd
+        self.tables = list(tables)
+        self.timeout = timeout
+        self.proc = None
+
+    def _held(self):
+        names = ", ".join(_pg_literal(t) for t in self.tables)
+        rows = db_query(self.otpd, "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation"
+                                   " WHERE l.granted AND l.mode = 'AccessExclusiveLock'"
+                                   " AND l.database = (SELECT oid FROM pg_database"
+                                   " WHERE datname = current_database())"
+                                   " AND c.relname IN (%s)" % names)
+        return rows == [(len(self.tables),)]
+
+    def __enter__(self):
+        c = self.otpd.factory.pg.cluster
+        cmd = [os.path.join(c.bindir, "psql"), "-X", "-At", "-q", "-v", "ON_ERROR_STOP=1",
+               "-h", str(c.sockdir), "-p", str(c.port), "-U", pgcluster.SUPERUSER,
+               "-d", pg_dbname(self.otpd), "-f", "-"]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, env=pgcluster.clean_env(), cwd=str(c.dir))
+        tables = ", ".join('"%s"' % t.replace('"', '""') for t in self.tables)
+        self.proc.stdin.write(("BEGIN;\nLOCK TABLE %s IN ACCESS EXCLUSIVE MODE;\n" % tables).encode())
+        self.proc.stdin.flush()
+        try:
+            wait_for(lambda: self.proc.poll() is not None or self._held(), self.timeout,
+                     what="psql's lock on %s" % tables)
+            assert self.proc.poll() is None, "psql exited: %s" % self.proc.stderr.read().decode(errors="replace")
+        except BaseException:
+            self._end()
+            raise
+        return self
+
+    def _end(self):
+        if self.proc is None:
+            return
+        try:
+            self.proc.stdin.write(b"ROLLBACK;\n")
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+        self.proc = None
+
+    def __exit__(self, *exc):
+        self._end()
+
+
 def verify_into_a_store_error(otpd, fake, phone):
     """Log phone in, then give its user a username longer than the store ever writes (behind
     otpd's back), so that its next login is an internal error of the store.  Returns that
     verify's answer, sent outside the harness (which fails every 500 it records)."""
-    import sqlite3
     otpd.login(fake, phone)
-    con = sqlite3.connect(str(otpd.db_path), timeout=5)
-    try:
-        con.execute("UPDATE users SET username = ? WHERE phone_number = ?", ("u" * 400, phone))
-        con.commit()
-    finally:
-        con.close()
+    db_query(otpd, "UPDATE users SET username = ? WHERE phone_number = ?", ("u" * 400, phone))
     assert otpd.send(phone).status_code == 200
     return requests.post(otpd.url + VERIFY, json={"phone_number": phone,
                                                   "code": get_code(fake, phone)}, timeout=30)

@@ -10,7 +10,7 @@ import time
 import pytest
 import requests
 
-from conftest import (PHONE, assert_problem, get_code, log_objects, phone_n, wait_for,
+from conftest import (PgTableLock, PHONE, assert_problem, get_code, log_objects, phone_n, wait_for,
                       wrong_code)
 
 EXACT_200 = {"phone_number": PHONE, "message": "OTP sent successfully", "expires_in": 300}
@@ -171,6 +171,7 @@ def test_shutdown_is_bounded(otpd, fake):
         assert_problem(box["r"], 503, "sms_unavailable")
 
 
+@pytest.mark.sqlite_only      # SQLite's write lock, held by another connection; PostgreSQL: _pg below
 @pytest.mark.otpd_env(OTPD_DB_BUSY_TIMEOUT_MS="200")
 def test_locked_database_is_503_and_recovers(otpd, fake):
     assert otpd.send(PHONE).status_code == 200
@@ -198,6 +199,7 @@ def test_locked_database_is_503_and_recovers(otpd, fake):
     assert r.status_code == 200, r.text
 
 
+@pytest.mark.sqlite_only      # SQLite's write lock, held by another connection; PostgreSQL: _pg below
 @pytest.mark.otpd_env(OTPD_DB_BUSY_TIMEOUT_MS="3500", OTPD_SHUTDOWN_TIMEOUT="1")
 def test_sigterm_while_a_request_waits_for_the_database(otpd, fake):
     """A request suspended while its write waits for a locked database is still answered
@@ -224,6 +226,63 @@ def test_sigterm_while_a_request_waits_for_the_database(otpd, fake):
     finally:
         con.execute("ROLLBACK")
         con.close()
+    assert "e" not in box, "the waiting verify got no answer: %r" % box.get("e")
+    assert_problem(box["r"], 503, "unavailable")
+    rc = otpd.wait(10)
+    assert rc == 0, "exit status %s after SIGTERM" % rc
+    assert time.monotonic() - t0 < 8
+    # the refused verify did not use the code up
+    otpd.restart()
+    assert otpd.verify(PHONE, code).status_code == 200
+
+
+@pytest.mark.postgres_only    # the counterpart of test_locked_database_is_503_and_recovers
+@pytest.mark.otpd_env(OTPD_DB_BUSY_TIMEOUT_MS="200")
+def test_locked_database_is_503_and_recovers_pg(otpd, fake):
+    """Another session holds an ACCESS EXCLUSIVE lock on otp_codes: a send and a verify wait
+    no longer than lock_timeout (OTPD_DB_BUSY_TIMEOUT_MS) and are 503; after it, both work."""
+    assert otpd.send(PHONE).status_code == 200
+    code = get_code(fake, PHONE)
+    other = phone_n(1)
+    with PgTableLock(otpd, ("otp_codes",)):
+        t0 = time.monotonic()
+        assert_problem(otpd.send(other), 503, "unavailable")
+        assert time.monotonic() - t0 < 3, "OTPD_DB_BUSY_TIMEOUT_MS=200 must bound the wait"
+        assert_problem(otpd.verify(PHONE, code), 503, "unavailable")
+        assert otpd.get("/healthz").status_code == 200
+        assert otpd.get("/readyz").status_code in (200, 503)
+        assert otpd.running()
+        assert fake.messages(other, include_refused=True) == [], "no SMS without a stored code"
+    # released: everything works again, and the refused verify did not use the code up
+    assert otpd.get("/readyz").status_code == 200
+    r = otpd.verify(PHONE, code)
+    assert r.status_code == 200, r.text
+    r = otpd.send(other)
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.postgres_only    # the counterpart of test_sigterm_while_a_request_waits_for_the_database
+@pytest.mark.otpd_env(OTPD_DB_BUSY_TIMEOUT_MS="3500", OTPD_SHUTDOWN_TIMEOUT="1")
+def test_sigterm_while_a_request_waits_for_the_database_pg(otpd, fake):
+    """A verify waiting for a lock another session holds on otp_codes is still answered
+    during shutdown (503 once lock_timeout, OTPD_DB_BUSY_TIMEOUT_MS, passes: longer than
+    OTPD_SHUTDOWN_TIMEOUT plus the SMS drain), and otpd exits 0 after it."""
+    assert otpd.send(PHONE).status_code == 200
+    code = get_code(fake, PHONE)
+    box = {}
+
+    def verify():
+        try:
+            box["r"] = otpd.verify(PHONE, code)
+        except Exception as e:
+            box["e"] = e
+    with PgTableLock(otpd, ("otp_codes",)):
+        t = threading.Thread(target=verify)
+        t.start()
+        time.sleep(0.3)  # the verify is queued behind the lock
+        t0 = time.monotonic()
+        otpd.send_signal(signal.SIGTERM)
+        t.join(10)
     assert "e" not in box, "the waiting verify got no answer: %r" % box.get("e")
     assert_problem(box["r"], 503, "unavailable")
     rc = otpd.wait(10)

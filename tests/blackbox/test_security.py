@@ -7,12 +7,11 @@ import concurrent.futures
 import hashlib
 import json
 import re
-import sqlite3
 import time
 
 import pytest
 
-from conftest import (PHONE, PHONE_MASKED, VERIFY, assert_log_clean, assert_problem, get_code,
+from conftest import (db_dump, db_query, db_tables, PHONE, PHONE_MASKED, VERIFY, assert_log_clean, assert_problem, get_code,
                       have_ipv6, free_port, phone_n, retry_after_of, wait_for, wrong_code)
 
 XFF = "X-Forwarded-For"
@@ -153,15 +152,13 @@ def test_codes_are_stored_only_as_keyed_hashes(otpd, fake):
         codes.append(get_code(fake, p))
     otpd.verify(phones[1], wrong_code(codes[1]))            # a guess is not stored either
     assert otpd.verify(phones[2], codes[2]).status_code == 200
-    con = sqlite3.connect(str(otpd.db_path))
-    try:
-        dump = "\n".join(con.iterdump())
-        blobs = []
-        for (table,) in con.execute("SELECT name FROM sqlite_master WHERE type='table'"):
-            for row in con.execute('SELECT * FROM "%s"' % table.replace('"', '""')):
-                blobs += [v for v in row if isinstance(v, (bytes, str))]
-    finally:
-        con.close()
+    dump = db_dump(otpd)
+    blobs = []
+    tables = db_tables(otpd)
+    assert "otp_codes" in tables, tables
+    for table in tables:
+        for row in db_query(otpd, 'SELECT * FROM "%s"' % table.replace('"', '""')):
+            blobs += [v for v in row if isinstance(v, (bytes, str))]
     secret = otpd.env["SECRET_KEY"]
     assert secret not in dump and fake.api_key not in dump
     for p, c in zip(phones, codes):

@@ -7,13 +7,13 @@ refreshing.  Forged and malformed tokens: test_tokens_forged.py; ES256 and JWKS:
 JWT_REFRESH_GRACE (default 10 s): a rotated-out token presented again inside the window, while
 its successor is unused, gets the same pair again; the tests of reuse detection set it to 0."""
 
-import sqlite3
 import time
 
 import jwt
 import pytest
 import requests
 
+import conftest
 from conftest import (PHONE, VERIFY, assert_problem, assert_validation, cookies_of, get_code,
                       parallel, phone_n, wait_for)
 
@@ -97,17 +97,11 @@ def claims_of(otpd, token):
                       options={"require": ["exp", "iat", "jti", "sub"]})
 
 
-def db(otpd):
-    return sqlite3.connect(str(otpd.db_path), timeout=5)
-
-
 def db_exec(otpd, sql, args=()):
-    con = db(otpd)
-    try:
-        con.execute(sql, args)
-        con.commit()
-    finally:
-        con.close()
+    conftest.db_query(otpd, sql, args)
+
+
+FALSE = "false" if conftest.BACKEND == "postgres" else "0"   # is_active: boolean / integer
 
 
 
@@ -541,7 +535,7 @@ def test_me_of_two_users(otpd, fake):
 def test_inactive_user(otpd, fake):
     login = otpd.login(fake, PHONE).json()
     a1, r1 = ok_pair(refresh(otpd, login["refresh_token"]))
-    db_exec(otpd, "UPDATE users SET is_active = 0 WHERE id = ?", (login["user"]["id"],))
+    db_exec(otpd, "UPDATE users SET is_active = %s WHERE id = ?" % FALSE, (login["user"]["id"],))
     r = refresh(otpd, r1)
     assert_problem(r, 403, "user_inactive")
     assert not cookies_of(r) and "access_token" not in r.text
@@ -691,15 +685,10 @@ def test_foreign_origin_logout_without_token_is_204(otpd):
 # background purge
 
 def refresh_rows(otpd):
-    con = db(otpd)
-    try:
-        now_ms = int(time.time() * 1000)
-        total = con.execute("SELECT count(*) FROM refresh_tokens").fetchone()[0]
-        expired = con.execute("SELECT count(*) FROM refresh_tokens WHERE expires_ms <= ?",
-                              (now_ms,)).fetchone()[0]
-        return total, expired
-    finally:
-        con.close()
+    now_ms = int(time.time() * 1000)
+    [(total, expired)] = conftest.db_query(
+        otpd, "SELECT count(*), count(CASE WHEN expires_ms <= ? THEN 1 END) FROM refresh_tokens", (now_ms,))
+    return total, expired
 
 
 @pytest.mark.otpd_env(JWT_REFRESH_TTL="2", OTPD_PURGE_INTERVAL="1")

@@ -4,13 +4,12 @@ reaches a final state, stores that state with the code, counts it in otpd_sms_de
 warns about a failed delivery (masked number), and gives up on messages past the provider's
 48 h window (unknown)."""
 
-import sqlite3
 import time
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import PHONE, PHONE_MASKED, phone_n, wait_for
+from conftest import PHONE, PHONE_MASKED, db_executemany, db_query, phone_n, wait_for
 
 FAST = {"KAVENEGAR_DELIVERY_INTERVAL": "1", "OTP_SEND_LIMIT": "1000"}
 
@@ -36,12 +35,7 @@ def ids_of(call):
 
 
 def codes(otpd):
-    con = sqlite3.connect(str(otpd.db_path), timeout=5)
-    try:
-        return con.execute("SELECT id, phone, sms_message_id, sms_status FROM otp_codes"
-                           " ORDER BY id").fetchall()
-    finally:
-        con.close()
+    return db_query(otpd, "SELECT id, phone, sms_message_id, sms_status FROM otp_codes ORDER BY id")
 
 
 def test_delivered_kept_with_the_code_and_counted(otpd_factory, fake):
@@ -84,27 +78,18 @@ def test_batches_of_500_and_the_48_hour_window(otpd_factory, fake):
     in calls of at most 500 ids; one accepted 49 h ago is not asked about at all."""
     otpd = otpd_factory.start(dict(FAST, KAVENEGAR_DELIVERY_INTERVAL="3"))
     now = int(time.time() * 1000)
-    con = sqlite3.connect(str(otpd.db_path), timeout=5)
-    try:
-        rows = [(phone_n(i), b"\x00" * 32, now - 60000, now + 240000, 3, 7000000 + i)
-                for i in range(1200)]
-        rows.append((phone_n(5000), b"\x00" * 32, now - 49 * 3600 * 1000, now, 3, 6999999))
-        con.executemany("INSERT INTO otp_codes (phone, code_hash, created_ms, expires_ms,"
-                        " max_attempts, sms_message_id) VALUES (?, ?, ?, ?, ?, ?)", rows)
-        con.commit()
-    finally:
-        con.close()
+    rows = [(phone_n(i), b"\x00" * 32, now - 60000, now + 240000, 3, 7000000 + i)
+            for i in range(1200)]
+    rows.append((phone_n(5000), b"\x00" * 32, now - 49 * 3600 * 1000, now, 3, 6999999))
+    db_executemany(otpd, "INSERT INTO otp_codes (phone, code_hash, created_ms, expires_ms,"
+                   " max_attempts, sms_message_id) VALUES (?, ?, ?, ?, ?, ?)", rows)
     wait_for(lambda: delivered(otpd)["unknown"] == 1201, timeout=15, what="every message judged")
     calls = status_calls(fake)
     asked = [i for c in calls for i in ids_of(c)]
     assert all(len(ids_of(c)) <= 500 for c in calls), [len(ids_of(c)) for c in calls]
     assert sorted(asked) == list(range(7000000, 7001200))
     assert 6999999 not in asked
-    con = sqlite3.connect(str(otpd.db_path), timeout=5)
-    try:
-        assert con.execute("SELECT count(*) FROM otp_codes WHERE sms_status = 100").fetchone()[0] == 1201
-    finally:
-        con.close()
+    assert db_query(otpd, "SELECT count(*) FROM otp_codes WHERE sms_status = 100") == [(1201,)]
 
 
 def test_console_backend_polls_nothing(otpd_factory, fake):

@@ -6,6 +6,7 @@ import time
 import jwt
 import pytest
 
+import conftest
 from conftest import (PHONE, VERIFY, assert_problem, assert_validation, cookies_of, get_code,
                       phone_n, wrong_code)
 
@@ -255,14 +256,9 @@ def test_new_send_invalidates_earlier_code(otpd, fake):
 def test_inactive_user(otpd, fake):
     """docs/API.md §3: an inactive user gets user_inactive (403).  There is no API to
     deactivate a user yet (admin comes later), so the test flips the flag in the database."""
-    import sqlite3
     uid = otpd.login(fake, PHONE).json()["user"]["id"]
-    con = sqlite3.connect(str(otpd.db_path), timeout=5)
-    try:
-        con.execute("UPDATE users SET is_active = 0 WHERE id = ?", (uid,))
-        con.commit()
-    finally:
-        con.close()
+    false = "false" if conftest.BACKEND == "postgres" else "0"     # boolean / integer
+    conftest.db_query(otpd, "UPDATE users SET is_active = %s WHERE id = ?" % false, (uid,))
     code = send_and_code(otpd, fake)
     r = otpd.verify(PHONE, code)
     assert_problem(r, 403, "user_inactive")
