@@ -28,7 +28,7 @@ struct var {
 static const struct var vars[] = {
 	{"OTPD_LISTEN", K_LISTEN, F(listen), "127.0.0.1:8000", 0, 0, "address:port to listen on ([::1]:8000 for IPv6)"},
 	{"DATABASE_URL", K_DBURL, F(database_url), "sqlite:otpd.db", 0, 0, "sqlite:PATH (embedded, one node) or postgres://USER:PASSWORD@HOST:PORT/DB (libpq URI: many nodes share it)"},
-	{"DATABASE_POOL_SIZE", K_INT, F(db_pool_size), "0", 0, 1000, "PostgreSQL connections per node, each driven by a store thread of its own (0: 2 per core, at least 4)"},
+	{"DATABASE_POOL_SIZE", K_INT, F(db_pool_size), "0", 0, 1000, "PostgreSQL connections per node, each driven by a store thread of its own (0: 2 per core, 4 to 16)"},
 	{"DATABASE_STATEMENT_TIMEOUT_MS", K_INT, F(db_statement_timeout_ms), "5000", 100, 600000, "PostgreSQL: a statement running longer is cancelled (503)"},
 	{"DATABASE_CONNECT_TIMEOUT_MS", K_INT, F(db_connect_timeout_ms), "5000", 1000, 600000, "PostgreSQL: how long a connection attempt may take (at start, and when reconnecting)"},
 	{"OTPD_STORE_MAX_QUEUE", K_INT, F(store_max_queue), "10000", 1, 1000000, "database jobs waiting at most (beyond: 503)"},

@@ -107,15 +107,21 @@ static const char *const postgres_sql[] = {
 	 * sms_failures (codes cancelled), logins, new_users, wrong_guesses,
 	 * locks (none yet), each added to in the transaction of the operation
 	 * it counts.  "Per 5 minutes over the last 24 h" is a range of the
-	 * primary key. */
+	 * primary key.  A bucket is spread over up to 16 rows (slot: the
+	 * server process of the connection that counted, modulo 16), summed
+	 * when read: with one row, every transaction of the cluster would
+	 * update the same row and wait for the previous one's COMMIT to do so
+	 * (docs/PERFORMANCE.md, "PostgreSQL"). */
 	"CREATE TABLE stats_5m (\n"
-	"  bucket_ms     bigint PRIMARY KEY,\n"
+	"  bucket_ms     bigint NOT NULL,\n"
+	"  slot          smallint NOT NULL CHECK (slot BETWEEN 0 AND 15),\n"
 	"  sends         bigint NOT NULL DEFAULT 0,\n"
 	"  sms_failures  bigint NOT NULL DEFAULT 0,\n"
 	"  logins        bigint NOT NULL DEFAULT 0,\n"
 	"  new_users     bigint NOT NULL DEFAULT 0,\n"
 	"  wrong_guesses bigint NOT NULL DEFAULT 0,\n"
-	"  locks         bigint NOT NULL DEFAULT 0\n"
+	"  locks         bigint NOT NULL DEFAULT 0,\n"
+	"  PRIMARY KEY (bucket_ms, slot)\n"
 	");\n",
 
 	/* Append new versions here. */

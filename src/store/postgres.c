@@ -3,7 +3,7 @@
  *
  * ---- Connections ----
  *
- * DATABASE_POOL_SIZE connections (default two per core, at least 4), each
+ * DATABASE_POOL_SIZE connections (default two per core, 4 to 16), each
  * a writer of the engine (queue.c) driven by a thread of its own, so that
  * the batches of one node run side by side; plus one read connection, so
  * that a read (ping for /readyz, the user for /me, the stats, the pending
@@ -40,8 +40,8 @@
  * written, so PostgreSQL runs them one after the other exactly as if each
  * had had its own round trip; the first error aborts the rest (and the
  * transaction).  A verify is three round trips (BEGIN + throttle + lock +
- * read the code; use it + read the user; the session + stats + COMMIT),
- * four for a first login; a send or a wrong guess two; a logout one.
+ * read the code; use it + read or create the user; the session + stats +
+ * COMMIT), a first login too; a send or a wrong guess two; a logout one.
  *
  * batch_max is 1 (BATCH_MAX): each job is a transaction of its own,
  * without savepoints.  The engine can batch (store_options.batch_max: up
@@ -175,6 +175,7 @@
  * (run_one() in queue.c), unless store_options.batch_max says otherwise. */
 #define BATCH_MAX 1
 #define POOL_DEFAULT 4
+#define POOL_DEFAULT_MAX 16
 #define READERS 1
 #define STATEMENT_TIMEOUT_DEFAULT_MS 5000
 #define CONNECT_TIMEOUT_DEFAULT_MS 5000
@@ -219,7 +220,7 @@ enum stmt_id {
 	ST_DELIVERY_SET,
 	ST_HISTORY_PURGE_STATS,
 	ST_HISTORY_PURGE_CODES,
-	ST_USER_INSERT,
+	ST_USER_LOGIN_OR_CREATE,
 	ST_USER_LOGIN,
 	ST_USER_BY_ID,
 	ST_USER_BY_ID_SHARE,
@@ -317,17 +318,20 @@ static const struct {
 	[ST_CODE_USE] = {"use code",
 		"UPDATE otp_codes SET state = 1, ended_ms = $2 WHERE id = $1"},
 	[ST_STATS_ADD] = {"count events",
-		"INSERT INTO stats_5m AS s (bucket_ms, sends, sms_failures, logins, new_users,"
-		" wrong_guesses, locks) VALUES ($1, $2, $3, $4, $5, $6, 0)"
-		" ON CONFLICT (bucket_ms) DO UPDATE SET sends = s.sends + excluded.sends,"
+		"INSERT INTO stats_5m AS s (bucket_ms, slot, sends, sms_failures, logins,"
+		" new_users, wrong_guesses, locks)"
+		" VALUES ($1, pg_backend_pid() % 16, $2, $3, $4, $5, $6, 0)"
+		" ON CONFLICT (bucket_ms, slot) DO UPDATE SET sends = s.sends + excluded.sends,"
 		" sms_failures = s.sms_failures + excluded.sms_failures,"
 		" logins = s.logins + excluded.logins,"
 		" new_users = s.new_users + excluded.new_users,"
 		" wrong_guesses = s.wrong_guesses + excluded.wrong_guesses"},
 	[ST_STATS_RANGE] = {"read stats",
-		"SELECT bucket_ms, sends, sms_failures, logins, new_users, wrong_guesses,"
-		" locks FROM stats_5m WHERE bucket_ms >= $1 AND bucket_ms < $2"
-		" ORDER BY bucket_ms LIMIT $3"},
+		"SELECT bucket_ms, sum(sends)::bigint, sum(sms_failures)::bigint,"
+		" sum(logins)::bigint, sum(new_users)::bigint, sum(wrong_guesses)::bigint,"
+		" sum(locks)::bigint FROM stats_5m"
+		" WHERE bucket_ms >= $1 AND bucket_ms < $2"
+		" GROUP BY bucket_ms ORDER BY bucket_ms LIMIT $3"},
 	[ST_SMS_ACCEPTED] = {"record sms accepted",
 		"UPDATE otp_codes SET sms_message_id = $2, sms_status = NULL,"
 		" sms_status_ms = $3 WHERE id = $1"},
@@ -353,21 +357,32 @@ static const struct {
 	/* Retention, bounded: at most $2 rows (the caller binds $2 >= 1), the
 	 * oldest; rows another node is deleting (locked) are skipped. */
 	[ST_HISTORY_PURGE_STATS] = {"purge stats",
-		"DELETE FROM stats_5m WHERE bucket_ms IN (SELECT bucket_ms FROM stats_5m"
-		" WHERE bucket_ms < $1 ORDER BY bucket_ms LIMIT $2 FOR UPDATE SKIP LOCKED)"},
+		"DELETE FROM stats_5m WHERE (bucket_ms, slot) IN (SELECT bucket_ms, slot"
+		" FROM stats_5m WHERE bucket_ms < $1 ORDER BY bucket_ms, slot LIMIT $2"
+		" FOR UPDATE SKIP LOCKED)"},
 	/* Among the $2 oldest codes (by id), those created before $1. */
 	[ST_HISTORY_PURGE_CODES] = {"purge codes",
 		"DELETE FROM otp_codes WHERE id IN (SELECT id FROM otp_codes"
 		" WHERE created_ms < $1 AND id <= (SELECT max(id) FROM"
 		" (SELECT id FROM otp_codes ORDER BY id LIMIT $2) o)"
 		" FOR UPDATE SKIP LOCKED)"},
-	/* A first login: the user is created logged in.  No row when the
-	 * number exists already (then ST_USER_LOGIN reads it). */
-	[ST_USER_INSERT] = {"create user",
-		"INSERT INTO users (phone_number, username, email, first_name,"
+	/* The user of a right code, in one statement: a known user's login
+	 * recorded (ST_USER_LOGIN below) or, when the number has none, the
+	 * user created logged in; the last column says which.  Both parts
+	 * see the same snapshot: when another transaction created the user
+	 * after it was taken, the UPDATE finds nothing and the INSERT
+	 * conflicts (it waits for that one's commit): no row, and
+	 * ST_USER_LOGIN, a statement of its own, reads the user. */
+	[ST_USER_LOGIN_OR_CREATE] = {"record login",
+		"WITH known AS (UPDATE users SET last_login_ms ="
+		" CASE WHEN is_active THEN $2::bigint ELSE last_login_ms END"
+		" WHERE phone_number = $1 RETURNING " USER_COLUMNS ", false AS created),"
+		" created AS (INSERT INTO users (phone_number, username, email, first_name,"
 		" last_name, is_active, is_staff, created_at_ms, last_login_ms)"
-		" VALUES ($1, $2, $3, NULL, NULL, true, false, $4, $4)"
-		" ON CONFLICT (phone_number) DO NOTHING RETURNING id"},
+		" SELECT $1, $3, $4, NULL, NULL, true, false, $2, $2"
+		" WHERE NOT EXISTS (SELECT 1 FROM known)"
+		" ON CONFLICT (phone_number) DO NOTHING RETURNING " USER_COLUMNS ", true)"
+		" SELECT * FROM known UNION ALL SELECT * FROM created"},
 	/* A known user's login, and the user read, in one statement: an
 	 * active user's last_login_ms is set, an inactive one's stays. */
 	[ST_USER_LOGIN] = {"record login",
@@ -1752,11 +1767,12 @@ static enum otpd_status user_login_known(struct store_conn *c, const char *phone
 }
 
 /* The user of a right code, and the login recorded: a known user is read
- * and (active) its last_login_ms set, in one UPDATE; a new one is created
- * logged in.  One user per number even when raced (the number's lock, and
- * UNIQUE with ON CONFLICT DO NOTHING behind it: a user created meanwhile
- * outside the lock is read).  A known but inactive user is read, and no
- * login is recorded (the caller answers user_inactive). */
+ * and (active) its last_login_ms set; a new one is created logged in; one
+ * round trip (ST_USER_LOGIN_OR_CREATE).  One user per number even when
+ * raced (the number's lock, and UNIQUE with ON CONFLICT DO NOTHING behind
+ * it: a user created meanwhile outside the lock is read).  A known but
+ * inactive user is read, and no login is recorded (the caller answers
+ * user_inactive). */
 static enum otpd_status user_login(struct store_conn *c, const char *phone,
                                    const char *email_domain, int64_t now_ms,
                                    bool *ret_is_new, struct store_user *ret)
@@ -1768,33 +1784,26 @@ static enum otpd_status user_login(struct store_conn *c, const char *phone,
 	bool found = false;
 
 	*ret_is_new = false;
-	status = user_login_known(c, phone, now_ms, &found, ret);
-	if (status != OTPD_OK || found)
-		return status;
-
 	if (!store_rules_new_user(phone, email_domain, &u)) {
 		store_error("not a normalised phone number, or e-mail domain too long");
 		return OTPD_INTERNAL;
 	}
 	p_text(&p, phone);
+	p_i64(&p, now_ms);
 	p_text(&p, u.username);
 	p_text(&p, u.email);
-	p_i64(&p, now_ms);
-	status = query(c, ST_USER_INSERT, &p, &r);
+	status = query(c, ST_USER_LOGIN_OR_CREATE, &p, &r);
 	if (status != OTPD_OK)
 		return status;
 	if (PQntuples(r) == 1) {
-		u.id = col_int(r, 0, 0);
-		u.created_ms = now_ms;
-		u.last_login_ms = now_ms;
+		*ret_is_new = col_int(r, 0, 10) != 0;
+		status = user_row(r, 0, ret);
 		PQclear(r);
-		*ret_is_new = true;
-		*ret = u;
-		return OTPD_OK;
+		return status;
 	}
 	PQclear(r);
-	/* Created by someone else since the UPDATE above (it waited for that
-	 * one's commit): a login of a known user after all. */
+	/* Created by someone else since the statement's snapshot (it waited
+	 * for that one's commit): a login of a known user after all. */
 	status = user_login_known(c, phone, now_ms, &found, ret);
 	if (status == OTPD_OK && !found) {
 		store_error("postgres: a new user's number is taken, yet has no user");
@@ -2521,9 +2530,13 @@ enum otpd_status store_postgres_open(const char *url, const struct store_options
 {
 	long cores = sysconf(_SC_NPROCESSORS_ONLN);
 	/* 0: two per core (a connection waits on the network half the time),
-	 * at least POOL_DEFAULT. */
+	 * at least POOL_DEFAULT, at most POOL_DEFAULT_MAX: a big machine's
+	 * nodes would otherwise use up PostgreSQL's max_connections (100 by
+	 * default) between a few of them. */
 	int pool = opt->pool_size > 0 ? opt->pool_size
-	           : cores > POOL_DEFAULT / 2 ? (int)(cores > 256 ? 512 : 2 * cores) : POOL_DEFAULT;
+	           : cores > POOL_DEFAULT_MAX / 2 ? POOL_DEFAULT_MAX
+	           : cores > POOL_DEFAULT / 2     ? (int)(2 * cores)
+	                                          : POOL_DEFAULT;
 	int statement_ms = opt->statement_timeout_ms > 0 ? opt->statement_timeout_ms
 	                                                 : STATEMENT_TIMEOUT_DEFAULT_MS;
 	int connect_ms = opt->connect_timeout_ms > 0 ? opt->connect_timeout_ms

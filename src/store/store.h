@@ -260,7 +260,8 @@ enum otpd_status store_stats(struct store *s, int64_t since_ms, int64_t until_ms
  * start before before_ms and of the codes created before before_ms, taken
  * from the oldest (codes by id: ids follow creation, so a pass reads only
  * the oldest `limit` codes and deletes those among them that are old
- * enough); *ret_deleted says how many.  Bounded work per call: call again
+ * enough); *ret_deleted says how many (a stats bucket is one row on
+ * SQLite; on PostgreSQL one per connection that counted in it, up to 16).  Bounded work per call: call again
  * while it deletes any.  The caller keeps before_ms behind the code expiry
  * and the send window (a newer code still counts). */
 enum otpd_status store_history_purge(struct store *s, int64_t before_ms, int limit,

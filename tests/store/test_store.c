@@ -2096,7 +2096,14 @@ static void test_history_purge(void **state)
 	 * never given again. */
 	last = issue_ok(fx->s, &lenient, "+989121112233", 5, T0);
 	assert_int_equal(store_history_purge(fx->s, T0 + 2 * DAY_MS, 1000, &deleted), OTPD_OK);
-	assert_int_equal(deleted, 3 + 3); /* 3 buckets (T0 - 1 d, T0, T0 + 1 d), 3 codes */
+	/* 3 codes and 3 buckets (T0 - 1 d, T0, T0 + 1 d); a bucket is one row
+	 * on SQLite, and on PostgreSQL one per connection that counted in it
+	 * (T0 - 1 d: a send and a verify), 16 at most. */
+	assert_in_range(deleted, 3 + 3, 3 + 3 * 16);
+	if (!fx->server)
+		assert_int_equal(deleted, 3 + 3);
+	assert_int_equal(store_history_purge(fx->s, T0 + 2 * DAY_MS, 1000, &deleted), OTPD_OK);
+	assert_int_equal(deleted, 0);
 	assert_int_equal(codes_count(fx->s, NULL, -1), 0);
 	assert_int_equal(stats_total(fx->s).buckets, 0);
 	next = issue_ok(fx->s, &lenient, PHONE, 6, T0);
