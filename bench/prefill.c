@@ -1,12 +1,14 @@
-/* bench/prefill — BENCHMARK ONLY: fill an otpd SQLite database before the
- * daemon starts, with codes whose values the wrk scripts can reproduce.
+/* bench/prefill — BENCHMARK ONLY: fill an otpd database (a SQLite file or a
+ * PostgreSQL database) before the daemon starts, with codes whose values the
+ * wrk scripts can reproduce.
  *
  *   prefill DB SECRET_KEY [--codes K] [--total N] [--users U]
  *                         [--expiry S] [--via-store]
  *
- * The schema is always the daemon's own: the file is opened with
+ * DB is a SQLite file's path, or a postgres:// or postgresql:// URL.
+ * The schema is always the daemon's own: the database is opened with
  * store_open() and migrated with store_migrate() first (so it matches
- * src/store/migrations_sqlite.c whatever that holds today).
+ * src/store/migrations_*.c whatever they hold today).
  *
  * Known codes (the verify pool), i in [0, K):
  *     phone "+98910" + 7-digit i      code  i mod 10^6, 6 digits, zero-padded
@@ -26,13 +28,16 @@
  *   default      bulk: after the migration the file is written directly with
  *                SQLite, rows in key order, many per transaction, with
  *                journal and sync off (a crash while loading ruins the file:
- *                bench only), then put back in WAL mode.  The rows are the
- *                ones store_otp_issue() leaves: one otp_codes row per code
- *                (schema version 4), one code per phone.  Fast: ~10 M codes
- *                in about a minute.
+ *                bench only), then put back in WAL mode.  On PostgreSQL the
+ *                same rows go in with COPY (one transaction), then ANALYZE.
+ *                The rows are the ones store_otp_issue() leaves: one
+ *                otp_codes row per code, one code per phone.  Fast: ~10 M
+ *                codes in about a minute.
  * Nothing here is used by the daemon; it links the daemon's objects
  * (build/obj/src/... minus main.o) only for the store and the hashing. */
 #include <errno.h>
+#include <stdarg.h>
+#include <libpq-fe.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -167,92 +172,271 @@ static void via_store(struct store *s, const uint8_t key[OTP_KEY_LEN], long k,
 	}
 }
 
-static void bulk(const uint8_t key[OTP_KEY_LEN], long k, long total, long users,
-                 int64_t expiry_s)
-{
-	const int64_t now = now_ms();
-	char phone[OTP_PHONE_LEN + 1], code[OTP_CODE_LEN + 1], uname[32], email[64];
-	uint8_t hash[OTP_HASH_LEN];
-	sqlite3_stmt *otp, *user;
+/* Where the bulk rows go: a SQLite file (prepared INSERTs) or PostgreSQL
+ * (COPY ... FROM STDIN, text format). */
+struct code_row {
+	const char *phone;
+	const uint8_t *hash;
+	int64_t created, expires, ended; /* ended: < 0 for NULL */
+	int attempts, state;
+};
+struct user_row {
+	const char *phone, *username, *email;
+	int64_t created, last_login;
+};
+struct sink {
+	void (*begin_codes)(void);
+	void (*code)(const struct code_row *r, long n);
+	void (*begin_users)(void);
+	void (*user)(const struct user_row *r, long n);
+	void (*finish)(void);
+};
 
+/* --- SQLite */
+static sqlite3_stmt *sq_otp, *sq_user;
+
+static void sq_begin_codes(void)
+{
 	if (sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK)
 		die("open");
 	exec_sql("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF;"
 	         "PRAGMA cache_size=-2000000; PRAGMA temp_store=MEMORY;"
 	         "PRAGMA foreign_keys=OFF");
-	otp = prep("INSERT INTO otp_codes (phone, code_hash, created_ms, expires_ms,"
-	           " attempts, max_attempts, state, ended_ms)"
-	           " VALUES (?1, ?2, ?3, ?4, ?5, 3, ?6, ?7)");
-	user = prep("INSERT INTO users (phone_number, username, email, first_name,"
-	            " last_name, is_active, is_staff, created_at_ms, last_login_ms)"
-	            " VALUES (?1, ?2, ?3, NULL, NULL, 1, 0, ?4, ?5)");
-
+	sq_otp = prep("INSERT INTO otp_codes (phone, code_hash, created_ms, expires_ms,"
+	              " attempts, max_attempts, state, ended_ms)"
+	              " VALUES (?1, ?2, ?3, ?4, ?5, 3, ?6, ?7)");
+	sq_user = prep("INSERT INTO users (phone_number, username, email, first_name,"
+	               " last_name, is_active, is_staff, created_at_ms, last_login_ms)"
+	               " VALUES (?1, ?2, ?3, NULL, NULL, 1, 0, ?4, ?5)");
 	exec_sql("BEGIN");
+}
+
+static void sq_code(const struct code_row *r, long n)
+{
+	sqlite3_bind_text(sq_otp, 1, r->phone, -1, SQLITE_STATIC);
+	sqlite3_bind_blob(sq_otp, 2, r->hash, OTP_HASH_LEN, SQLITE_STATIC);
+	sqlite3_bind_int64(sq_otp, 3, r->created);
+	sqlite3_bind_int64(sq_otp, 4, r->expires);
+	sqlite3_bind_int(sq_otp, 5, r->attempts);
+	sqlite3_bind_int(sq_otp, 6, r->state);
+	if (r->ended >= 0)
+		sqlite3_bind_int64(sq_otp, 7, r->ended);
+	else
+		sqlite3_bind_null(sq_otp, 7);
+	step_reset(sq_otp, "insert otp_codes");
+	if ((n + 1) % BATCH == 0)
+		exec_sql("COMMIT; BEGIN");
+}
+
+static void sq_begin_users(void)
+{
+}
+
+static void sq_user_row(const struct user_row *r, long n)
+{
+	sqlite3_bind_text(sq_user, 1, r->phone, -1, SQLITE_STATIC);
+	sqlite3_bind_text(sq_user, 2, r->username, -1, SQLITE_STATIC);
+	sqlite3_bind_text(sq_user, 3, r->email, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(sq_user, 4, r->created);
+	sqlite3_bind_int64(sq_user, 5, r->last_login);
+	step_reset(sq_user, "insert users");
+	if ((n + 1) % BATCH == 0)
+		exec_sql("COMMIT; BEGIN");
+}
+
+static void sq_finish(void)
+{
+	exec_sql("COMMIT");
+	sqlite3_finalize(sq_otp);
+	sqlite3_finalize(sq_user);
+	exec_sql("ANALYZE; PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL");
+	if (sqlite3_close(db) != SQLITE_OK)
+		die("close");
+	db = NULL;
+}
+
+static const struct sink sqlite_sink = {
+	sq_begin_codes, sq_code, sq_begin_users, sq_user_row, sq_finish,
+};
+
+/* --- PostgreSQL: one transaction, two COPYs, buffered in 1 MiB pieces */
+static PGconn *pg;
+static long pg_users; /* users loaded */
+static char pg_buf[1 << 20];
+static size_t pg_len;
+
+static void pg_die(const char *what)
+{
+	fprintf(stderr, "prefill: %s: %s", what, pg ? PQerrorMessage(pg) : "?\n");
+	exit(1);
+}
+
+static void pg_exec(const char *sql, ExecStatusType want)
+{
+	PGresult *r = PQexec(pg, sql);
+
+	if (PQresultStatus(r) != want) {
+		PQclear(r);
+		pg_die(sql);
+	}
+	PQclear(r);
+}
+
+static void pg_flush(void)
+{
+	if (pg_len && PQputCopyData(pg, pg_buf, (int)pg_len) != 1)
+		pg_die("COPY data");
+	pg_len = 0;
+}
+
+static void pg_put(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void pg_put(const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (sizeof(pg_buf) - pg_len < 512)
+		pg_flush();
+	va_start(ap, fmt);
+	n = vsnprintf(pg_buf + pg_len, sizeof(pg_buf) - pg_len, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= sizeof(pg_buf) - pg_len) {
+		fprintf(stderr, "prefill: a COPY row does not fit\n");
+		exit(1);
+	}
+	pg_len += (size_t)n;
+}
+
+static void pg_end_copy(void)
+{
+	PGresult *r;
+
+	pg_flush();
+	if (PQputCopyEnd(pg, NULL) != 1)
+		pg_die("COPY end");
+	r = PQgetResult(pg);
+	if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+		PQclear(r);
+		pg_die("COPY");
+	}
+	PQclear(r);
+	while ((r = PQgetResult(pg)))
+		PQclear(r);
+}
+
+static void pg_begin_codes(void)
+{
+	pg = PQconnectdb(db_path);
+	if (PQstatus(pg) != CONNECTION_OK)
+		pg_die("connect");
+	pg_exec("BEGIN", PGRES_COMMAND_OK);
+	pg_exec("COPY otp_codes (phone, code_hash, created_ms, expires_ms, attempts,"
+	        " max_attempts, state, ended_ms) FROM STDIN",
+	        PGRES_COPY_IN);
+}
+
+static void pg_code(const struct code_row *r, long n)
+{
+	static const char hex[] = "0123456789abcdef";
+	char h[2 * OTP_HASH_LEN + 1];
+	char ended[24] = "\\N";
+
+	(void)n;
+	for (int i = 0; i < OTP_HASH_LEN; i++) {
+		h[2 * i] = hex[r->hash[i] >> 4];
+		h[2 * i + 1] = hex[r->hash[i] & 15];
+	}
+	h[2 * OTP_HASH_LEN] = '\0';
+	if (r->ended >= 0)
+		snprintf(ended, sizeof(ended), "%lld", (long long)r->ended);
+	/* bytea in hex: \x...; in COPY's text format the backslash doubles */
+	pg_put("%s\t\\\\x%s\t%lld\t%lld\t%d\t3\t%d\t%s\n", r->phone, h, (long long)r->created,
+	       (long long)r->expires, r->attempts, r->state, ended);
+}
+
+static void pg_begin_users(void)
+{
+	pg_end_copy();
+	pg_exec("COPY users (phone_number, username, email, is_active, is_staff,"
+	        " created_at_ms, last_login_ms) FROM STDIN",
+	        PGRES_COPY_IN);
+}
+
+static void pg_user_row(const struct user_row *r, long n)
+{
+	pg_users = n + 1;
+	pg_put("%s\t%s\t%s\tt\tf\t%lld\t%lld\n", r->phone, r->username, r->email,
+	       (long long)r->created, (long long)r->last_login);
+}
+
+static void pg_finish(void)
+{
+	pg_end_copy();
+	pg_exec("COMMIT", PGRES_COMMAND_OK);
+	/* Not an empty users table: PostgreSQL would then plan every lookup
+	 * of a user (and the foreign key check of each new session) as a
+	 * scan of a table it believes empty, and keep that plan while the
+	 * table grows.  Never analyzed, it assumes a few pages and uses the
+	 * indexes, as on a database that has been running for a while. */
+	pg_exec(pg_users ? "ANALYZE otp_codes, users" : "ANALYZE otp_codes", PGRES_COMMAND_OK);
+	PQfinish(pg);
+	pg = NULL;
+}
+
+static const struct sink postgres_sink = {
+	pg_begin_codes, pg_code, pg_begin_users, pg_user_row, pg_finish,
+};
+
+static void bulk(const struct sink *out, const uint8_t key[OTP_KEY_LEN], long k, long total,
+                 long users, int64_t expiry_s)
+{
+	const int64_t now = now_ms();
+	char phone[OTP_PHONE_LEN + 1], code[OTP_CODE_LEN + 1], uname[32], email[64];
+	uint8_t hash[OTP_HASH_LEN];
+
+	out->begin_codes();
 	/* The filler first (the oldest ids), then the known codes. */
 	for (long n = 0; n < total; n++) {
 		const long i = n < total - k ? k + n : n - (total - k);
-		const bool known = i < k;
-		int64_t created, expires;
-		int state = 0, attempts = 0;
+		struct code_row r = {.phone = phone, .hash = hash, .ended = -1};
 
 		pool_entry(i, phone, code);
-		if (known) {
+		if (i < k) {
 			if (!otp_code_hash(key, phone, code, hash)) {
 				fprintf(stderr, "prefill: otp_code_hash failed\n");
 				exit(1);
 			}
-			created = now;
-			expires = now + expiry_s * 1000;
+			r.created = now;
+			r.expires = now + expiry_s * 1000;
 		} else {
 			for (int w = 0; w < OTP_HASH_LEN; w += 8) {
-				uint64_t r = rng();
-				memcpy(hash + w, &r, 8);
+				uint64_t x = rng();
+				memcpy(hash + w, &x, 8);
 			}
 			/* sent over the last 29 days (older first), at least
 			 * a second ago; about a third used, a few with wrong
 			 * guesses, the rest expired unused */
 			const int64_t span = 29LL * 86400 * 1000;
-			created = now - 1000 - span + (int64_t)((double)span * (double)n / (double)total);
-			expires = created + 300000;
-			state = (i % 3 == 0) ? 1 : 0;
-			attempts = (i % 7 == 0) ? 1 : 0;
+			r.created = now - 1000 - span + (int64_t)((double)span * (double)n / (double)total);
+			r.expires = r.created + 300000;
+			r.state = (i % 3 == 0) ? 1 : 0;
+			r.attempts = (i % 7 == 0) ? 1 : 0;
+			if (r.state == 1)
+				r.ended = r.created + 30000;
 		}
-		sqlite3_bind_text(otp, 1, phone, -1, SQLITE_STATIC);
-		sqlite3_bind_blob(otp, 2, hash, OTP_HASH_LEN, SQLITE_STATIC);
-		sqlite3_bind_int64(otp, 3, created);
-		sqlite3_bind_int64(otp, 4, expires);
-		sqlite3_bind_int(otp, 5, attempts);
-		sqlite3_bind_int(otp, 6, state);
-		if (state == 1)
-			sqlite3_bind_int64(otp, 7, created + 30000);
-		else
-			sqlite3_bind_null(otp, 7);
-		step_reset(otp, "insert otp_codes");
-		if ((n + 1) % BATCH == 0)
-			exec_sql("COMMIT; BEGIN");
+		out->code(&r, n);
 	}
+	out->begin_users();
 	for (long i = 0; i < users; i++) {
 		int64_t created = now - 1000 - (int64_t)(rng() % (365LL * 86400 * 1000));
 
 		put_digits(phone, USER_PREFIX, i, 7);
 		snprintf(uname, sizeof(uname), "%s", phone + 1);
 		snprintf(email, sizeof(email), "%s@temp.pilito.com", phone + 1);
-		sqlite3_bind_text(user, 1, phone, -1, SQLITE_STATIC);
-		sqlite3_bind_text(user, 2, uname, -1, SQLITE_STATIC);
-		sqlite3_bind_text(user, 3, email, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(user, 4, created);
-		sqlite3_bind_int64(user, 5, created + 1000);
-		step_reset(user, "insert users");
-		if ((i + 1) % BATCH == 0)
-			exec_sql("COMMIT; BEGIN");
+		out->user(&(struct user_row){phone, uname, email, created, created + 1000}, i);
 	}
-	exec_sql("COMMIT");
-	sqlite3_finalize(otp);
-	sqlite3_finalize(user);
-	exec_sql("ANALYZE; PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL");
-	if (sqlite3_close(db) != SQLITE_OK)
-		die("close");
-	db = NULL;
+	out->finish();
+	otp_wipe(hash, sizeof(hash));
 }
 
 static void usage(void)
@@ -260,6 +444,7 @@ static void usage(void)
 	fprintf(stderr,
 	        "usage: prefill DB SECRET_KEY [--codes K] [--total N] [--users U]\n"
 	        "                             [--expiry SECONDS] [--via-store]\n"
+	        "  DB           a SQLite file, or a postgres:// URL (PostgreSQL: loaded with COPY)\n"
 	        "  --codes K    known codes: phone " POOL_PREFIX "+7-digit i, code i mod 10^6 (i < K)\n"
 	        "  --total N    all codes, K..N-1 with random hashes (large database; N >= K)\n"
 	        "  --users U    users " USER_PREFIX "+7-digit i (i < U)\n"
@@ -311,16 +496,21 @@ int main(int argc, char **argv)
 		return 1;
 	}
 
-	snprintf(url, sizeof(url), "sqlite:%s", db_path);
+	const bool postgres = !strncmp(db_path, "postgres://", 11) || !strncmp(db_path, "postgresql://", 13);
+
+	if (postgres)
+		snprintf(url, sizeof(url), "%s", db_path);
+	else
+		snprintf(url, sizeof(url), "sqlite:%s", db_path);
 	if (store_open(url, &(struct store_options){.busy_timeout_ms = 5000}, NULL, 0, &s) != OTPD_OK || store_migrate(s, &applied) != OTPD_OK) {
-		fprintf(stderr, "prefill: cannot open or migrate %s\n", db_path);
+		fprintf(stderr, "prefill: cannot open or migrate %s\n", postgres ? "the PostgreSQL database" : db_path);
 		return 1;
 	}
 	if (use_store)
 		via_store(s, key, k, expiry_s);
 	store_close(s);
 	if (!use_store && (total || users))
-		bulk(key, k, total, users, expiry_s);
+		bulk(postgres ? &postgres_sink : &sqlite_sink, key, k, total, users, expiry_s);
 	otp_wipe(key, sizeof(key));
 	printf("{\"codes\":%ld,\"known\":%ld,\"users\":%ld,\"via_store\":%s,\"seconds\":%.2f}\n",
 	       total, k, users, use_store ? "true" : "false", mono_s() - t0);

@@ -67,6 +67,13 @@ def cpu_us(r):
     return r["otpd_ticks"] / r.get("hz", 100) * 1e6 / r["requests"]
 
 
+def pg_cpu_us(r):
+    """PostgreSQL's CPU (every process of the bench's server) per answered request, µs."""
+    if not r.get("pg_ticks") or not r.get("requests"):
+        return None
+    return r["pg_ticks"] / r.get("hz", 100) * 1e6 / r["requests"]
+
+
 def cpu_text(x):
     return "—" if x is None else "%.0f µs" % x
 
@@ -93,6 +100,8 @@ class Table:
             "runs": rs,
             "cpu_us": med([cpu_us(r) for r in rs if cpu_us(r) is not None]) if
                       any(cpu_us(r) is not None for r in rs) else None,
+            "pg_cpu_us": med([pg_cpu_us(r) for r in rs if pg_cpu_us(r) is not None]) if
+                         any(pg_cpu_us(r) is not None for r in rs) else None,
         }
 
 
@@ -124,6 +133,14 @@ def build(rows, meta):
       % (meta["versions"]["wrk"], meta["threads"], meta["conns"], meta["runs"],
          meta["duration"], meta["warmup"], meta["nginx_workers"], meta["provider_workers"]))
     a("- versions: nginx %s, SQLite CLI %s" % (meta["versions"]["nginx"], meta["versions"]["sqlite"]))
+    a("- clients: %s" % ("each request its own client address (`X-Forwarded-For` from 10.0.0.0/8, "
+                         "otpd trusting 127.0.0.1 as its proxy): every request has its own throttle"
+                         if meta.get("clients", "one") == "many" else
+                         "every request from wrk's own address (one throttle for all)"))
+    pgs = [r for r in rows if r.get("scenario") == "pg-server"]
+    if pgs:
+        a("- PostgreSQL %s on the same machine (a throwaway cluster, tests/pgcluster.py; data on the "
+          "same disk): %s" % (pgs[0]["version"], pgs[0]["settings"]))
     a("")
     a("| scenario | rps | p50 | p99 | errors | × nginx-static | otpd CPU / request | target (issue 5) | result |")
     a("|---|---:|---:|---:|---:|---:|---:|---|---|")
@@ -198,6 +215,34 @@ def build(rows, meta):
         lv, tgt, ok)
     a("")
 
+    pg_rows = [("pg-send", "send, PostgreSQL, 1 node", "send"),
+               ("pg-verify", "verify, PostgreSQL, 1 node", "verify"),
+               ("pg3-send", "send, PostgreSQL, %s nodes behind nginx" % meta.get("pg_nodes", 3), "send"),
+               ("pg3-verify", "verify, PostgreSQL, %s nodes behind nginx" % meta.get("pg_nodes", 3), "verify")]
+    if any(t.summary(k) for k, _, _ in pg_rows):
+        a("| PostgreSQL scenario | rps | p50 | p99 | errors | × SQLite, same run | otpd CPU / request | PostgreSQL CPU / request | target (issue 12) | result |")
+        a("|---|---:|---:|---:|---:|---:|---:|---:|---|---|")
+        sq = {"send": send, "verify": ver}
+        for key, name, base in pg_rows:
+            s_ = t.summary(key)
+            target, ok = "—", None
+            if key == "pg-verify":
+                target = "≥ 0.50 × SQLite verify"
+                if s_ and ver:
+                    ok = s_["rps"] / ver["rps"] >= 0.50 and s_["nerr"] == 0
+            if not s_:
+                a("| %s | not run | | | | | | | %s | — |" % (name, target))
+                continue
+            b = sq.get(base)
+            a("| %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %s |"
+              % (name, s_["rps"], ms(s_["p50"]), ms(s_["p99"]), s_["errors"],
+                 fr(s_["rps"] / b["rps"]) if b else "—", cpu_text(s_["cpu_us"]),
+                 cpu_text(s_["pg_cpu_us"]), target, verdict(ok)))
+        a("")
+        a("otpd CPU / request sums every node; PostgreSQL CPU / request is every process of its "
+          "server (backends, WAL writer, checkpointer).")
+        a("")
+
     # start, memory
     a("| measure | value | target (issue 5) | result |")
     a("|---|---:|---|---|")
@@ -254,7 +299,8 @@ def build(rows, meta):
 
     # notes worth reading
     notes = []
-    for name, s in (("verify", ver), ("slow-verify", sv), ("large-verify", lv)):
+    for name, s in (("verify", ver), ("slow-verify", sv), ("large-verify", lv),
+                    ("pg-verify", t.summary("pg-verify")), ("pg3-verify", t.summary("pg3-verify"))):
         if s and s["wrapped"]:
             notes.append("%s ran past its prefilled codes %d times (those answer 400): raise "
                          "BENCH_VERIFY_POOL." % (name, s["wrapped"]))
@@ -315,17 +361,17 @@ def build(rows, meta):
     # every run
     a("<details><summary>Every timed run</summary>")
     a("")
-    a("| scenario | run | wrk | requests | rps | p50 | p90 | p99 | max | errors | otpd CPU / req | others' CPU |")
-    a("|---|---:|---|---:|---:|---:|---:|---:|---:|---|---:|---:|")
+    a("| scenario | run | wrk | requests | rps | p50 | p90 | p99 | max | errors | otpd CPU / req | PostgreSQL CPU / req | others' CPU |")
+    a("|---|---:|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|")
     for r in rows:
         if "rps" not in r or r.get("run", 0) <= 0:
             continue
         fc = r.get("foreign_cpu")
-        a("| %s | %d | -t%s -c%s -d%ss | %d | %.0f | %s | %s | %s | %s | %s | %s | %s |"
+        a("| %s | %d | -t%s -c%s -d%ss | %d | %.0f | %s | %s | %s | %s | %s | %s | %s | %s |"
           % (r["scenario"], r["run"], r.get("threads"), r.get("conns"), r.get("seconds"),
              r["requests"], r["rps"], ms(r.get("p50_us")), ms(r.get("p90_us")),
              ms(r.get("p99_us")), ms(r.get("max_us")), err_text([r]), cpu_text(cpu_us(r)),
-             "—" if fc is None else "%.0f %%" % (fc * 100)))
+             cpu_text(pg_cpu_us(r)), "—" if fc is None else "%.0f %%" % (fc * 100)))
     a("")
     a("</details>")
     a("")

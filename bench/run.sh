@@ -24,7 +24,7 @@ else
 	OVERRIDES=$(env | grep -E '^(BENCH_[A-Z_]+|PROFILE)=.' | sort | tr '\n' ' ' || true)
 fi
 
-ALL_SCENARIOS=static,send,send-console,verify,slow,large,memory
+ALL_SCENARIOS=static,send,send-console,verify,slow,large,memory,pg-send,pg-verify,pg3-send,pg3-verify
 : "${BENCH_SCENARIOS:=$ALL_SCENARIOS}"   # comma-separated subset
 : "${BENCH_RUNS:=3}"                     # timed runs per scenario (median)
 : "${BENCH_DURATION:=10}"                # seconds per timed run
@@ -51,6 +51,10 @@ ALL_SCENARIOS=static,send,send-console,verify,slow,large,memory
 : "${BENCH_KEEP:=0}"                     # keep the temp dir (logs, databases)
 : "${BENCH_OTPD_ENV:=}"                   # extra otpd environment, e.g. "OTPD_THREADS=4"
 : "${BENCH_OTPD_LOG:=file}"              # file (in the temp dir) or null
+: "${BENCH_CLIENTS:=many}"               # many: each request its own client address (X-Forwarded-For); one: wrk's
+: "${BENCH_PG_NODES:=3}"                 # otpd nodes behind nginx in the pg3-* scenarios
+: "${BENCH_PG_SETTINGS:=shared_buffers=256MB}" # PostgreSQL settings over tests/pgcluster.py's (space-separated)
+: "${BENCH_LB_WORKERS:=1}"               # nginx load balancer worker_processes (pg3-*)
 : "${BENCH_CMD:=bench/run.sh}"
 : "${PROFILE:=0}"
 [ -z "$PROFILE" ] && PROFILE=0
@@ -106,7 +110,7 @@ record() { # one JSON object per line into results.jsonl
 
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 "$REPO/tools/deps.sh" --bench # wrk, nginx-light, linux-perf: one command sets everything up
-for tool in wrk nginx curl sqlite3; do
+for tool in wrk nginx curl sqlite3 psql; do
 	command -v "$tool" >/dev/null || die "$tool missing: tools/deps.sh --bench"
 done
 [ "$(stat -f -c %T "$TMP")" = tmpfs ] && log "WARNING: $TMP is tmpfs: fsync is free there, durable numbers are not"
@@ -117,7 +121,9 @@ if [ -n "$BENCH_REF" ]; then
 	git archive "$BENCH_REF" | tar -x -C "$SRC"
 	# The ref's own build and prefill (its schema) when it has them; a ref
 	# older than the benchmark gets today's.
-	[ -f "$SRC/bench/prefill.c" ] || cp "$BENCH/prefill.c" "$SRC/bench/"
+	# (today's when the ref's cannot load PostgreSQL: the pg-* scenarios
+	# need that; it is built against the ref's own store, so its schema)
+	grep -qs 'postgres_sink' "$SRC/bench/prefill.c" || cp "$BENCH/prefill.c" "$SRC/bench/"
 	grep -q 'bench/prefill' "$SRC/Makefile" && MAKEFILE="$SRC/Makefile"
 	COMMIT=$(git rev-parse "$BENCH_REF^{commit}")
 	COMMIT_NOTE="$BENCH_REF (git archive)"
@@ -143,13 +149,13 @@ start_nginx() { # name conf workers -> NGINX_PORT, NGINX_PID
 	mkdir -p "$dir"
 	NGINX_PORT=$($HELP freeport)
 	sed -e "s#@DIR@#$dir#g" -e "s#@PORT@#$NGINX_PORT#g" -e "s#@WORKERS@#$workers#g" \
-		"$BENCH/$conf" >"$dir/nginx.conf"
+		-e "s#@UPSTREAMS@#${NGINX_UPSTREAMS:-}#g" "$BENCH/$conf" >"$dir/nginx.conf"
 	nginx -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" &
 	NGINX_PID=$!
 	PIDS+=("$NGINX_PID")
 	local i
 	for ((i = 0; i < 200; i++)); do
-		curl -s -o /dev/null "http://127.0.0.1:$NGINX_PORT/" && return 0
+		curl -s -o /dev/null "http://127.0.0.1:$NGINX_PORT${NGINX_CHECK:-/}" && return 0
 		sleep 0.05
 	done
 	die "nginx $name did not start ($dir/error.log)"
@@ -167,18 +173,20 @@ provider_up() { # the fast fake Kavenegar (nginx), started once
 }
 
 # start_otpd name db backend provider_url [VAR=value ...]
+#   db: a SQLite file, or a postgres:// URL
 #   -> OTPD_PID, OTPD_URL, READY_MS (spawn to first 200 on /readyz)
 start_otpd() {
-	local name=$1 db=$2 backend=$3 url=$4 logf t0
+	local name=$1 db=$2 backend=$3 url=$4 logf t0 dburl
 	shift 4
+	case "$db" in postgres://* | postgresql://*) dburl=$db ;; *) dburl="sqlite:$db" ;; esac
 	OTPD_NAME=$name
 	OTPD_PORT=$($HELP freeport)
 	OTPD_URL="http://127.0.0.1:$OTPD_PORT"
 	if [ "$BENCH_OTPD_LOG" = null ]; then logf=/dev/null; else logf="$TMP/$name.otpd.log"; fi
 	t0=$(date +%s%N)
 	env -i PATH="$PATH" HOME="$TMP" \
-		OTPD_LISTEN="127.0.0.1:$OTPD_PORT" DATABASE_URL="sqlite:$db" SECRET_KEY="$SECRET" \
-		OTP_THROTTLE_RATE=1000000/sec OTP_VERIFY_THROTTLE_RATE=1000000/sec \
+		OTPD_LISTEN="127.0.0.1:$OTPD_PORT" DATABASE_URL="$dburl" SECRET_KEY="$SECRET" \
+		OTP_THROTTLE_RATE=1000000/sec OTP_VERIFY_THROTTLE_RATE=1000000/sec OTPD_TRUSTED_PROXIES=127.0.0.1 \
 		OTP_SEND_LIMIT=100000 OTP_EXPIRY_TIME=86400 \
 		SMS_BACKEND="$backend" KAVENEGAR_API_KEY="$API_KEY" KAVENEGAR_API_URL="$url" \
 		$BENCH_OTPD_ENV "$@" "$OTPD" serve 2>>"$logf" &
@@ -246,12 +254,29 @@ foreign_share() { # "busy ours"0 "busy ours"1 children0 children1 t0_ns t1_ns
 
 # otpd's own CPU (utime + stime, clock ticks) so far; 0 when no otpd runs
 # (the nginx ceiling).  Per request: the steadiest figure on a shared host.
+# OTPD_PIDS: every node of a cluster scenario (else OTPD_PID alone).
 otpd_ticks() {
-	if [ -n "${OTPD_PID:-}" ] && [ -r "/proc/$OTPD_PID/stat" ]; then
-		awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$OTPD_PID/stat"
-	else
-		echo 0
-	fi
+	local p n=0 t
+	for p in ${OTPD_PIDS:-${OTPD_PID:-}}; do
+		[ -r "/proc/$p/stat" ] || continue
+		t=$(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$p/stat")
+		n=$((n + t))
+	done
+	echo "$n"
+}
+
+# PostgreSQL's CPU (every process of the bench's server: the backends, WAL
+# writer, checkpointer, ...) so far; 0 when it does not run.
+pg_ticks() {
+	local pm n=0 p t
+	[ -n "${PG_DIR:-}" ] && [ -r "$PG_DIR/data/postmaster.pid" ] || { echo 0; return; }
+	pm=$(head -1 "$PG_DIR/data/postmaster.pid")
+	for p in "$pm" $(pgrep -P "$pm"); do
+		[ -r "/proc/$p/stat" ] || continue
+		t=$(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$p/stat")
+		n=$((n + t))
+	done
+	echo "$n"
 }
 
 # wrk_run scenario run(0 = warm-up, not recorded) threads conns seconds script url [timeout] -- args
@@ -262,16 +287,17 @@ wrk_run() {
 	[ "${1:-}" = -- ] && shift
 	local out="$TMP/wrk-$scen-$run.txt" waited="0 0" c0 c1 t0 t1 foreign
 	[ "$run" -gt 0 ] && [ -z "${NO_QUIET:-}" ] && waited=$($HELP quiet $$ --threshold "$BENCH_QUIET" --max-wait "$BENCH_QUIET_WAIT")
-	local u0 u1
-	c0=$($HELP cpu $$); child_ticks >"$TMP/k0"; t0=$(date +%s%N); u0=$(otpd_ticks)
+	local u0 u1 g0 g1
+	c0=$($HELP cpu $$); child_ticks >"$TMP/k0"; t0=$(date +%s%N); u0=$(otpd_ticks); g0=$(pg_ticks)
 	wrk -t"$t" -c"$c" -d"${d}s" --latency --timeout "${to}s" -s "$BENCH/$script" "$url" -- "$@" >"$out" 2>&1 ||
 		die "wrk $scen run $run: $(tail -3 "$out")"
-	u1=$(otpd_ticks); c1=$($HELP cpu $$); child_ticks >"$TMP/k1"; t1=$(date +%s%N)
-	foreign=$(foreign_share "$c0" "$c1" "$(cat "$TMP/k0")" "$(cat "$TMP/k1")" "$t0" "$t1")
+	u1=$(otpd_ticks); g1=$(pg_ticks); c1=$($HELP cpu $$); child_ticks >"$TMP/k1"; t1=$(date +%s%N)
+	# PostgreSQL is ours too, though not our child (pg_ctl detaches it)
+	foreign=$(foreign_share "$c0" "$c1" "$(cat "$TMP/k0")" "$(($(cat "$TMP/k1") + g1 - g0))" "$t0" "$t1")
 	local line
 	line=$(sed -n 's/^BENCH {//p' "$out")
 	[ -n "$line" ] || die "wrk $scen run $run printed no result: $(tail -3 "$out")"
-	WRK_JSON="{\"scenario\":\"$scen\",\"run\":$run,\"threads\":$t,\"conns\":$c,\"seconds\":$d,\"quiet_wait_s\":${waited%% *},\"foreign_cpu\":$foreign,\"otpd_ticks\":$((u1 - u0)),\"hz\":$HZ,$line"
+	WRK_JSON="{\"scenario\":\"$scen\",\"run\":$run,\"threads\":$t,\"conns\":$c,\"seconds\":$d,\"quiet_wait_s\":${waited%% *},\"foreign_cpu\":$foreign,\"otpd_ticks\":$((u1 - u0)),\"pg_ticks\":$((g1 - g0)),\"hz\":$HZ,$line"
 	WRK_ISSUED=$(printf '%s' "$line" | sed -n 's/.*"issued":\([0-9]*\).*/\1/p')
 	if [ "$run" -gt 0 ]; then
 		record "$WRK_JSON"
@@ -279,32 +305,37 @@ wrk_run() {
 	fi
 }
 
+# The scripts' optional arguments: number prefix, path, client addresses.
+case "$BENCH_CLIENTS" in one | many) ;; *) die "BENCH_CLIENTS: one or many, not '$BENCH_CLIENTS'" ;; esac
+SEND_ARGS="+98912 /api/v1/usr/otp $BENCH_CLIENTS"
+VERIFY_ARGS="+98910 $BENCH_CLIENTS"
+
 # A median later needs the run count; per-scenario send numbers continue
 # where the last run stopped (a new number per request, across runs).
 SEND_NEXT=0
 send_runs() { # scenario url [profile-name]
 	local scen=$1 url=$2 prof=${3:-} r
-	wrk_run "$scen" 0 "$BENCH_THREADS" "$BENCH_CONNS" "$BENCH_WARMUP" send.lua "$url" 2 -- "$SEND_NEXT" "$BENCH_THREADS"
+	wrk_run "$scen" 0 "$BENCH_THREADS" "$BENCH_CONNS" "$BENCH_WARMUP" send.lua "$url" 2 -- "$SEND_NEXT" "$BENCH_THREADS" $SEND_ARGS
 	SEND_NEXT=$((SEND_NEXT + WRK_ISSUED))
 	for ((r = 1; r <= BENCH_RUNS; r++)); do
-		wrk_run "$scen" "$r" "$BENCH_THREADS" "$BENCH_CONNS" "$BENCH_DURATION" send.lua "$url" 2 -- "$SEND_NEXT" "$BENCH_THREADS"
+		wrk_run "$scen" "$r" "$BENCH_THREADS" "$BENCH_CONNS" "$BENCH_DURATION" send.lua "$url" 2 -- "$SEND_NEXT" "$BENCH_THREADS" $SEND_ARGS
 		SEND_NEXT=$((SEND_NEXT + WRK_ISSUED))
 	done
 	if [ "$PROFILE" = 1 ] && [ -n "$prof" ]; then
-		profile_run "$prof" send.lua "$url" "$SEND_NEXT" "$BENCH_THREADS"
+		profile_run "$prof" send.lua "$url" "$SEND_NEXT" "$BENCH_THREADS" $SEND_ARGS
 		SEND_NEXT=$((SEND_NEXT + WRK_ISSUED))
 	fi
 }
 
 verify_runs() { # scenario url pool [profile-name]: run r uses codes [r*pool, (r+1)*pool), warm-up r = 0
 	local scen=$1 url=$2 pool=$3 prof=${4:-} r
-	wrk_run "$scen" 0 "$BENCH_THREADS" "$BENCH_CONNS" "$BENCH_WARMUP" verify.lua "$url" 2 -- 0 "$pool" "$BENCH_THREADS"
+	wrk_run "$scen" 0 "$BENCH_THREADS" "$BENCH_CONNS" "$BENCH_WARMUP" verify.lua "$url" 2 -- 0 "$pool" "$BENCH_THREADS" $VERIFY_ARGS
 	for ((r = 1; r <= BENCH_RUNS; r++)); do
 		wrk_run "$scen" "$r" "$BENCH_THREADS" "$BENCH_CONNS" "$BENCH_DURATION" verify.lua "$url" 2 -- \
-			$((r * pool)) "$pool" "$BENCH_THREADS"
+			$((r * pool)) "$pool" "$BENCH_THREADS" $VERIFY_ARGS
 	done
 	if [ "$PROFILE" = 1 ] && [ -n "$prof" ]; then
-		profile_run "$prof" verify.lua "$url" $(((BENCH_RUNS + 1) * pool)) "$pool" "$BENCH_THREADS"
+		profile_run "$prof" verify.lua "$url" $(((BENCH_RUNS + 1) * pool)) "$pool" "$BENCH_THREADS" $VERIFY_ARGS
 	fi
 }
 
@@ -466,16 +497,16 @@ scenario_slow() {
 	check_verify "$OTPD_URL" "$check"
 	SEND_NEXT=0
 	# warm-up: verify only
-	wrk_run slow-verify 0 "$BENCH_THREADS" "$BENCH_CONNS" "$BENCH_WARMUP" verify.lua "$OTPD_URL" 2 -- 0 "$BENCH_VERIFY_POOL" "$BENCH_THREADS"
+	wrk_run slow-verify 0 "$BENCH_THREADS" "$BENCH_CONNS" "$BENCH_WARMUP" verify.lua "$OTPD_URL" 2 -- 0 "$BENCH_VERIFY_POOL" "$BENCH_THREADS" $VERIFY_ARGS
 	for ((r = 1; r <= BENCH_RUNS; r++)); do
 		local sends_out="$dir/sends-$r.txt" wpid
 		$HELP quiet $$ --threshold "$BENCH_QUIET" --max-wait "$BENCH_QUIET_WAIT" >/dev/null
 		wrk -t1 -c"$BENCH_SLOW_CONNS" -d"${BENCH_DURATION}s" --latency --timeout 30s -s "$BENCH/send.lua" \
-			"$OTPD_URL" -- "$SEND_NEXT" 1 >"$sends_out" 2>&1 &
+			"$OTPD_URL" -- "$SEND_NEXT" 1 $SEND_ARGS >"$sends_out" 2>&1 &
 		wpid=$!
 		PIDS+=("$wpid")
 		NO_QUIET=1 wrk_run slow-verify "$r" "$BENCH_THREADS" "$BENCH_CONNS" "$BENCH_DURATION" verify.lua "$OTPD_URL" 2 -- \
-			$((r * BENCH_VERIFY_POOL)) "$BENCH_VERIFY_POOL" "$BENCH_THREADS"
+			$((r * BENCH_VERIFY_POOL)) "$BENCH_VERIFY_POOL" "$BENCH_THREADS" $VERIFY_ARGS
 		wait "$wpid" || die "wrk slow sends: $(tail -3 "$sends_out")"
 		local line
 		line=$(sed -n 's/^BENCH {//p' "$sends_out")
@@ -583,11 +614,11 @@ EOF
 	# soak: sends (new numbers, fake provider) and verifies at once
 	local half=$((BENCH_CONNS / 2)) sp vp
 	[ "$half" -ge 1 ] || half=1
-	wrk -t1 -c"$half" -d"${BENCH_SOAK}s" --latency -s "$BENCH/send.lua" "$OTPD_URL" -- 0 1 \
+	wrk -t1 -c"$half" -d"${BENCH_SOAK}s" --latency -s "$BENCH/send.lua" "$OTPD_URL" -- 0 1 $SEND_ARGS \
 		>"$dir/soak-send.txt" 2>&1 &
 	sp=$!
 	PIDS+=("$sp")
-	wrk -t1 -c"$half" -d"${BENCH_SOAK}s" --latency -s "$BENCH/verify.lua" "$OTPD_URL" -- 0 "$pool" 1 \
+	wrk -t1 -c"$half" -d"${BENCH_SOAK}s" --latency -s "$BENCH/verify.lua" "$OTPD_URL" -- 0 "$pool" 1 $VERIFY_ARGS \
 		>"$dir/soak-verify.txt" 2>&1 &
 	vp=$!
 	PIDS+=("$vp")
@@ -611,6 +642,143 @@ EOF
 	stop_otpd
 }
 
+# ---------------------------------------------------------------- PostgreSQL
+
+# One throwaway PostgreSQL 15 for every pg-* scenario (tests/pgcluster.py:
+# initdb in a temp dir, fsync and synchronous_commit on, a free port), with
+# BENCH_PG_SETTINGS over the harness's settings; a fresh database per scenario.
+PG_BASE=""
+PG_DIR=""
+pg_up() {
+	[ -n "$PG_BASE" ] && return 0
+	local out="$TMP/pgcluster.out" args=() kv i
+	for kv in $BENCH_PG_SETTINGS; do args+=(--set "$kv"); done
+	$PY "$REPO/tests/pgcluster.py" serve --db otpd_bench "${args[@]}" >"$out" 2>"$TMP/pgcluster.err" &
+	PG_PID=$!
+	PIDS+=("$PG_PID")
+	for ((i = 0; i < 1200; i++)); do
+		grep -q '^PGCLUSTER_DIR=' "$out" && break
+		kill -0 "$PG_PID" 2>/dev/null || die "PostgreSQL did not start: $(tail -3 "$TMP/pgcluster.err")"
+		sleep 0.05
+	done
+	PG_BASE=$(sed -n 's#^DATABASE_URL=\(postgres://[^/]*\)/.*#\1#p' "$out")
+	PG_DIR=$(sed -n 's#^PGCLUSTER_DIR=##p' "$out")
+	[ -n "$PG_BASE" ] && [ -n "$PG_DIR" ] || die "PostgreSQL: no URL in $out"
+	PG_VERSION=$(psql "$PG_BASE/postgres" -Atc 'SHOW server_version')
+	PG_SHOW=$(psql "$PG_BASE/postgres" -Atc "SELECT string_agg(name || '=' || current_setting(name), ' ' ORDER BY name) FROM pg_settings WHERE name IN ('shared_buffers', 'synchronous_commit', 'fsync', 'max_connections', 'wal_level', 'full_page_writes')")
+	log "PostgreSQL $PG_VERSION at $PG_BASE ($PG_SHOW), data in $PG_DIR"
+	record "{\"scenario\":\"pg-server\",\"run\":1,\"version\":\"$PG_VERSION\",\"settings\":\"$PG_SHOW\"}"
+}
+
+pg_db() { # name -> PG_URL: a new, empty database
+	pg_up
+	psql "$PG_BASE/postgres" -qc "CREATE DATABASE $1" >/dev/null || die "CREATE DATABASE $1"
+	PG_URL="$PG_BASE/$1"
+}
+
+# The nodes of a pg scenario: start_nodes name url count -> NODE_PIDS, NODE_URLS
+start_nodes() {
+	local name=$1 url=$2 n=$3 i
+	NODE_PIDS=""
+	NODE_URLS=""
+	for ((i = 1; i <= n; i++)); do
+		start_otpd "$name-node$i" "$url" kavenegar "$PROVIDER_URL"
+		NODE_PIDS="$NODE_PIDS $OTPD_PID"
+		NODE_URLS="$NODE_URLS $OTPD_URL"
+		NODE_NAMES[$OTPD_PID]=$OTPD_NAME
+		record "{\"scenario\":\"ready-pg\",\"run\":$i,\"name\":\"$name\",\"ready_ms\":$READY_MS}"
+	done
+}
+
+stop_nodes() {
+	local p
+	for p in $NODE_PIDS; do
+		OTPD_PID=$p
+		OTPD_NAME=${NODE_NAMES[$p]}
+		stop_otpd
+	done
+	OTPD_PIDS=""
+}
+
+declare -A NODE_NAMES
+
+# scenario_pg scen nodes kind(send|verify): one node straight, or several
+# behind nginx (round-robin, keep-alive), on a fresh database.
+scenario_pg() {
+	local scen=$1 nodes=$2 kind=$3 dir="$TMP/$1" url check lb_pid="" p ups=""
+	mkdir -p "$dir"
+	provider_up
+	pg_db "${scen//-/_}"
+	local path=/api/v1/usr/otp
+	[ "$kind" = verify ] && path=$path/verify
+	log "== $scen: POST $path on PostgreSQL, $nodes node(s)$([ "$nodes" -gt 1 ] && echo " behind nginx" || true)"
+	if [ "$kind" = verify ]; then
+		check=$(((BENCH_RUNS + 2) * BENCH_VERIFY_POOL))
+		prefill "$PG_URL" "$SECRET" --codes $((check + 1))
+	fi
+	start_nodes "$scen" "$PG_URL" "$nodes"
+	url=${NODE_URLS# }
+	if [ "$nodes" -gt 1 ]; then
+		for p in $NODE_URLS; do ups="${ups}server ${p#http://};"; done
+		NGINX_UPSTREAMS=$ups NGINX_CHECK=/readyz start_nginx "$scen-lb" nginx-lb.conf "$BENCH_LB_WORKERS"
+		lb_pid=$NGINX_PID
+		url="http://127.0.0.1:$NGINX_PORT"
+	fi
+	OTPD_PIDS=$NODE_PIDS
+	if [ "$kind" = send ]; then
+		check_send "$url" +989129999999
+		SEND_NEXT=0
+		send_runs "$scen" "$url"
+	else
+		check_verify "$url" "$check"
+		verify_runs "$scen" "$url" "$BENCH_VERIFY_POOL"
+		[ "$PROFILE" = 1 ] && [ "$nodes" = 1 ] && profile_pg "$scen" "$url" $(((BENCH_RUNS + 1) * BENCH_VERIFY_POOL))
+	fi
+	[ -n "$lb_pid" ] && stop_pid "$lb_pid"
+	stop_nodes
+}
+
+# profile_pg name url start: one more verify run with perf on otpd and on
+# every PostgreSQL process at once: where a PostgreSQL verify's CPU goes.
+profile_pg() {
+	local name=$1 url=$2 start=$3 data="$TMP/perf-$1.data" txt="$REPO/docs/perf-$1.txt" pm pids rps
+	perf_works || { log "perf cannot sample here: no profile of $name"; return 0; }
+	pm=$(head -1 "$PG_DIR/data/postmaster.pid")
+	pids="$OTPD_PIDS $pm $(pgrep -P "$pm" | tr '\n' ' ')"
+	pids=$(echo $pids | tr ' ' ',')
+	log "profiling $name: perf record on otpd and PostgreSQL for ${BENCH_DURATION}s"
+	perf record -q -e cpu-clock -F 499 -g -p "$pids" -o "$data" -- sleep "$BENCH_DURATION" \
+		>/dev/null 2>"$TMP/perf-$name.err" &
+	local perf_pid=$!
+	PIDS+=("$perf_pid")
+	wrk_run "$name-profiled" 0 "$BENCH_THREADS" "$BENCH_CONNS" "$BENCH_DURATION" verify.lua "$url" 2 -- \
+		"$start" "$BENCH_VERIFY_POOL" "$BENCH_THREADS" $VERIFY_ARGS
+	wait "$perf_pid" || true
+	rps=$(printf '%s' "$WRK_JSON" | sed -n 's/.*"rps":\([0-9.]*\).*/\1/p')
+	local strip='s/[[:space:]]+-[[:space:]]+-[[:space:]]*$//'
+	set +o pipefail
+	{
+		echo "# CPU profile of a verify on PostgreSQL: otpd and every PostgreSQL process ($(date -u +%Y-%m-%dT%H:%MZ), commit ${COMMIT:0:12}, $COMMIT_NOTE)"
+		echo "# perf record -e cpu-clock -F 499 -g -p <otpd>,<postmaster and its children>, during one ${BENCH_DURATION}s run of"
+		echo "#   wrk -t$BENCH_THREADS -c$BENCH_CONNS -s bench/verify.lua  (${rps} rps while profiled: perf slows it)"
+		echo "# Generated by bench/run.sh with PROFILE=1 (the $name scenario)."
+		echo
+		echo "## By process (otpd's threads are store, http, ...; PostgreSQL's are postgres)"
+		perf report -i "$data" --stdio --no-children --sort comm -g none 2>/dev/null |
+			grep -v '^#' | grep -v '^$' | sed -E "$strip" | head -12
+		echo
+		echo "## By process and binary: user space (otpd, postgres, libc, ...) and the kernel (syscalls, TCP, scheduling, fsync)"
+		perf report -i "$data" --stdio --no-children --sort comm,dso -g none --percent-limit 0.5 2>/dev/null |
+			grep -v '^#' | grep -v '^$' | sed -E "$strip" | head -24
+		echo
+		echo "## Self time, top 50"
+		perf report -i "$data" --stdio --no-children --sort comm,dso,symbol -g none --percent-limit 0.3 2>/dev/null |
+			grep -v '^#' | grep -v '^$' | sed -E "$strip" | head -50
+	} >"$txt"
+	set -o pipefail
+	log "wrote ${txt#"$REPO"/}"
+}
+
 # ---------------------------------------------------------------- run
 
 log "scenarios: $BENCH_SCENARIOS; $BENCH_RUNS x ${BENCH_DURATION}s, wrk -t$BENCH_THREADS -c$BENCH_CONNS; temp $TMP"
@@ -621,6 +789,10 @@ has verify && scenario_verify
 has slow && scenario_slow
 has large && scenario_large
 has memory && scenario_memory
+has pg-send && scenario_pg pg-send 1 send
+has pg-verify && scenario_pg pg-verify 1 verify
+has pg3-send && scenario_pg pg3-send "$BENCH_PG_NODES" send
+has pg3-verify && scenario_pg pg3-verify "$BENCH_PG_NODES" verify
 
 META="$TMP/meta.json"
 $PY - "$META" <<EOF
@@ -645,6 +817,7 @@ json.dump({
   "verify_pool": $BENCH_VERIFY_POOL, "slow_conns": $BENCH_SLOW_CONNS, "slow_delay": $BENCH_SLOW_DELAY,
   "large_codes": $BENCH_LARGE_CODES, "large_users": $BENCH_LARGE_USERS,
   "idle_conns": $BENCH_IDLE_CONNS, "soak": $BENCH_SOAK,
+  "clients": "$BENCH_CLIENTS", "pg_nodes": $BENCH_PG_NODES, "lb_workers": $BENCH_LB_WORKERS,
   "quiet": $BENCH_QUIET, "quiet_wait": $BENCH_QUIET_WAIT,
   "fs": sh("stat -f -c %T '$TMP'"),
   "versions": {"wrk": sh("wrk -v 2>&1 | head -1 | cut -d' ' -f2"),

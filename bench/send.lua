@@ -2,13 +2,15 @@
 -- per request.  Used for the otpd send scenarios and, unchanged, for the
 -- nginx-static ceiling, so that wrk does the same work in both.
 --
---   wrk -tN ... -s bench/send.lua URL -- [START] [N] [PREFIX] [PATH]
+--   wrk -tN ... -s bench/send.lua URL -- [START] [N] [PREFIX] [PATH] [CLIENTS]
 --
 -- N must be wrk's -t.  Request k of thread t (of N) uses number PREFIX .. 7 digits of
 -- (START + t + N*k) mod 10^7: distinct across threads, and across runs when
 -- each run starts where the previous one could have ended (bench/run.sh
 -- advances START by a generous bound).  PREFIX defaults to +98912 (bench/
 -- prefill.c uses +98910 for codes and +98911 for users).
+-- CLIENTS: "one" (default) or "many": each request as its own client
+-- 10.x.y.z in X-Forwarded-For (as bench/verify.lua).
 -- done() prints one line: BENCH {json} (see bench/report.py).
 
 local threads = {}
@@ -22,7 +24,7 @@ function setup(thread)
 end
 
 k = 0
-local start, nthreads, prefix, path
+local start, nthreads, prefix, path, many
 local headers = { ["Content-Type"] = "application/json" }
 
 function init(args)
@@ -30,6 +32,7 @@ function init(args)
    nthreads = tonumber(args[2] or "1")
    prefix = args[3] or "+98912"
    path = args[4] or "/api/v1/usr/otp"
+   many = (args[5] or "one") == "many"
    if tid >= nthreads then error("send.lua: pass wrk's -t as the second argument") end
 end
 
@@ -37,6 +40,10 @@ function request()
    local i = (start + tid + nthreads * k) % 10000000
    k = k + 1
    local body = string.format('{"phone_number":"%s%07d"}', prefix, i)
+   if many then
+      headers["X-Forwarded-For"] = string.format("10.%d.%d.%d", math.floor(i / 65536) % 256,
+                                                   math.floor(i / 256) % 256, i % 256)
+   end
    return wrk.format("POST", path, headers, body)
 end
 

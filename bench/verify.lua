@@ -1,12 +1,16 @@
 -- bench/verify.lua — wrk script: POST /api/v1/usr/otp/verify, each request
 -- a right code that bench/prefill wrote before otpd started, each used once.
 --
---   wrk -tN ... -s bench/verify.lua URL -- START COUNT N [PREFIX]
+--   wrk -tN ... -s bench/verify.lua URL -- START COUNT N [PREFIX [CLIENTS]]
 --
 -- N must be wrk's -t.  Request k of thread t (of N) verifies pool entry
 -- i = START + t + N*k:
 --   phone  PREFIX .. 7 digits of i      (PREFIX defaults to +98910)
 --   code   i mod 10^6, 6 digits         (= bench/prefill.c)
+-- CLIENTS: "one" (default) sends as wrk's own address; "many" sends each
+-- request as client 10.x.y.z (from i) in X-Forwarded-For, for an otpd that
+-- trusts 127.0.0.1 as its proxy (OTPD_TRUSTED_PROXIES): each request then has
+-- its own client address and throttle, as from a nation of phones.
 -- Entries [START, START+COUNT) belong to this run.  Past them the script
 -- wraps around (those codes are used up: 400 invalid_code, counted in
 -- err_status) and says how many it wrapped in "wrapped": a run that wraps
@@ -25,7 +29,7 @@ end
 
 k = 0
 wrapped = 0
-local start, count, nthreads, prefix
+local start, count, nthreads, prefix, many
 local path = "/api/v1/usr/otp/verify"
 local headers = { ["Content-Type"] = "application/json" }
 
@@ -34,6 +38,7 @@ function init(args)
    count = tonumber(args[2] or "1000000")
    nthreads = tonumber(args[3] or "1")
    prefix = args[4] or "+98910"
+   many = (args[5] or "one") == "many"
    if tid >= nthreads then error("verify.lua: pass wrk's -t as the third argument") end
 end
 
@@ -47,6 +52,10 @@ function request()
    local i = (start + off) % 10000000
    local body = string.format('{"phone_number":"%s%07d","code":"%06d"}',
                               prefix, i, i % 1000000)
+   if many then
+      headers["X-Forwarded-For"] = string.format("10.%d.%d.%d", math.floor(i / 65536) % 256,
+                                                   math.floor(i / 256) % 256, i % 256)
+   end
    return wrk.format("POST", path, headers, body)
 end
 

@@ -27,8 +27,9 @@ process that waits for this one to go (the end of a pipe) and then stops the ser
 removes the directory.
 
 Command line
-  python3 tests/pgcluster.py serve [--db NAME]
-        start one, create database NAME (otpd), print DATABASE_URL=... and PGCLUSTER_DIR=...,
+  python3 tests/pgcluster.py serve [--db NAME] [--set NAME=VALUE ...]
+        start one (with these server settings over SETTINGS), create database NAME (otpd),
+        print DATABASE_URL=... and PGCLUSTER_DIR=...,
         stay in the foreground until SIGTERM or SIGINT, then destroy it
   python3 tests/pgcluster.py exec [--db NAME] -- CMD [ARGS...]
         start one, create database NAME (otpd_test), run CMD with DATABASE_URL and
@@ -392,7 +393,13 @@ def _serve(args):
         stop.append(sig)
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    with Cluster.start() as pg:
+    settings = {}
+    for kv in args.set or []:
+        name, sep, value = kv.partition("=")
+        if not sep or not re.match(r"[a-z_][a-z0-9_.]*\Z", name):
+            raise PgError("--set wants NAME=VALUE, not %r" % kv)
+        settings[name] = value
+    with Cluster.start(settings) as pg:
         pg.create_database(args.db)
         print("DATABASE_URL=%s" % pg.url(args.db))
         print("PGCLUSTER_DIR=%s" % pg.dir)
@@ -434,6 +441,8 @@ def main(argv=None):
     sub = ap.add_subparsers(dest="what", required=True)
     s = sub.add_parser("serve", help="start a cluster and keep it until SIGTERM/SIGINT")
     s.add_argument("--db", default="otpd", type=_check_name, help="database to create (otpd)")
+    s.add_argument("--set", action="append", metavar="NAME=VALUE",
+                   help="a server setting over the defaults (e.g. shared_buffers=256MB); repeatable")
     e = sub.add_parser("exec", help="run a command against a fresh cluster and database")
     e.add_argument("--db", default="otpd_test", type=_check_name, help="database to create (otpd_test)")
     e.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
