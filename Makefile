@@ -117,7 +117,8 @@ unit: $(TESTBIN)
 blackbox: $(BUILD)/otpd
 	OTPD_BIN=$(abspath $(BUILD)/otpd) $(PYTHON) -m pytest -q tests/blackbox
 
-test: all selfcontained boundaries lint-openapi check-vendored unit blackbox test-pg
+test: all selfcontained boundaries lint-openapi check-vendored unit blackbox test-pg \
+      $(if $(filter 1,$(SAN)),,test-deploy)
 
 # On PostgreSQL 15: each starts a throwaway server of its own (tests/pgcluster.py;
 # as root the server runs as the postgres user), on a free port, and leaves
@@ -229,6 +230,13 @@ deb:
 	  cp "$$tmp"/otpd*_*.deb "$$tmp"/otpd_*.buildinfo "$$tmp"/otpd_*.changes $(DEB_OUT)/; \
 	  cp "$$tmp/build.log" $(DEB_OUT)/build.log; \
 	  ls $(DEB_OUT)/otpd_*.deb
+
+# The package's tests (tests/deploy/): lintian, its contents, the packaged binary, the
+# unit (systemd-analyze; started for real only where systemd is PID 1).  Part of
+# `make test` in the plain build only (not SAN=1: the package is built with the
+# distribution's flags, whatever the sanitizer pass builds).
+test-deploy: deb
+	$(PYTHON) -m pytest -q tests/deploy
 
 # Removes what install put there, except the configuration and the database.
 uninstall:
