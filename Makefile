@@ -8,6 +8,10 @@
 #   make WERROR=1 ...    warnings are errors (tools/test.sh, CI)
 #   make lint-openapi    lint docs/openapi.json (Spectral, pinned by package-lock.json)
 #   make check-vendored  third_party/swagger-ui-dist/ = the npm package of package-lock.json
+#   make install         the binary, its man page, the systemd units and the example
+#                        configuration, under PREFIX (/usr/local) and DESTDIR (docs/DEPLOYMENT.md)
+#   make deb             the Debian package, built in a temporary copy, into build/deb/
+#   make test-deploy     the package (lintian, the packaged binary, the unit's checks)
 
 CC      ?= cc
 PKGS    := libmicrohttpd jansson sqlite3 libpq libcurl libcrypto libjwt
@@ -52,11 +56,12 @@ PYTHON   ?= /usr/bin/python3
 .PHONY: test-pg test-pgcluster store-pg cluster-pg blackbox-pg all test unit blackbox clean boundaries selfcontained lint-openapi check-vendored FORCE
 all: $(BUILD)/otpd
 
-# The version: VERSION, plus the commit when built from a git checkout.  The
+# The version: VERSION, plus the commit when built from a git checkout (or
+# OTPD_BUILD_VERSION: make deb builds in a copy without .git and passes it).  The
 # stamp file changes only when the version does, so only version.o rebuilds.
-VERSION_STR := $(shell v=$$(cat VERSION 2>/dev/null || echo 0); \
+VERSION_STR := $(or $(OTPD_BUILD_VERSION),$(shell v=$$(cat VERSION 2>/dev/null || echo 0); \
                  g=$$(git describe --always --dirty --abbrev=7 2>/dev/null); \
-                 echo "$$v$${g:++g$$g}")
+                 echo "$$v$${g:++g$$g}"))
 $(BUILD)/version.stamp: FORCE
 	@mkdir -p $(dir $@)
 	@echo '$(VERSION_STR)' | cmp -s - $@ || echo '$(VERSION_STR)' > $@
@@ -68,7 +73,7 @@ $(BUILD)/otpd: $(OBJ)
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
+	$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c -o $@ $<
 
 # docs/openapi.json, served by GET /api/v1/schema (src/http/h_docs.c).
 $(BUILD)/gen/openapi_json.c: docs/openapi.json tools/embed.sh
@@ -95,7 +100,7 @@ $(BUILD)/gen/docs/index.html.c: $(BUILD)/gen/docs/index.html tools/embed.sh
 
 $(BUILD)/obj/gen/%.o: $(BUILD)/gen/%.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -MMD -MP -c -o $@ $<
+	$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c -o $@ $<
 
 # cmocka is asked for here, when a test is built, never when the Makefile is read.
 $(BUILD)/tests/%: tests/%.c $(LIBOBJ)
@@ -112,7 +117,8 @@ unit: $(TESTBIN)
 blackbox: $(BUILD)/otpd
 	OTPD_BIN=$(abspath $(BUILD)/otpd) $(PYTHON) -m pytest -q tests/blackbox
 
-test: all selfcontained boundaries lint-openapi check-vendored unit blackbox test-pg
+test: all selfcontained boundaries lint-openapi check-vendored unit blackbox test-pg \
+      $(if $(filter 1,$(SAN)),,test-deploy)
 
 # On PostgreSQL 15: each starts a throwaway server of its own (tests/pgcluster.py;
 # as root the server runs as the postgres user), on a free port, and leaves
@@ -164,6 +170,81 @@ boundaries:
 	@! grep -rlE 'include .*(sqlite|store/sqlite|sms/kavenegar)' src/http || (echo "http/ includes a backend"; false)
 	@! grep -rlE '\btime\(|gettimeofday|clock_gettime' src/otp || (echo "otp/ reads the clock"; false)
 	@! grep -rnE '\bmemset\(.*(secret|cfg|config)' src || (echo "a secret is wiped with memset, which the compiler may remove: use otp_wipe / OPENSSL_cleanse"; false)
+
+# Installation (docs/DEPLOYMENT.md): `make install PREFIX=/usr DESTDIR=/tmp/stage`.
+# The web assets (the docs page, the OpenAPI document) are built into the binary.
+# The configuration file is installed only where there is none (never overwritten),
+# mode 0600: it holds SECRET_KEY and the provider's key.
+PREFIX         ?= /usr/local
+SBINDIR        ?= $(PREFIX)/sbin
+LIBEXECDIR     ?= $(PREFIX)/lib/otpd
+MANDIR         ?= $(PREFIX)/share/man
+DOCDIR         ?= $(PREFIX)/share/doc/otpd
+SYSCONFDIR     ?= /etc
+SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
+INSTALL        ?= install
+UNIT_SUBST      = sed -e 's|@SBINDIR@|$(SBINDIR)|g' -e 's|@LIBEXECDIR@|$(LIBEXECDIR)|g' \
+                      -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g'
+UNITS          := $(BUILD)/deploy/otpd.service $(BUILD)/deploy/otpd-backup.service
+
+$(BUILD)/deploy/%.service: deploy/%.service.in Makefile
+	@mkdir -p $(dir $@)
+	$(UNIT_SUBST) $< > $@.tmp && mv $@.tmp $@
+
+.PHONY: install uninstall units deb test-deploy
+units: $(UNITS)
+
+install: $(BUILD)/otpd $(UNITS)
+	$(INSTALL) -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)$(MANDIR)/man8 \
+	              $(DESTDIR)$(SYSTEMDUNITDIR) $(DESTDIR)$(DOCDIR)
+	$(INSTALL) -m 0755 $(BUILD)/otpd $(DESTDIR)$(SBINDIR)/otpd
+	$(INSTALL) -m 0755 deploy/otpd-backup.sh $(DESTDIR)$(LIBEXECDIR)/otpd-backup
+	$(INSTALL) -m 0644 deploy/otpd.8 $(DESTDIR)$(MANDIR)/man8/otpd.8
+	$(INSTALL) -m 0644 $(UNITS) deploy/otpd-backup.timer $(DESTDIR)$(SYSTEMDUNITDIR)/
+	$(INSTALL) -m 0644 deploy/otpd.env $(DESTDIR)$(DOCDIR)/otpd.env.example
+	$(INSTALL) -m 0644 docs/DEPLOYMENT.md $(DESTDIR)$(DOCDIR)/DEPLOYMENT.md
+	$(INSTALL) -d -m 0755 $(DESTDIR)$(SYSCONFDIR)/otpd
+	@if [ -e $(DESTDIR)$(SYSCONFDIR)/otpd/otpd.env ]; then \
+	  echo "keeping $(DESTDIR)$(SYSCONFDIR)/otpd/otpd.env (the new example: $(DESTDIR)$(DOCDIR)/otpd.env.example)"; \
+	else \
+	  echo "$(INSTALL) -m 0600 deploy/otpd.env $(DESTDIR)$(SYSCONFDIR)/otpd/otpd.env"; \
+	  $(INSTALL) -m 0600 deploy/otpd.env $(DESTDIR)$(SYSCONFDIR)/otpd/otpd.env; \
+	fi
+
+# The Debian package: debian/ built by dpkg-buildpackage in a copy of the tracked files
+# (with any uncommitted changes) outside the repository, since it writes beside the
+# source folder; the .deb and its .buildinfo/.changes land in build/deb/.
+DEB_OUT ?= build/deb
+deb:
+	@command -v dpkg-buildpackage >/dev/null && command -v dh >/dev/null || \
+	  { echo "make deb needs dpkg-dev and debhelper (tools/deps.sh installs them)" >&2; exit 1; }
+	@set -e; tmp=$$(mktemp -d /tmp/otpd-deb.XXXXXX); trap 'rm -rf "$$tmp"' EXIT; \
+	  mkdir "$$tmp/otpd-$$(cat VERSION)"; src="$$tmp/otpd-$$(cat VERSION)"; \
+	  git ls-files -z --cached --others --exclude-standard | \
+	    xargs -0 sh -c 'for f; do [ -e "$$f" ] && printf "%s\0" "$$f"; done' sh | \
+	    tar --null -T - -cf - | tar -xf - -C "$$src"; \
+	  echo "make deb: building in $$src ($(VERSION_STR))"; \
+	  (cd "$$src" && OTPD_BUILD_VERSION='$(VERSION_STR)' dpkg-buildpackage -b -us -uc -j2 \
+	     >"$$tmp/build.log" 2>&1) || { tail -n 40 "$$tmp/build.log" >&2; exit 1; }; \
+	  mkdir -p $(DEB_OUT); rm -f $(DEB_OUT)/otpd*_*; \
+	  cp "$$tmp"/otpd*_*.deb "$$tmp"/otpd_*.buildinfo "$$tmp"/otpd_*.changes $(DEB_OUT)/; \
+	  cp "$$tmp/build.log" $(DEB_OUT)/build.log; \
+	  ls $(DEB_OUT)/otpd_*.deb
+
+# The package's tests (tests/deploy/): lintian, its contents, the packaged binary, the
+# unit (systemd-analyze; started for real only where systemd is PID 1).  Part of
+# `make test` in the plain build only (not SAN=1: the package is built with the
+# distribution's flags, whatever the sanitizer pass builds).
+test-deploy: deb
+	$(PYTHON) -m pytest -q tests/deploy
+
+# Removes what install put there, except the configuration and the database.
+uninstall:
+	rm -f $(DESTDIR)$(SBINDIR)/otpd $(DESTDIR)$(LIBEXECDIR)/otpd-backup \
+	      $(DESTDIR)$(MANDIR)/man8/otpd.8 $(DESTDIR)$(SYSTEMDUNITDIR)/otpd.service \
+	      $(DESTDIR)$(SYSTEMDUNITDIR)/otpd-backup.service $(DESTDIR)$(SYSTEMDUNITDIR)/otpd-backup.timer \
+	      $(DESTDIR)$(DOCDIR)/otpd.env.example $(DESTDIR)$(DOCDIR)/DEPLOYMENT.md
+	-rmdir $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)$(DOCDIR) 2>/dev/null
 
 clean:
 	rm -rf build build-asan

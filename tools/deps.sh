@@ -3,6 +3,8 @@
 #   tools/deps.sh            build, run and test (tools/test.sh): the run set + clang, cmocka, pytest…,
 #                            headless Chromium + chromedriver + selenium, iproute2 and a font (the docs
 #                            page's browser test, tests/blackbox/test_docs_page.py)
+#                            + dpkg-dev, debhelper, lintian, systemd (systemd-analyze) for make
+#                            test-deploy, nginx-light for the TLS proxy test (test_nginx.py)
 #   tools/deps.sh run        build and run only (tools/run.sh): compiler, pkg-config, the -dev
 #                            libraries, sqlite3, curl, openssl, ca-certificates
 #                            and PostgreSQL 15 (the suite runs on both backends; it starts its own
@@ -24,6 +26,7 @@ TEST_PKGS=(
   python3-prometheus-client python3-jsonschema
   chromium chromium-driver python3-selenium iproute2 fonts-dejavu-core
   postgresql-15
+  dpkg-dev debhelper lintian systemd nginx-light
 )
 CLUSTER_PKGS=(postgresql-15 nginx-light)
 BENCH_PKGS=(wrk nginx-light linux-perf)

@@ -2,7 +2,8 @@
 # Set everything up and run all the tests:
 #   0. the lone-clone check: a fresh clone of HEAD, with nothing beside it, builds and
 #      passes the unit and fake-provider tests (tools/lone_clone.sh)
-#   1. gcc build (-Werror), module-boundary checks, cmocka unit + store tests, pytest black-box suite
+#   1. gcc build (-Werror), module-boundary checks, cmocka unit + store tests, pytest black-box suite,
+#      and the Debian package + systemd unit (make test-deploy: in this pass only, not under SAN=1)
 #   2. clang build (-Werror)
 #   3. the whole suite again under AddressSanitizer + UndefinedBehaviorSanitizer
 set -euo pipefail

@@ -21,7 +21,9 @@ TEST_ONLY = {"clang", "libclang-rt-14-dev", "libcmocka-dev", "python3", "python3
              # the docs page in a browser (test_docs_page.py)
              "chromium", "chromium-driver", "python3-selenium", "iproute2", "fonts-dejavu-core",
              # the suites on PostgreSQL (tests/pgcluster.py)
-             "postgresql-15"}
+             "postgresql-15",
+             # make test-deploy (the package, the unit) and test_nginx.py (TLS in front)
+             "dpkg-dev", "debhelper", "lintian", "systemd", "nginx-light"}
 CLUSTER_SET = {"postgresql-15", "nginx-light"}
 
 LOG = "build/run-setup.log"
