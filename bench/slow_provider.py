@@ -9,7 +9,9 @@ handles about 1,000 requests per second, which a single asyncio loop does
 with CPU to spare (the fast scenarios use nginx, never this).
 
 HTTP/1.1 with keep-alive, Content-Length bodies (what libcurl sends), any
-path and method.  Loopback only.
+method.  account/info.json and sms/status.json (otpd's credit and delivery
+checks) are answered at once; every other path gets the send envelope after
+the delay.  Loopback only.
 
     slow_provider.py --port 18602 [--delay 1.0] [--host 127.0.0.1]
 """
@@ -33,6 +35,22 @@ RESPONSE = (b"HTTP/1.1 200 OK\r\n"
             b"Content-Type: application/json; charset=utf-8\r\n"
             b"Content-Length: " + str(len(BODY)).encode() + b"\r\n"
             b"Connection: keep-alive\r\n\r\n" + BODY)
+
+
+def immediate(envelope):
+    body = json.dumps(envelope, separators=(",", ":")).encode()
+    return (b"HTTP/1.1 200 OK\r\n"
+            b"Content-Type: application/json; charset=utf-8\r\n"
+            b"Content-Length: " + str(len(body)).encode() + b"\r\n"
+            b"Connection: keep-alive\r\n\r\n" + body)
+
+
+SIDE = {
+    b"/account/info.json": immediate({"return": {"status": 200, "message": "OK"},
+                                      "entries": {"remaincredit": 100000000,
+                                                  "expiredate": 1900000000, "type": "master"}}),
+    b"/sms/status.json": immediate({"return": {"status": 200, "message": "OK"}, "entries": []}),
+}
 MAX_HEAD = 64 * 1024
 
 stats = {"requests": 0, "in_flight": 0, "max_in_flight": 0, "connections": 0, "accepted": 0}
@@ -59,6 +77,12 @@ async def handle(reader, writer):
                     await reader.readexactly(length)
                 except (asyncio.IncompleteReadError, ConnectionError):
                     return
+            target = head.split(b" ", 2)[1] if head.count(b" ") >= 2 else b""
+            side = next((r for end, r in SIDE.items() if target.split(b"?")[0].endswith(end)), None)
+            if side:
+                writer.write(side)
+                await writer.drain()
+                continue
             stats["in_flight"] += 1
             stats["max_in_flight"] = max(stats["max_in_flight"], stats["in_flight"])
             try:
