@@ -15,6 +15,7 @@ struct auth {
 	struct sms *sms;
 	struct otp_policy policy;
 	struct otp_hasher *code_hasher; /* keyed with a subkey of SECRET_KEY */
+	struct otp_hasher *csrf_hasher; /* another subkey: staff sessions' CSRF tokens */
 	struct auth_jwt *jwt;
 };
 

@@ -336,7 +336,7 @@ out:
 
 enum otpd_status auth_jwt_sign(const struct auth_jwt *j, enum auth_token_type type,
                                int64_t user_id, int64_t iat_s, int64_t exp_s,
-                               const char *jti, char **ret)
+                               const char *jti, const char *sid, char **ret)
 {
 	char sub[24], payload[512];
 	unsigned char sig[64];
@@ -349,7 +349,11 @@ enum otpd_status auth_jwt_sign(const struct auth_jwt *j, enum auth_token_type ty
 	                   "token_type", type == AUTH_TOKEN_ACCESS ? "access" : "refresh",
 	                   "user_id", (json_int_t)user_id, "sub", sub,
 	                   "iat", (json_int_t)iat_s, "exp", (json_int_t)exp_s, "jti", jti);
-	if (!claims) /* out of memory, or a jti that is not UTF-8 */
+	if (claims && sid && json_object_set_new(claims, "sid", json_string(sid)) != 0) {
+		json_decref(claims);
+		claims = NULL;
+	}
+	if (!claims) /* out of memory, or a jti or sid that is not UTF-8 */
 		return OTPD_NOMEM;
 	plen = json_dumpb(claims, payload, sizeof(payload), JSON_COMPACT | JSON_PRESERVE_ORDER);
 	json_decref(claims);
@@ -476,6 +480,7 @@ static bool check_claims(json_t *c, enum auth_token_type type, int64_t now_s,
 	const char *tt = json_string_value(json_object_get(c, "token_type"));
 	const char *sub = json_string_value(json_object_get(c, "sub"));
 	const char *jti = json_string_value(json_object_get(c, "jti"));
+	json_t *sid = json_object_get(c, "sid");
 	int64_t uid = 0, iat = 0, exp = 0, nbf = 0;
 	char sub_expected[24];
 
@@ -490,6 +495,9 @@ static bool check_claims(json_t *c, enum auth_token_type type, int64_t now_s,
 		return false;
 	if (!jti || !*jti || strlen(jti) >= sizeof(ret->jti))
 		return false;
+	if (sid && (!json_is_string(sid) || json_string_length(sid) >= sizeof(ret->sid) ||
+	            strlen(json_string_value(sid)) != json_string_length(sid)))
+		return false;
 	if (check_exp && now_s >= exp)
 		return false;
 	if (iat > now_s + AUTH_CLOCK_LEEWAY_S || nbf > now_s + AUTH_CLOCK_LEEWAY_S)
@@ -499,6 +507,7 @@ static bool check_claims(json_t *c, enum auth_token_type type, int64_t now_s,
 	ret->iat = iat;
 	ret->exp = exp;
 	strcpy(ret->jti, jti);
+	strcpy(ret->sid, sid ? json_string_value(sid) : "");
 	return true;
 }
 

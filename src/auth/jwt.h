@@ -3,7 +3,7 @@
  * HS256 keyed by SECRET_KEY (default), or ES256 with a P-256 key (tokens
  * carry `kid`, the RFC 7638 thumbprint; a previous public key keeps
  * verifying during a rotation).  Claims: token_type, user_id, sub, iat, exp,
- * jti.  libjwt checks no claims and trusts the token's `alg`: every check is
+ * jti, and sid (the session: its refresh family) when one is given.  libjwt checks no claims and trusts the token's `alg`: every check is
  * done here (LIBRARIES.md). */
 #ifndef OTPD_AUTH_JWT_H
 #define OTPD_AUTH_JWT_H
@@ -27,6 +27,7 @@ struct auth_claims {
 	int64_t iat;
 	int64_t exp;
 	char jti[65];
+	char sid[65]; /* "": the token names no session */
 };
 
 /* HS256: key copied, wiped on free. */
@@ -49,15 +50,17 @@ void auth_jwt_free(struct auth_jwt *j);
  * keep two jtis of the same millisecond apart. */
 enum otpd_status auth_jti_new(int64_t now_ms, char ret[AUTH_JTI_LEN + 1]);
 
-/* Sign a token; *ret is malloc'ed (free it). */
+/* Sign a token; *ret is malloc'ed (free it).  sid: the session (its
+ * refresh family), or NULL for no sid claim. */
 enum otpd_status auth_jwt_sign(const struct auth_jwt *j, enum auth_token_type type,
                                int64_t user_id, int64_t iat_s, int64_t exp_s,
-                               const char *jti, char **ret);
+                               const char *jti, const char *sid, char **ret);
 
 /* Verify signature, algorithm (must be the configured one), kid (ES256),
  * and claims: token_type == type, user_id a positive integer equal to sub,
  * exp > now (unless check_exp is false), iat and nbf not after
- * now + AUTH_CLOCK_LEEWAY_S, jti present.  OTPD_INVALID_TOKEN on any
+ * now + AUTH_CLOCK_LEEWAY_S, jti present, sid (optional) a string shorter
+ * than 65 bytes.  OTPD_INVALID_TOKEN on any
  * failure (no detail: it would only help an attacker). */
 enum otpd_status auth_jwt_verify(const struct auth_jwt *j, const char *token,
                                  enum auth_token_type type, int64_t now_s,

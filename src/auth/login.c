@@ -7,10 +7,12 @@
 #include "../otp/code.h"
 #include "../otp/phone.h"
 #include "../otp/policy.h"
+#include "admin.h"
 #include "internal.h"
 #include "jwt.h"
 
 #define CODE_KEY_LABEL "otpd/v1/code-hash"
+#define CSRF_KEY_LABEL "otpd/v1/csrf"
 
 /* One send in flight: from auth_send_start() to its done(). */
 struct auth_send {
@@ -46,12 +48,17 @@ enum otpd_status auth_new(const struct config *cfg, struct store *store,
 		.send_window_ms = cfg->otp_send_window_s * 1000,
 	};
 	{
-		uint8_t code_key[OTP_KEY_LEN];
-		bool ok = otp_derive_key(secret, secret_len, CODE_KEY_LABEL, code_key);
+		uint8_t code_key[OTP_KEY_LEN], csrf_key[OTP_KEY_LEN];
+		bool ok = otp_derive_key(secret, secret_len, CODE_KEY_LABEL, code_key) &&
+		          otp_derive_key(secret, secret_len, CSRF_KEY_LABEL, csrf_key);
 
 		a->code_hasher = ok ? otp_hasher_new(code_key, sizeof(code_key)) : NULL;
+		a->csrf_hasher = ok ? otp_hasher_new(csrf_key, sizeof(csrf_key)) : NULL;
 		otp_wipe(code_key, sizeof(code_key));
-		if (!a->code_hasher) {
+		otp_wipe(csrf_key, sizeof(csrf_key));
+		if (!a->code_hasher || !a->csrf_hasher) {
+			otp_hasher_free(a->code_hasher);
+			otp_hasher_free(a->csrf_hasher);
 			free(a);
 			return OTPD_INTERNAL;
 		}
@@ -78,6 +85,7 @@ void auth_free(struct auth *a)
 		return;
 	auth_jwt_free(a->jwt);
 	otp_hasher_free(a->code_hasher);
+	otp_hasher_free(a->csrf_hasher);
 	free(a);
 }
 
@@ -257,6 +265,8 @@ enum otpd_status auth_verify_finish(struct auth_verify *v, struct auth_login *re
 	ret->is_new_user = v->vr.is_new_user;
 	ret->access_ttl_s = a->cfg->jwt_access_ttl_s;
 	ret->refresh_ttl_s = a->cfg->jwt_refresh_ttl_s;
+	if (v->vr.user.is_staff && !auth_csrf_token(a, v->session.family, ret->csrf_token))
+		return OTPD_INTERNAL;
 	return auth_session_mint(a, v->vr.user.id, &v->session, &ret->access_token,
 	                         &ret->refresh_token);
 }

@@ -68,6 +68,7 @@ struct auth_login {
 	char *refresh_token;
 	int64_t access_ttl_s;
 	int64_t refresh_ttl_s;
+	char csrf_token[65];     /* a staff user's: the session's CSRF token; "" */
 };
 
 /* Verify `code` (6 ASCII digits) for `phone` and log in, in two steps so

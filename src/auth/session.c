@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 #include "../log.h"
+#include "admin.h"
 #include "internal.h"
 
 #define PURGE_BATCH 1000
@@ -41,10 +42,10 @@ enum otpd_status auth_session_mint(const struct auth *a, int64_t user_id,
 	enum otpd_status st;
 
 	st = auth_jwt_sign(a->jwt, AUTH_TOKEN_ACCESS, user_id, iat,
-	                   iat + a->cfg->jwt_access_ttl_s, s->access_jti, &access);
+	                   iat + a->cfg->jwt_access_ttl_s, s->access_jti, s->family, &access);
 	if (st == OTPD_OK)
 		st = auth_jwt_sign(a->jwt, AUTH_TOKEN_REFRESH, user_id, iat,
-		                   s->expires_ms / 1000, s->jti, &refresh);
+		                   s->expires_ms / 1000, s->jti, s->family, &refresh);
 	if (st != OTPD_OK) {
 		free(access);
 		return st;
@@ -108,6 +109,8 @@ enum otpd_status auth_refresh_finish(struct auth_session_op *op, struct auth_tok
 		         "expired or revoked)", (long long)op->user_id);
 	if (st != OTPD_OK)
 		return st;
+	if (op->rr.user.is_staff && !auth_csrf_token(a, op->rr.session.family, ret->csrf_token))
+		return OTPD_INTERNAL;
 	st = auth_session_mint(a, op->rr.user.id, &op->rr.session, &ret->access_token,
 	                       &ret->refresh_token);
 	if (st != OTPD_OK)

@@ -13,6 +13,7 @@ struct auth_tokens {
 	char *refresh_token;
 	int64_t access_ttl_s;
 	int64_t refresh_ttl_s;
+	char csrf_token[65];  /* a staff user's: the session's CSRF token; "" */
 };
 
 /* One refresh or logout between its _start and its _finish: owned by the

@@ -141,5 +141,7 @@ enum otpd_status http_h_otp_verify_finish(struct request *r)
 	r->http_status = MHD_HTTP_OK;
 	http_set_auth_cookies(r, r->login.access_token, r->login.refresh_token,
 	                      r->login.access_ttl_s, r->login.refresh_ttl_s);
+	if (r->login.csrf_token[0])
+		r->cookie_csrf = r->login.csrf_token;
 	return OTPD_OK;
 }

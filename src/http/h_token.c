@@ -70,6 +70,8 @@ enum otpd_status http_h_refresh_finish(struct request *r)
 	r->http_status = MHD_HTTP_OK;
 	http_set_auth_cookies(r, r->tokens.access_token, r->tokens.refresh_token,
 	                      r->tokens.access_ttl_s, r->tokens.refresh_ttl_s);
+	if (r->tokens.csrf_token[0])
+		r->cookie_csrf = r->tokens.csrf_token;
 	return OTPD_OK;
 }
 

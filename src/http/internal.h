@@ -44,6 +44,7 @@ struct http_server {
 };
 
 struct request;
+struct http_admin;
 typedef enum otpd_status (*http_handler_fn)(struct request *r);
 
 /* What a route's answers count in the metrics besides the HTTP ones. */
@@ -118,6 +119,9 @@ struct request {
 	const char *cookie_refresh;
 	int64_t cookie_access_ttl;
 	int64_t cookie_refresh_ttl;
+	/* A staff session's CSRF token (readable by the page's script:
+	 * not HttpOnly, SameSite=Strict), with the refresh cookie; NULL: none. */
+	const char *cookie_csrf;
 	bool cookies_clear;
 	/* Pages and files for browsers (the docs): on success, the page's
 	 * security headers (respond(): Content-Security-Policy, ...), and a
@@ -131,6 +135,7 @@ struct request {
 	struct auth_verify verify;     /* verify */
 	struct auth_session_op session_op; /* refresh, logout */
 	struct auth_me_op me;          /* me */
+	struct http_admin *admin;      /* the admin API (h_admin.c); freed at completion */
 	enum otpd_status ping;         /* readyz: the store's answer */
 	char phone[OTP_PHONE_LEN + 1];
 
@@ -196,6 +201,8 @@ enum otpd_status http_h_otp_verify(struct request *r);
 enum otpd_status http_h_otp_verify_finish(struct request *r);
 enum otpd_status http_h_refresh(struct request *r);
 enum otpd_status http_h_refresh_finish(struct request *r);
+enum otpd_status http_h_admin_user(struct request *r);
+enum otpd_status http_h_admin_user_finish(struct request *r);
 enum otpd_status http_h_logout(struct request *r);
 enum otpd_status http_h_logout_finish(struct request *r);
 enum otpd_status http_h_me(struct request *r);

@@ -26,6 +26,7 @@ static const struct route routes[] = {
 	{"/api/v1/schema", "GET", http_h_schema, NULL, COUNT_NONE},
 	{"/api/v1/docs", "GET", http_h_docs, NULL, COUNT_NONE},
 	{"/api/v1/docs/{file}", "GET", http_h_docs_file, NULL, COUNT_NONE},
+	{"/api/v1/admin/users/{id}", "GET", http_h_admin_user, http_h_admin_user_finish, COUNT_NONE},
 };
 
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
@@ -108,6 +109,18 @@ static void add_cookie(struct MHD_Response *resp, const char *name, const char *
 
 	snprintf(buf, sizeof(buf), "%s=%s; Max-Age=%lld; Path=/; HttpOnly; SameSite=Lax%s",
 	         name, value, (long long)max_age, secure ? "; Secure" : "");
+	MHD_add_response_header(resp, MHD_HTTP_HEADER_SET_COOKIE, buf);
+}
+
+/* The CSRF cookie: the admin console's script reads it to send it back as
+ * X-CSRF-Token, so not HttpOnly; never sent on a cross-site request. */
+static void add_csrf_cookie(struct MHD_Response *resp, const char *value, int64_t max_age,
+                            bool secure)
+{
+	char buf[256];
+
+	snprintf(buf, sizeof(buf), "csrf_token=%s; Max-Age=%lld; Path=/; SameSite=Strict%s",
+	         value, (long long)max_age, secure ? "; Secure" : "");
 	MHD_add_response_header(resp, MHD_HTTP_HEADER_SET_COOKIE, buf);
 }
 
@@ -209,11 +222,14 @@ static enum MHD_Result respond(struct request *r, enum otpd_status st, const cha
 		bool secure = r->srv->cfg->cookie_secure;
 		add_cookie(resp, "access_token", r->cookie_access, r->cookie_access_ttl, secure);
 		add_cookie(resp, "refresh_token", r->cookie_refresh, r->cookie_refresh_ttl, secure);
+		if (r->cookie_csrf)
+			add_csrf_cookie(resp, r->cookie_csrf, r->cookie_refresh_ttl, secure);
 	}
 	if (!problem && r->cookies_clear) {
 		bool secure = r->srv->cfg->cookie_secure;
 		add_cookie(resp, "access_token", "", 0, secure);
 		add_cookie(resp, "refresh_token", "", 0, secure);
+		add_csrf_cookie(resp, "", 0, secure);
 	}
 	if (st == OTPD_INVALID_TOKEN)
 		MHD_add_response_header(resp, MHD_HTTP_HEADER_WWW_AUTHENTICATE,
@@ -504,6 +520,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 		free((void *)r->raw_body);
 	auth_login_release(&r->login);
 	auth_tokens_release(&r->tokens);
+	free(r->admin);
 	if (r->busy)
 		atomic_fetch_sub(&srv->busy, 1);
 	free(r->body);

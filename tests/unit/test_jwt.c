@@ -517,7 +517,7 @@ static char *sign(const struct auth_jwt *j, enum auth_token_type type)
 {
 	char *tok = NULL;
 
-	assert_int_equal(auth_jwt_sign(j, type, UID, NOW, NOW + TTL, JTI, &tok), OTPD_OK);
+	assert_int_equal(auth_jwt_sign(j, type, UID, NOW, NOW + TTL, JTI, NULL, &tok), OTPD_OK);
 	assert_non_null(tok);
 	return tok;
 }
@@ -561,7 +561,7 @@ static void test_hs256_round_trip(void **state)
 		json_t *h;
 
 		memset(&c, 0xa5, sizeof(c));
-		assert_int_equal(auth_jwt_sign(j, types[i], UID, NOW, NOW + TTL, jti, &tok), OTPD_OK);
+		assert_int_equal(auth_jwt_sign(j, types[i], UID, NOW, NOW + TTL, jti, NULL, &tok), OTPD_OK);
 		assert_non_null(tok);
 		assert_int_equal(auth_jwt_verify(j, tok, types[i], NOW, true, &c), OTPD_OK);
 		assert_int_equal(c.type, types[i]);
@@ -597,6 +597,50 @@ static void test_hs256_round_trip(void **state)
 	auth_jwt_free(j);
 }
 
+/* sid: written when given, read back; absent without it; a sid that is not
+ * a string, too long or holds a NUL is refused. */
+static void test_hs256_sid(void **state)
+{
+	struct auth_jwt *j = hs_verifier();
+	char *tok = NULL, sid64[65], sid65[66];
+	struct auth_claims c;
+	json_t *p;
+
+	(void)state;
+	assert_int_equal(auth_jwt_sign(j, AUTH_TOKEN_ACCESS, UID, NOW, NOW + TTL, JTI, JTI, &tok),
+	                 OTPD_OK);
+	memset(&c, 0xa5, sizeof(c));
+	assert_int_equal(auth_jwt_verify(j, tok, AUTH_TOKEN_ACCESS, NOW, true, &c), OTPD_OK);
+	assert_string_equal(c.sid, JTI);
+	p = segment_json(tok, 1);
+	assert_string_equal(json_string_value(json_object_get(p, "sid")), JTI);
+	json_decref(p);
+	free(tok);
+
+	tok = NULL;
+	assert_int_equal(auth_jwt_sign(j, AUTH_TOKEN_REFRESH, UID, NOW, NOW + TTL, JTI, NULL, &tok),
+	                 OTPD_OK);
+	memset(&c, 0xa5, sizeof(c));
+	assert_int_equal(auth_jwt_verify(j, tok, AUTH_TOKEN_REFRESH, NOW, true, &c), OTPD_OK);
+	assert_string_equal(c.sid, "");
+	p = segment_json(tok, 1);
+	assert_null(json_object_get(p, "sid"));
+	json_decref(p);
+	free(tok);
+
+	memset(sid64, 'b', 64);
+	sid64[64] = '\0';
+	memset(sid65, 'b', 65);
+	sid65[65] = '\0';
+	ACCEPTED(j, forge_hs256(with(claims_of("access"), "sid", json_string(sid64))), AUTH_TOKEN_ACCESS);
+	REFUSED(j, forge_hs256(with(claims_of("access"), "sid", json_string(sid65))), AUTH_TOKEN_ACCESS);
+	REFUSED(j, forge_hs256(with(claims_of("access"), "sid", json_integer(7))), AUTH_TOKEN_ACCESS);
+	REFUSED(j, forge_hs256(with(claims_of("access"), "sid", json_null())), AUTH_TOKEN_ACCESS);
+	REFUSED(j, forge_hs256(with(claims_of("access"), "sid", json_stringn("a\0b", 3))),
+	        AUTH_TOKEN_ACCESS);
+	auth_jwt_free(j);
+}
+
 /* A user id past 2^53 survives (no round trip through a double). */
 static void test_hs256_large_user_id(void **state)
 {
@@ -606,7 +650,7 @@ static void test_hs256_large_user_id(void **state)
 	struct auth_claims c;
 
 	(void)state;
-	assert_int_equal(auth_jwt_sign(j, AUTH_TOKEN_ACCESS, uid, NOW, NOW + TTL, JTI, &tok), OTPD_OK);
+	assert_int_equal(auth_jwt_sign(j, AUTH_TOKEN_ACCESS, uid, NOW, NOW + TTL, JTI, NULL, &tok), OTPD_OK);
 	assert_int_equal(auth_jwt_verify(j, tok, AUTH_TOKEN_ACCESS, NOW, true, &c), OTPD_OK);
 	assert_int_equal(c.user_id, uid);
 	check_payload(tok, "access", uid, NOW, NOW + TTL, JTI);
@@ -1180,7 +1224,7 @@ static void *sign_many(void *arg)
 		struct auth_claims c;
 		enum auth_token_type type = i % 2 ? AUTH_TOKEN_REFRESH : AUTH_TOKEN_ACCESS;
 
-		if (auth_jwt_sign(w->j, type, UID + i, NOW, NOW + TTL, JTI, &tok) == OTPD_OK &&
+		if (auth_jwt_sign(w->j, type, UID + i, NOW, NOW + TTL, JTI, NULL, &tok) == OTPD_OK &&
 		    auth_jwt_verify(w->j, tok, type, NOW, true, &c) == OTPD_OK &&
 		    c.user_id == UID + i)
 			w->ok++;
@@ -1449,6 +1493,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_hs256_round_trip),
 		cmocka_unit_test(test_hs256_large_user_id),
+		cmocka_unit_test(test_hs256_sid),
 		cmocka_unit_test(test_forged_baseline_accepted),
 		cmocka_unit_test(test_hs256_wrong_key_and_tampering),
 		cmocka_unit_test(test_hs256_alg_refused),
