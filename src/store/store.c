@@ -427,6 +427,93 @@ enum otpd_status store_user_get_start(struct store *s, int64_t id, struct store_
 	return store_engine_start(s, &j, done, arg);
 }
 
+/* The lists without waiting.  The rows go straight into the caller's
+ * buffer, zeroed first; the dialect counts them in its copy of the job,
+ * which the callback does not see, so the callback counts the rows it
+ * filled instead (a row's id, or family, is never empty). */
+struct list_call {
+	void *rows;
+	size_t cap;
+	size_t *ret_n;
+	enum store_op op;
+	store_done_fn done;
+	void *arg;
+};
+
+static void list_done(void *arg, enum otpd_status status)
+{
+	struct list_call *c = arg;
+	size_t n = 0;
+
+	if (status == OTPD_OK) {
+		if (c->op == STORE_OP_CODES_LIST) {
+			const struct store_code_row *r = c->rows;
+			while (n < c->cap && r[n].id > 0)
+				n++;
+		} else {
+			const struct store_session_info *r = c->rows;
+			while (n < c->cap && r[n].family[0])
+				n++;
+		}
+		*c->ret_n = n;
+	}
+	c->done(c->arg, status);
+	free(c);
+}
+
+static enum otpd_status list_start(struct store *s, struct store_job *j, void *rows,
+                                   size_t row_size, size_t cap, size_t *ret_n,
+                                   store_done_fn done, void *arg)
+{
+	struct list_call *c = malloc(sizeof(*c));
+	enum otpd_status st;
+
+	if (!c)
+		return OTPD_NOMEM;
+	*c = (struct list_call){rows, cap, ret_n, j->op, done, arg};
+	memset(rows, 0, cap * row_size);
+	*ret_n = 0;
+	st = store_engine_start(s, j, list_done, c);
+	if (st != OTPD_OK)
+		free(c);
+	return st;
+}
+
+enum otpd_status store_codes_list_start(struct store *s, const struct store_codes_query *q,
+                                        struct store_code_row *ret, size_t cap,
+                                        size_t *ret_n, store_done_fn done, void *arg)
+{
+	struct store_job j = {.op = STORE_OP_CODES_LIST};
+
+	if (!q || cap == 0 || cap > STORE_PAGE_MAX) {
+		store_error("codes list: no query, or a page size %zu not 1..%d", cap, STORE_PAGE_MAX);
+		return OTPD_INTERNAL;
+	}
+	j.u.codes.phone = q->phone && q->phone[0] ? q->phone : NULL;
+	j.u.codes.before_id = q->before_id ? q->before_id : INT64_MAX;
+	j.u.codes.since_ms = q->since_ms ? q->since_ms : INT64_MIN;
+	j.u.codes.until_ms = q->until_ms ? q->until_ms : INT64_MAX;
+	j.u.codes.ret = ret;
+	j.u.codes.cap = cap;
+	return list_start(s, &j, ret, sizeof(*ret), cap, ret_n, done, arg);
+}
+
+enum otpd_status store_user_sessions_start(struct store *s, int64_t user_id,
+                                           struct store_session_info *ret, size_t cap,
+                                           size_t *ret_n, store_done_fn done, void *arg)
+{
+	struct store_job j = {.op = STORE_OP_USER_SESSIONS};
+
+	if (cap == 0 || cap > STORE_PAGE_MAX) {
+		store_error("user sessions: page size %zu is not 1..%d", cap, STORE_PAGE_MAX);
+		return OTPD_INTERNAL;
+	}
+	j.u.sessions.user_id = user_id;
+	j.u.sessions.ret = ret;
+	j.u.sessions.cap = cap;
+	return list_start(s, &j, ret, sizeof(*ret), cap, ret_n, done, arg);
+}
+
 /* ---- the synchronous forms of the asynchronous calls: start, then wait ---- */
 
 struct waiter {

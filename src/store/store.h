@@ -455,5 +455,14 @@ enum otpd_status store_session_revoke_start(struct store *s, const char *jti,
 enum otpd_status store_ping_start(struct store *s, store_done_fn done, void *arg);
 enum otpd_status store_user_get_start(struct store *s, int64_t id, struct store_user *ret,
                                       store_done_fn done, void *arg);
+/* store_codes_list() and store_user_sessions() without waiting: ret[0..cap)
+ * (zeroed at once) and *ret_n are written before done is called; q->phone
+ * and ret must stay valid until then (q itself need not). */
+enum otpd_status store_codes_list_start(struct store *s, const struct store_codes_query *q,
+                                        struct store_code_row *ret, size_t cap,
+                                        size_t *ret_n, store_done_fn done, void *arg);
+enum otpd_status store_user_sessions_start(struct store *s, int64_t user_id,
+                                           struct store_session_info *ret, size_t cap,
+                                           size_t *ret_n, store_done_fn done, void *arg);
 
 #endif

@@ -2255,6 +2255,30 @@ static void expect_page(struct store *s, const struct store_codes_query *q, size
 
 /* Every column but the hash, newest first; by number, by time, paged
  * with the cursor. */
+/* The asynchronous list calls: wait for done, once, and give its status. */
+struct list_wait {
+	sem_t sem;
+	enum otpd_status status;
+	atomic_int calls;
+};
+
+static void list_waited(void *arg, enum otpd_status status)
+{
+	struct list_wait *w = arg;
+
+	w->status = status;
+	atomic_fetch_add(&w->calls, 1);
+	sem_post(&w->sem);
+}
+
+static enum otpd_status list_wait(struct list_wait *w)
+{
+	assert_int_equal(sem_wait(&w->sem), 0);
+	assert_int_equal(atomic_load(&w->calls), 1);
+	sem_destroy(&w->sem);
+	return w->status;
+}
+
 static void test_codes_list(void **state)
 {
 	struct fixture *fx = *state;
@@ -2286,6 +2310,41 @@ static void test_codes_list(void **state)
 	const int64_t all[] = {p[2], o[1], p[1], o[0], p[0]};
 	for (size_t i = 0; i < 5; i++)
 		assert_int_equal(rows[i].id, all[i]);
+	/* The asynchronous form gives the same rows; with a number, its codes only. */
+	{
+		struct store_code_row arows[16];
+		struct list_wait w = {0};
+		size_t an = UNTOUCHED;
+
+		assert_int_equal(sem_init(&w.sem, 0, 0), 0);
+		assert_int_equal(store_codes_list_start(fx->s, &q, arows, 16, &an, list_waited, &w),
+		                 OTPD_OK);
+		assert_int_equal(list_wait(&w), OTPD_OK);
+		assert_int_equal(an, 5);
+		for (size_t i = 0; i < 5; i++) {
+			assert_int_equal(arows[i].id, rows[i].id);
+			assert_string_equal(arows[i].phone, rows[i].phone);
+			assert_int_equal(arows[i].created_ms, rows[i].created_ms);
+			assert_int_equal(arows[i].ended_ms, rows[i].ended_ms);
+			assert_int_equal(arows[i].attempts, rows[i].attempts);
+			assert_int_equal(arows[i].state, rows[i].state);
+			assert_int_equal(arows[i].sms_message_id, rows[i].sms_message_id);
+			assert_int_equal(arows[i].sms_status, rows[i].sms_status);
+		}
+		q.phone = PHONE2;
+		assert_int_equal(sem_init(&w.sem, 0, 0), 0);
+		w.calls = 0;
+		assert_int_equal(store_codes_list_start(fx->s, &q, arows, 1, &an, list_waited, &w),
+		                 OTPD_OK);
+		assert_int_equal(list_wait(&w), OTPD_OK);
+		assert_int_equal(an, 1);
+		assert_int_equal(arows[0].id, o[1]);
+		q.phone = NULL;
+		an = UNTOUCHED;
+		assert_int_equal(store_codes_list_start(fx->s, &q, arows, 0, &an, list_waited, &w),
+		                 OTPD_INTERNAL);
+		assert_int_equal(an, (size_t)UNTOUCHED);
+	}
 	/* p[2]: active, untouched. */
 	assert_string_equal(rows[0].phone, PHONE);
 	assert_int_equal(rows[0].created_ms, T0 + 2000);
@@ -2416,6 +2475,31 @@ static void test_user_sessions(void **state)
 	assert_int_equal(sessions_of(fx->s, b, r), 1);
 	assert_string_equal(r[0].family, u0.family);
 	assert_int_equal(sessions_of(fx->s, 424242, r), 0);
+	/* The asynchronous form: the same records. */
+	{
+		struct store_session_info ar[SESSIONS_MAX], want[SESSIONS_MAX];
+		struct list_wait w = {0};
+		size_t an = UNTOUCHED;
+
+		assert_int_equal(sessions_of(fx->s, a, want), 3);
+		assert_int_equal(sem_init(&w.sem, 0, 0), 0);
+		assert_int_equal(store_user_sessions_start(fx->s, a, ar, SESSIONS_MAX, &an,
+		                                           list_waited, &w), OTPD_OK);
+		assert_int_equal(list_wait(&w), OTPD_OK);
+		assert_int_equal(an, 3);
+		for (size_t i = 0; i < 3; i++) {
+			assert_string_equal(ar[i].family, want[i].family);
+			assert_int_equal(ar[i].state, want[i].state);
+			assert_int_equal(ar[i].created_ms, want[i].created_ms);
+			assert_int_equal(ar[i].rotated_ms, want[i].rotated_ms);
+		}
+		assert_int_equal(sem_init(&w.sem, 0, 0), 0);
+		w.calls = 0;
+		assert_int_equal(store_user_sessions_start(fx->s, 424242, ar, SESSIONS_MAX, &an,
+		                                           list_waited, &w), OTPD_OK);
+		assert_int_equal(list_wait(&w), OTPD_OK);
+		assert_int_equal(an, 0);
+	}
 
 	/* At most cap, the newest; a cap of 1..STORE_PAGE_MAX. */
 	assert_int_equal(store_user_sessions(fx->s, a, r, 2, &n), OTPD_OK);
