@@ -12,6 +12,7 @@
 #include <strings.h>
 #include <time.h>
 #include "../auth/admin.h"
+#include "../auth/delivery.h"
 #include "../util/parse.h"
 #include "internal.h"
 
@@ -19,12 +20,20 @@
  * or return what stops it (then nothing was started). */
 typedef enum otpd_status (*admin_step_fn)(struct request *r);
 
+#define RECENT_CODES 10    /* a user's detail: its newest codes */
+#define SESSION_RECORDS 200 /* ... and its newest refresh records, for its live sessions */
+
 struct http_admin {
 	struct auth_admin_op op;
 	admin_step_fn step;
 	enum otpd_status status;  /* the outcome of (1), then of (2) */
-	int64_t target_id;        /* /users/{id} */
+	bool bad_id;              /* /users/{id}: not a positive integer */
+	int64_t target_id;
 	struct store_user target;
+	struct store_code_row codes[RECENT_CODES];
+	size_t n_codes;
+	struct store_session_info sessions[SESSION_RECORDS];
+	size_t n_sessions;
 };
 
 static bool is_write(const char *method)
@@ -140,33 +149,152 @@ static json_t *admin_user_json(const struct store_user *u)
 	return o;
 }
 
-/* ---- GET /api/v1/admin/users/{id} ---- */
+/* A code's status: a state, or what an active code has become by now. */
+static const char *code_status(const struct store_code_row *c, int64_t now_ms)
+{
+	switch (c->state) {
+	case 1: return "used";
+	case 2: return "cancelled";
+	case 3: return "replaced";
+	default:
+		if (c->attempts >= c->max_attempts)
+			return "exhausted";
+		return now_ms >= c->expires_ms ? "expired" : "valid";
+	}
+}
+
+static json_t *code_sms_json(const struct store_code_row *c)
+{
+	char id[24];
+	const char *delivery;
+
+	if (c->sms_message_id <= 0)
+		return json_null();
+	snprintf(id, sizeof(id), "%lld", (long long)c->sms_message_id);
+	if (c->sms_status < STORE_SMS_STATUS_FINAL)
+		delivery = "pending";
+	else
+		switch (auth_delivery_class(c->sms_status)) {
+		case METRICS_DELIVERY_DELIVERED: delivery = "delivered"; break;
+		case METRICS_DELIVERY_FAILED: delivery = "failed"; break;
+		default: delivery = "unknown"; break;
+		}
+	return json_pack("{s:s, s:s}", "message_id", id, "delivery", delivery);
+}
+
+/* A code as the admin API shows it: never the code, never its hash. */
+static json_t *admin_code_json(const struct store_code_row *c, int64_t now_ms)
+{
+	return json_pack("{s:I, s:s, s:o, s:o, s:o, s:i, s:i, s:s, s:o}", "id", (json_int_t)c->id,
+	                 "phone_number", c->phone, "created_at", time_json(c->created_ms),
+	                 "expires_at", time_json(c->expires_ms),
+	                 "used_at", c->state == 1 ? time_json(c->ended_ms) : json_null(),
+	                 "attempts", c->attempts, "max_attempts", c->max_attempts,
+	                 "status", code_status(c, now_ms), "sms", code_sms_json(c));
+}
+
+/* The live sessions among a user's refresh records (newest first): one per
+ * family that has a live record, unexpired.  created_at: the family's
+ * oldest record read (its login, unless it has more than SESSION_RECORDS
+ * records); last_used_at: when it was last refreshed (its live record's
+ * creation; records are stamped in whole seconds), null if never;
+ * expires_at: its live record's expiry. */
+static json_t *admin_sessions_json(const struct store_session_info *r, size_t n, int64_t now_ms)
+{
+	json_t *out = json_array();
+
+	for (size_t i = 0; out && i < n; i++) {
+		int64_t first = r[i].created_ms;
+		bool refreshed = false;
+
+		if (r[i].state != 0 || r[i].expires_ms <= now_ms)
+			continue;
+		for (size_t k = 0; k < n; k++)
+			if (k != i && strcmp(r[k].family, r[i].family) == 0) {
+				refreshed = true; /* the live record replaced another */
+				if (r[k].created_ms < first)
+					first = r[k].created_ms;
+			}
+		if (json_array_append_new(out, json_pack("{s:o, s:o, s:o}",
+		                                         "created_at", time_json(first),
+		                                         "last_used_at", refreshed
+		                                         ? time_json(r[i].created_ms) : json_null(),
+		                                         "expires_at", time_json(r[i].expires_ms))) != 0) {
+			json_decref(out);
+			return NULL;
+		}
+	}
+	return out;
+}
+
+/* ---- GET /api/v1/admin/users/{id}: the user, then its codes, then its sessions ---- */
+
+static void user_sessions_read(void *arg, enum otpd_status status)
+{
+	struct request *r = arg;
+	struct http_admin *a = r->admin;
+
+	if (status == OTPD_OK)
+		status = store_user_sessions_start(r->srv->store, a->target_id, a->sessions,
+		                                   SESSION_RECORDS, &a->n_sessions, admin_step_done, r);
+	if (status != OTPD_OK)
+		admin_step_done(r, status);
+}
+
+static void user_codes_read(void *arg, enum otpd_status status)
+{
+	struct request *r = arg;
+	struct http_admin *a = r->admin;
+	struct store_codes_query q = {.phone = a->target.phone_number};
+
+	if (status == OTPD_OK)
+		status = store_codes_list_start(r->srv->store, &q, a->codes, RECENT_CODES,
+		                                &a->n_codes, user_sessions_read, r);
+	if (status != OTPD_OK)
+		admin_step_done(r, status);
+}
 
 static enum otpd_status user_read(struct request *r)
 {
-	if (r->admin->target_id == 0)
-		return OTPD_NOT_FOUND;
+	if (r->admin->bad_id)
+		return OTPD_VALIDATION_ERROR;
 	return store_user_get_start(r->srv->store, r->admin->target_id, &r->admin->target,
-	                            admin_step_done, r);
+	                            user_codes_read, r);
 }
 
 enum otpd_status http_h_admin_user(struct request *r)
 {
 	struct http_admin *a = admin_new(r, user_read);
 
-	if (a && !parse_int64(r->route_param, 1, INT64_MAX, &a->target_id))
-		a->target_id = 0; /* not an id: no such user (after the caller's check) */
+	if (a)
+		a->bad_id = !parse_int64(r->route_param, 1, INT64_MAX, &a->target_id);
 	return admin_begin(r);
 }
 
 enum otpd_status http_h_admin_user_finish(struct request *r)
 {
 	struct http_admin *a = r->admin;
+	int64_t now_ms = http_now_ms();
+	json_t *codes;
 
+	if (a->status == OTPD_VALIDATION_ERROR && a->bad_id)
+		http_add_error(r, "id", "A user id is a positive integer.");
 	if (a->status != OTPD_OK)
 		return a->status;
 	r->resp = admin_user_json(&a->target);
-	if (!r->resp)
+	codes = json_array();
+	for (size_t i = 0; codes && i < a->n_codes; i++)
+		if (json_array_append_new(codes, admin_code_json(&a->codes[i], now_ms)) != 0) {
+			json_decref(codes);
+			codes = NULL;
+		}
+	if (!r->resp || !codes) {
+		json_decref(codes);
+		return OTPD_NOMEM;
+	}
+	if (json_object_set_new(r->resp, "recent_codes", codes) != 0 ||
+	    json_object_set_new(r->resp, "sessions",
+	                        admin_sessions_json(a->sessions, a->n_sessions, now_ms)) != 0)
 		return OTPD_NOMEM;
 	r->http_status = MHD_HTTP_OK;
 	return OTPD_OK;

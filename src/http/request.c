@@ -258,7 +258,7 @@ void http_request_client(struct request *r)
 	netaddr_format(&r->client, r->client_str);
 }
 
-static void add_error(struct request *r, const char *field, const char *msg)
+void http_add_error(struct request *r, const char *field, const char *msg)
 {
 	json_t *errors, *list;
 
@@ -282,11 +282,11 @@ static json_t *string_field(struct request *r, const char *name)
 	json_t *v = json_object_get(r->fields, name);
 
 	if (!v || json_is_null(v)) {
-		add_error(r, name, "This field is required.");
+		http_add_error(r, name, "This field is required.");
 		return NULL;
 	}
 	if (!json_is_string(v)) {
-		add_error(r, name, "Must be a string.");
+		http_add_error(r, name, "Must be a string.");
 		return NULL;
 	}
 	return v;
@@ -299,7 +299,7 @@ bool http_field_phone(struct request *r, char ret[OTP_PHONE_LEN + 1])
 	if (!v)
 		return false;
 	if (otp_phone_normalize(json_string_value(v), json_string_length(v), ret) != OTPD_OK) {
-		add_error(r, "phone_number", "Enter a valid Iranian mobile number, e.g. +989123456789 or 09123456789.");
+		http_add_error(r, "phone_number", "Enter a valid Iranian mobile number, e.g. +989123456789 or 09123456789.");
 		return false;
 	}
 	return true;
@@ -312,7 +312,7 @@ bool http_field_code(struct request *r, char ret[7])
 	if (!v)
 		return false;
 	if (otp_code_normalize(json_string_value(v), json_string_length(v), ret) != OTPD_OK) {
-		add_error(r, "code", "Enter the 6-digit code.");
+		http_add_error(r, "code", "Enter the 6-digit code.");
 		return false;
 	}
 	return true;
@@ -373,7 +373,7 @@ bool http_field_optional_string(struct request *r, const char *name, const char 
 	if (!v || json_is_null(v))
 		return true;
 	if (!json_is_string(v)) {
-		add_error(r, name, "Must be a string.");
+		http_add_error(r, name, "Must be a string.");
 		return false;
 	}
 	*ret = json_string_value(v);

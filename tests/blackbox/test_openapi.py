@@ -69,11 +69,22 @@ def test_every_route_is_documented():
         "that are not in the route table of src/http/server.c"
 
 
+def resolve(d, obj):
+    """obj, or what its local $ref ("#/components/...") names."""
+    while isinstance(obj, dict) and "$ref" in obj:
+        node = d
+        for part in obj["$ref"].lstrip("#/").split("/"):
+            node = node[part]
+        obj = node
+    return obj
+
+
 def path_example(d, template, method):
     """template with each {name} replaced by its path parameter's example (of the path item or
     the operation)."""
     item = d["paths"][template]
     params = list(item.get("parameters", [])) + list(item[method.lower()].get("parameters", []))
+    params = [resolve(d, p) for p in params]
     out = template
     for name in re.findall(r"\{([^}]+)\}", template):
         p = next((p for p in params if p.get("in") == "path" and p.get("name") == name), None)
@@ -102,7 +113,8 @@ def test_every_documented_operation_answers(otpd):
 def test_planned_operations_are_marked_and_not_served_yet(otpd):
     """The routes agreed for later are in the document (served, or marked x-otpd-planned on the
     operation); this otpd answers every planned one 404 (and the after-test checks fail a planned
-    operation that answers: once it is built, remove its mark)."""
+    operation that answers: once it is built, remove its mark) - or 405 method_not_allowed when
+    its path already serves another method."""
     checker = openapi_check.Checker(doc())
     planned = checker.planned_operations()
     served = checker.served_operations()
@@ -114,7 +126,11 @@ def test_planned_operations_are_marked_and_not_served_yet(otpd):
     assert want <= planned | served, want - planned - served
     for template, method in sorted(planned):
         r = otpd.request(method, template.replace("{id}", "1"))
-        assert r.status_code == 404, "%s %s -> %d" % (method, template, r.status_code)
+        if any(t == template for t, _m in served):
+            assert r.status_code == 405, "%s %s -> %d" % (method, template, r.status_code)
+            assert method not in r.headers["Allow"]
+        else:
+            assert r.status_code == 404, "%s %s -> %d" % (method, template, r.status_code)
 
 
 def test_problem_codes_are_the_table_of_problem_c():

@@ -1,0 +1,200 @@
+"""The admin API (docs/API.md §6): who may call it, and the CSRF token of a staff session.
+
+Staff status is set here with SQL on the test's database (either backend); the command
+line's `otpd user set-staff` has tests of its own."""
+import base64
+import hashlib
+import hmac
+import json
+
+import pytest
+import requests
+
+import fake_kavenegar
+from conftest import assert_problem, cookies_of, db_query, get_code, phone_n
+
+USER = "/api/v1/admin/users/%d"
+
+
+def claims(token):
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
+def set_flags(otpd, user_id, **flags):
+    for name, value in flags.items():
+        assert name in ("is_staff", "is_active")
+        db_query(otpd, "UPDATE users SET %s = ? WHERE id = ?" % name, (value, user_id))
+
+
+def staff_login(otpd, fake, i):
+    """A user made staff, then logged in again (the CSRF cookie comes with a staff login)."""
+    phone = phone_n(i)
+    uid = otpd.login(fake, phone).json()["user"]["id"]
+    set_flags(otpd, uid, is_staff=True)
+    return uid, otpd.login(fake, phone)
+
+
+def expected_csrf(secret_key, sid):
+    key = hmac.new(secret_key.encode(), b"otpd/v1/csrf", hashlib.sha256).digest()
+    return hmac.new(key, sid.encode(), hashlib.sha256).hexdigest()
+
+
+def bearer(tok):
+    return {"Authorization": "Bearer " + tok}
+
+
+def test_no_or_bad_token_is_401(otpd, fake):
+    uid, r = staff_login(otpd, fake, 1)
+    access, refresh = r.json()["access_token"], r.json()["refresh_token"]
+    for headers in ({}, bearer("x"), bearer(access[:-2] + "AA"), bearer(refresh),
+                    {"Authorization": "Basic " + access}, bearer("")):
+        a = otpd.get(USER % uid, headers=headers)
+        assert_problem(a, 401, "invalid_token")
+        assert a.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'
+    # the right token works, by header and by cookie
+    assert otpd.get(USER % uid, headers=bearer(access)).status_code == 200
+    assert otpd.get(USER % uid, cookies={"access_token": access}).status_code == 200
+
+
+def test_not_staff_is_403_and_staff_status_is_read_every_time(otpd, fake):
+    r = otpd.login(fake, phone_n(2))
+    uid, access = r.json()["user"]["id"], r.json()["access_token"]
+    assert_problem(otpd.get(USER % uid, headers=bearer(access)), 403, "forbidden")
+    # made staff: the same token is let in at once (nothing is taken from the token) ...
+    set_flags(otpd, uid, is_staff=True)
+    assert otpd.get(USER % uid, headers=bearer(access)).status_code == 200
+    # ... and refused at once when it is taken away
+    set_flags(otpd, uid, is_staff=False)
+    assert_problem(otpd.get(USER % uid, headers=bearer(access)), 403, "forbidden")
+
+
+def test_inactive_staff_is_403_user_inactive(otpd, fake):
+    uid, r = staff_login(otpd, fake, 3)
+    set_flags(otpd, uid, is_active=False)
+    assert_problem(otpd.get(USER % uid, headers=bearer(r.json()["access_token"])), 403,
+                   "user_inactive")
+
+
+def test_user_detail(otpd, fake):
+    other = otpd.login(fake, phone_n(4)).json()["user"]
+    uid, r = staff_login(otpd, fake, 5)
+    a = otpd.get(USER % other["id"], headers=bearer(r.json()["access_token"]))
+    assert a.status_code == 200, a.text
+    u = a.json()
+    for k in ("id", "phone_number", "email", "username", "first_name", "last_name"):
+        assert u[k] == other[k], k
+    assert u["is_active"] is True and u["is_staff"] is False
+    for k in ("date_joined", "last_login"):
+        assert u[k].endswith("Z") and u[k][10] == "T", (k, u[k])
+    assert u["date_joined"] <= u["last_login"]
+    # the staff user itself
+    me = otpd.get(USER % uid, headers=bearer(r.json()["access_token"])).json()
+    assert me["is_staff"] is True and me["phone_number"] == phone_n(5)
+
+
+@pytest.mark.parametrize("path,status", [
+    ("/api/v1/admin/users/999999", 404), ("/api/v1/admin/users/9223372036854775807", 404),
+    ("/api/v1/admin/users/0", 400), ("/api/v1/admin/users/abc", 400),
+    ("/api/v1/admin/users/-1", 400), ("/api/v1/admin/users/1.5", 400),
+    ("/api/v1/admin/users/9223372036854775808", 400), ("/api/v1/admin/users/" + "9" * 40, 400)])
+def test_unknown_user_or_bad_id_for_staff_only(otpd, fake, path, status):
+    r = otpd.login(fake, phone_n(6))
+    uid, access = r.json()["user"]["id"], r.json()["access_token"]
+    # not staff: refused before anything about the path is told
+    assert_problem(otpd.get(path, headers=bearer(access)), 403, "forbidden")
+    assert_problem(otpd.get(path), 401, "invalid_token")
+    set_flags(otpd, uid, is_staff=True)
+    a = otpd.get(path, headers=bearer(access))
+    if status == 404:
+        assert_problem(a, 404, "not_found")
+    else:
+        assert_problem(a, 400, "validation_error")
+        assert list(a.json()["errors"]) == ["id"]
+
+
+def test_user_detail_codes_and_sessions(otpd, fake):
+    """recent_codes: the number's codes, newest first, each with its status, never the code or
+    its hash; sessions: the live families only."""
+    phone = phone_n(9)
+    first = otpd.login(fake, phone)                 # code 1: used; session A
+    uid = first.json()["user"]["id"]
+    assert otpd.send(phone).status_code == 200      # code 2: replaced by code 3
+    assert otpd.send(phone).status_code == 200      # code 3: a wrong guess, still valid
+    code3 = get_code(fake, phone)
+    wrong = "000000" if code3 != "000000" else "111111"
+    assert_problem(otpd.verify(phone, wrong), 400, "invalid_code")
+    second = otpd.post("/api/v1/usr/token/refresh",
+                       json={"refresh_token": first.json()["refresh_token"]})  # A refreshed
+    assert second.status_code == 200
+    _sid, staff = staff_login(otpd, fake, 10)
+    a = otpd.get(USER % uid, headers=bearer(staff.json()["access_token"]))
+    assert a.status_code == 200, a.text
+    d = a.json()
+    codes = d["recent_codes"]
+    assert [c["status"] for c in codes] == ["valid", "replaced", "used"], codes
+    assert [c["attempts"] for c in codes] == [1, 0, 0]
+    assert codes[0]["id"] > codes[1]["id"] > codes[2]["id"]
+    assert codes[2]["used_at"] is not None and codes[0]["used_at"] is None
+    for c in codes:
+        assert c["phone_number"] == phone
+        assert c["sms"] is None or set(c["sms"]) == {"message_id", "delivery"}
+        assert not set(c) & {"code", "code_hash", "hash"}
+    text = a.text
+    sent = [fake_kavenegar.extract_code(m) for m in fake.messages(phone)]
+    assert len(sent) == 3
+    for code in sent:
+        assert '"%s"' % code not in text, "a code in the admin answer"
+    sessions = d["sessions"]
+    assert len(sessions) == 1, sessions
+    s = sessions[0]
+    assert s["last_used_at"] is not None and s["created_at"] <= s["last_used_at"] < s["expires_at"]
+    # a logout ends the session: it is no longer listed
+    assert otpd.post("/api/v1/usr/logout",
+                     json={"refresh_token": second.json()["refresh_token"]}).status_code == 204
+    d = otpd.get(USER % uid, headers=bearer(staff.json()["access_token"])).json()
+    assert d["sessions"] == []
+
+
+def test_csrf_cookie_of_a_staff_session(otpd, fake):
+    phone = phone_n(7)
+    r = otpd.login(fake, phone)
+    assert "csrf_token" not in cookies_of(r), "a user who is not staff gets no CSRF cookie"
+    set_flags(otpd, r.json()["user"]["id"], is_staff=True)
+
+    r = otpd.login(fake, phone)
+    c = cookies_of(r)
+    sid = claims(r.json()["access_token"])["sid"]
+    assert claims(r.json()["refresh_token"])["sid"] == sid
+    csrf = c["csrf_token"]
+    # bound to the session: HMAC of its family under a key derived from SECRET_KEY
+    assert csrf["value"] == expected_csrf(otpd.env["SECRET_KEY"], sid)
+    assert "httponly" not in csrf["attrs"], "the console's script must read it"
+    assert csrf["attrs"]["samesite"] == "Strict"
+    assert csrf["attrs"]["path"] == "/"
+    assert csrf["attrs"]["max-age"] == c["refresh_token"]["attrs"]["max-age"]
+
+    # a refresh keeps the family, hence the same CSRF token
+    f = otpd.post("/api/v1/usr/token/refresh", json={"refresh_token": r.json()["refresh_token"]})
+    assert f.status_code == 200, f.text
+    assert claims(f.json()["access_token"])["sid"] == sid
+    assert cookies_of(f)["csrf_token"]["value"] == csrf["value"]
+
+    # another login is another session: another token
+    r2 = otpd.login(fake, phone)
+    assert claims(r2.json()["access_token"])["sid"] != sid
+    assert cookies_of(r2)["csrf_token"]["value"] != csrf["value"]
+
+    # logout clears it with the others
+    o = otpd.post("/api/v1/usr/logout", json={"refresh_token": f.json()["refresh_token"]})
+    assert o.status_code == 204
+    cleared = cookies_of(o)
+    assert cleared["csrf_token"]["value"] == "" and cleared["csrf_token"]["attrs"]["max-age"] == "0"
+
+
+def test_csrf_token_never_logged(otpd, fake):
+    _uid, r = staff_login(otpd, fake, 8)
+    csrf = cookies_of(r)["csrf_token"]["value"]
+    otpd.get(USER % 1, cookies={"access_token": r.json()["access_token"], "csrf_token": csrf},
+             headers={"X-CSRF-Token": csrf})
+    assert csrf not in otpd.log_text()
