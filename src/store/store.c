@@ -428,9 +428,10 @@ enum otpd_status store_user_get_start(struct store *s, int64_t id, struct store_
 }
 
 /* The lists without waiting.  The rows go straight into the caller's
- * buffer, zeroed first; the dialect counts them in its copy of the job,
- * which the callback does not see, so the callback counts the rows it
- * filled instead (a row's id, or family, is never empty). */
+ * buffer, zeroed first (a stats bucket's start set to INT64_MIN); the
+ * dialect counts them in its copy of the job, which the callback does not
+ * see, so the callback counts the rows it filled instead (a row's id, a
+ * family, a bucket's start is never what it was set to). */
 struct list_call {
 	void *rows;
 	size_t cap;
@@ -449,6 +450,10 @@ static void list_done(void *arg, enum otpd_status status)
 		if (c->op == STORE_OP_CODES_LIST) {
 			const struct store_code_row *r = c->rows;
 			while (n < c->cap && r[n].id > 0)
+				n++;
+		} else if (c->op == STORE_OP_STATS) {
+			const struct store_stats_bucket *r = c->rows;
+			while (n < c->cap && r[n].bucket_ms != INT64_MIN)
 				n++;
 		} else {
 			const struct store_session_info *r = c->rows;
@@ -472,6 +477,9 @@ static enum otpd_status list_start(struct store *s, struct store_job *j, void *r
 		return OTPD_NOMEM;
 	*c = (struct list_call){rows, cap, ret_n, j->op, done, arg};
 	memset(rows, 0, cap * row_size);
+	if (j->op == STORE_OP_STATS) /* no bucket starts there: since_ms <= bucket_ms */
+		for (size_t i = 0; i < cap; i++)
+			((struct store_stats_bucket *)rows)[i].bucket_ms = INT64_MIN;
 	*ret_n = 0;
 	st = store_engine_start(s, j, list_done, c);
 	if (st != OTPD_OK)
@@ -495,6 +503,23 @@ enum otpd_status store_codes_list_start(struct store *s, const struct store_code
 	j.u.codes.until_ms = q->until_ms ? q->until_ms : INT64_MAX;
 	j.u.codes.ret = ret;
 	j.u.codes.cap = cap;
+	return list_start(s, &j, ret, sizeof(*ret), cap, ret_n, done, arg);
+}
+
+enum otpd_status store_stats_start(struct store *s, int64_t since_ms, int64_t until_ms,
+                                   struct store_stats_bucket *ret, size_t cap, size_t *ret_n,
+                                   store_done_fn done, void *arg)
+{
+	struct store_job j = {.op = STORE_OP_STATS};
+
+	if (cap == 0 || cap > 1000000 || since_ms >= until_ms) {
+		store_error("stats: cap %zu not 1..1000000, or an empty range", cap);
+		return OTPD_INTERNAL;
+	}
+	j.u.stats.since_ms = since_ms;
+	j.u.stats.until_ms = until_ms;
+	j.u.stats.ret = ret;
+	j.u.stats.cap = cap;
 	return list_start(s, &j, ret, sizeof(*ret), cap, ret_n, done, arg);
 }
 

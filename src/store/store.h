@@ -455,7 +455,8 @@ enum otpd_status store_session_revoke_start(struct store *s, const char *jti,
 enum otpd_status store_ping_start(struct store *s, store_done_fn done, void *arg);
 enum otpd_status store_user_get_start(struct store *s, int64_t id, struct store_user *ret,
                                       store_done_fn done, void *arg);
-/* store_codes_list() and store_user_sessions() without waiting: ret[0..cap)
+/* store_codes_list(), store_user_sessions() and store_stats() without
+ * waiting (stats: cap >= 1 and since_ms < until_ms, else OTPD_INTERNAL): ret[0..cap)
  * (zeroed at once) and *ret_n are written before done is called; q->phone
  * and ret must stay valid until then (q itself need not). */
 enum otpd_status store_codes_list_start(struct store *s, const struct store_codes_query *q,
@@ -464,5 +465,8 @@ enum otpd_status store_codes_list_start(struct store *s, const struct store_code
 enum otpd_status store_user_sessions_start(struct store *s, int64_t user_id,
                                            struct store_session_info *ret, size_t cap,
                                            size_t *ret_n, store_done_fn done, void *arg);
+enum otpd_status store_stats_start(struct store *s, int64_t since_ms, int64_t until_ms,
+                                   struct store_stats_bucket *ret, size_t cap, size_t *ret_n,
+                                   store_done_fn done, void *arg);
 
 #endif

@@ -1909,6 +1909,30 @@ static void expect_bucket(const struct store_stats_bucket *b, int64_t bucket_ms,
 	assert_int_equal(b->locks, 0);
 }
 
+/* The asynchronous list calls: wait for done, once, and give its status. */
+struct list_wait {
+	sem_t sem;
+	enum otpd_status status;
+	atomic_int calls;
+};
+
+static void list_waited(void *arg, enum otpd_status status)
+{
+	struct list_wait *w = arg;
+
+	w->status = status;
+	atomic_fetch_add(&w->calls, 1);
+	sem_post(&w->sem);
+}
+
+static enum otpd_status list_wait(struct list_wait *w)
+{
+	assert_int_equal(sem_wait(&w->sem), 0);
+	assert_int_equal(atomic_load(&w->calls), 1);
+	sem_destroy(&w->sem);
+	return w->status;
+}
+
 /* Each event once, in the bucket of its time, only when its operation
  * committed; the buckets of a range oldest first. */
 static void test_stats_buckets(void **state)
@@ -1989,6 +2013,31 @@ static void test_stats_buckets(void **state)
 	assert_int_equal(n, 0);
 	/* No bucket outside the range either. */
 	assert_int_equal(stats_total(fx->s).buckets, 3);
+	/* Without waiting: the same buckets; an empty range or cap is refused. */
+	{
+		struct store_stats_bucket ag[8];
+		struct list_wait w = {0};
+
+		n = UNTOUCHED;
+		assert_int_equal(sem_init(&w.sem, 0, 0), 0);
+		assert_int_equal(store_stats_start(fx->s, B0, b9 + BUCKET_MS, ag, 8, &n, list_waited, &w),
+		                 OTPD_OK);
+		assert_int_equal(list_wait(&w), OTPD_OK);
+		assert_int_equal(n, 3);
+		expect_bucket(&ag[0], B0, 4, 1, 1, 1, 1);
+		expect_bucket(&ag[1], b2, 3, 0, 1, 0, 3);
+		expect_bucket(&ag[2], b9, 1, 0, 0, 0, 0);
+		assert_int_equal(sem_init(&w.sem, 0, 0), 0);
+		w.calls = 0;
+		assert_int_equal(store_stats_start(fx->s, B0 + BUCKET_MS, b2, ag, 8, &n, list_waited, &w),
+		                 OTPD_OK);
+		assert_int_equal(list_wait(&w), OTPD_OK);
+		assert_int_equal(n, 0);
+		assert_int_equal(store_stats_start(fx->s, b2, b2, ag, 8, &n, list_waited, &w),
+		                 OTPD_INTERNAL);
+		assert_int_equal(store_stats_start(fx->s, B0, b9, ag, 0, &n, list_waited, &w),
+		                 OTPD_INTERNAL);
+	}
 }
 
 
@@ -2255,30 +2304,6 @@ static void expect_page(struct store *s, const struct store_codes_query *q, size
 
 /* Every column but the hash, newest first; by number, by time, paged
  * with the cursor. */
-/* The asynchronous list calls: wait for done, once, and give its status. */
-struct list_wait {
-	sem_t sem;
-	enum otpd_status status;
-	atomic_int calls;
-};
-
-static void list_waited(void *arg, enum otpd_status status)
-{
-	struct list_wait *w = arg;
-
-	w->status = status;
-	atomic_fetch_add(&w->calls, 1);
-	sem_post(&w->sem);
-}
-
-static enum otpd_status list_wait(struct list_wait *w)
-{
-	assert_int_equal(sem_wait(&w->sem), 0);
-	assert_int_equal(atomic_load(&w->calls), 1);
-	sem_destroy(&w->sem);
-	return w->status;
-}
-
 static void test_codes_list(void **state)
 {
 	struct fixture *fx = *state;
