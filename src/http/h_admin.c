@@ -34,6 +34,11 @@ struct http_admin {
 	size_t n_codes;
 	struct store_session_info sessions[SESSION_RECORDS];
 	size_t n_sessions;
+	const char *bad_param;    /* a query parameter that is not valid */
+	int64_t since_ms;         /* stats: the first bucket */
+	size_t n_buckets;         /* stats: how many buckets asked */
+	struct store_stats_bucket *buckets;
+	size_t n_read;
 };
 
 static bool is_write(const char *method)
@@ -81,6 +86,14 @@ static void admin_authed(void *arg)
 		a->status = a->step(r);
 	if (a->status != OTPD_OK)
 		http_resume(r); /* refused, or step (2) could not start */
+}
+
+void http_admin_free(struct http_admin *a)
+{
+	if (!a)
+		return;
+	free(a->buckets);
+	free(a);
 }
 
 /* The request's admin state, for the route to fill before admin_begin()
@@ -295,6 +308,82 @@ enum otpd_status http_h_admin_user_finish(struct request *r)
 	if (json_object_set_new(r->resp, "recent_codes", codes) != 0 ||
 	    json_object_set_new(r->resp, "sessions",
 	                        admin_sessions_json(a->sessions, a->n_sessions, now_ms)) != 0)
+		return OTPD_NOMEM;
+	r->http_status = MHD_HTTP_OK;
+	return OTPD_OK;
+}
+
+/* ---- GET /api/v1/admin/stats?hours=N: every 5-minute bucket of the last N hours ---- */
+
+#define STATS_HOURS_MAX 168
+
+static enum otpd_status stats_read(struct request *r)
+{
+	struct http_admin *a = r->admin;
+
+	if (a->bad_param)
+		return OTPD_VALIDATION_ERROR;
+	if (!(a->buckets = malloc(a->n_buckets * sizeof(*a->buckets))))
+		return OTPD_NOMEM;
+	return store_stats_start(r->srv->store, a->since_ms,
+	                         a->since_ms + (int64_t)a->n_buckets * STORE_STATS_BUCKET_MS,
+	                         a->buckets, a->n_buckets, &a->n_read, admin_step_done, r);
+}
+
+enum otpd_status http_h_admin_stats(struct request *r)
+{
+	struct http_admin *a = admin_new(r, stats_read);
+	const char *v = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, "hours");
+	int64_t hours = 24, now = http_now_ms();
+
+	if (a) {
+		if (v && !parse_int64(v, 1, STATS_HOURS_MAX, &hours))
+			a->bad_param = "hours";
+		/* hours x 12 buckets, the last one the current (partial) one */
+		a->n_buckets = (size_t)(hours * 3600000 / STORE_STATS_BUCKET_MS);
+		a->since_ms = now - now % STORE_STATS_BUCKET_MS -
+		              (int64_t)(a->n_buckets - 1) * STORE_STATS_BUCKET_MS;
+	}
+	return admin_begin(r);
+}
+
+/* Oldest first, every bucket of the range: one without events counts zeros. */
+enum otpd_status http_h_admin_stats_finish(struct request *r)
+{
+	struct http_admin *a = r->admin;
+	json_t *list;
+	size_t k = 0;
+
+	if (a->status == OTPD_VALIDATION_ERROR && a->bad_param)
+		http_add_error(r, a->bad_param, "An integer from 1 to 168 is required.");
+	if (a->status != OTPD_OK)
+		return a->status;
+	if (!(list = json_array()))
+		return OTPD_NOMEM;
+	for (size_t i = 0; i < a->n_buckets; i++) {
+		int64_t start = a->since_ms + (int64_t)i * STORE_STATS_BUCKET_MS;
+		static const struct store_stats_bucket none;
+		const struct store_stats_bucket *b = &none;
+
+		while (k < a->n_read && a->buckets[k].bucket_ms < start)
+			k++; /* never: the store answers the range asked, in order */
+		if (k < a->n_read && a->buckets[k].bucket_ms == start)
+			b = &a->buckets[k];
+		if (json_array_append_new(list, json_pack("{s:o, s:I, s:I, s:I, s:I, s:I, s:I}",
+		                                          "start", time_json(start),
+		                                          "sends", (json_int_t)b->sends,
+		                                          "sms_failures", (json_int_t)b->sms_failures,
+		                                          "logins", (json_int_t)b->logins,
+		                                          "new_users", (json_int_t)b->new_users,
+		                                          "wrong_guesses", (json_int_t)b->wrong_guesses,
+		                                          "locks", (json_int_t)b->locks)) != 0) {
+			json_decref(list);
+			return OTPD_NOMEM;
+		}
+	}
+	r->resp = json_pack("{s:i, s:o}", "bucket_seconds", STORE_STATS_BUCKET_MS / 1000,
+	                    "buckets", list);
+	if (!r->resp)
 		return OTPD_NOMEM;
 	r->http_status = MHD_HTTP_OK;
 	return OTPD_OK;

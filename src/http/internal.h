@@ -205,6 +205,10 @@ enum otpd_status http_h_refresh(struct request *r);
 enum otpd_status http_h_refresh_finish(struct request *r);
 enum otpd_status http_h_admin_user(struct request *r);
 enum otpd_status http_h_admin_user_finish(struct request *r);
+enum otpd_status http_h_admin_stats(struct request *r);
+enum otpd_status http_h_admin_stats_finish(struct request *r);
+/* Frees what the admin API kept for a request (h_admin.c); accepts NULL. */
+void http_admin_free(struct http_admin *a);
 enum otpd_status http_h_logout(struct request *r);
 enum otpd_status http_h_logout_finish(struct request *r);
 enum otpd_status http_h_me(struct request *r);

@@ -27,6 +27,7 @@ static const struct route routes[] = {
 	{"/api/v1/docs", "GET", http_h_docs, NULL, COUNT_NONE},
 	{"/api/v1/docs/{file}", "GET", http_h_docs_file, NULL, COUNT_NONE},
 	{"/api/v1/admin/users/{id}", "GET", http_h_admin_user, http_h_admin_user_finish, COUNT_NONE},
+	{"/api/v1/admin/stats", "GET", http_h_admin_stats, http_h_admin_stats_finish, COUNT_NONE},
 };
 
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
@@ -520,7 +521,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 		free((void *)r->raw_body);
 	auth_login_release(&r->login);
 	auth_tokens_release(&r->tokens);
-	free(r->admin);
+	http_admin_free(r->admin);
 	if (r->busy)
 		atomic_fetch_sub(&srv->busy, 1);
 	free(r->body);

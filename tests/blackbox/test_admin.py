@@ -198,3 +198,55 @@ def test_csrf_token_never_logged(otpd, fake):
     otpd.get(USER % 1, cookies={"access_token": r.json()["access_token"], "csrf_token": csrf},
              headers={"X-CSRF-Token": csrf})
     assert csrf not in otpd.log_text()
+
+
+STATS = "/api/v1/admin/stats"
+COUNTS = ("sends", "sms_failures", "logins", "new_users", "wrong_guesses", "locks")
+
+
+def totals(d):
+    return {k: sum(b[k] for b in d["buckets"]) for k in COUNTS}
+
+
+def test_stats_buckets_and_counts(otpd, fake):
+    _uid, r = staff_login(otpd, fake, 11)
+    h = bearer(r.json()["access_token"])
+    a = otpd.get(STATS, headers=h)
+    assert a.status_code == 200, a.text
+    d = a.json()
+    assert d["bucket_seconds"] == 300
+    assert len(d["buckets"]) == 24 * 12
+    starts = [b["start"] for b in d["buckets"]]
+    assert starts == sorted(starts) and len(set(starts)) == len(starts)
+    before = totals(d)
+    # the staff login: two sends, two logins, one new user so far
+    assert before == dict(sends=2, sms_failures=0, logins=2, new_users=1, wrong_guesses=0,
+                          locks=0), before
+
+    phone = phone_n(12)
+    assert otpd.send(phone).status_code == 200
+    code = get_code(fake, phone)
+    assert_problem(otpd.verify(phone, "000000" if code != "000000" else "111111"), 400,
+                   "invalid_code")
+    assert otpd.verify(phone, code).status_code == 200
+    after = totals(otpd.get(STATS, headers=h).json())
+    assert after == dict(before, sends=3, logins=3, new_users=2, wrong_guesses=1), after
+
+    one = otpd.get(STATS + "?hours=1", headers=h).json()
+    assert len(one["buckets"]) == 12
+    assert one["buckets"][-1] == otpd.get(STATS, headers=h).json()["buckets"][-1]
+    assert len(otpd.get(STATS + "?hours=168", headers=h).json()["buckets"]) == 168 * 12
+
+
+@pytest.mark.parametrize("hours", ["0", "169", "abc", "-1", "1.5", ""])
+def test_stats_bad_hours(otpd, fake, hours):
+    _uid, r = staff_login(otpd, fake, 13)
+    a = otpd.get(STATS + "?hours=" + hours, headers=bearer(r.json()["access_token"]))
+    assert_problem(a, 400, "validation_error")
+    assert list(a.json()["errors"]) == ["hours"]
+
+
+def test_stats_staff_only(otpd, fake):
+    r = otpd.login(fake, phone_n(14))
+    assert_problem(otpd.get(STATS), 401, "invalid_token")
+    assert_problem(otpd.get(STATS, headers=bearer(r.json()["access_token"])), 403, "forbidden")
