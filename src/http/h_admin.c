@@ -151,14 +151,15 @@ static json_t *time_json(int64_t ms)
 static json_t *admin_user_json(const struct store_user *u)
 {
 	json_t *o = http_user_json(u);
+	json_t *more = json_pack("{s:b, s:b, s:o, s:o}", "is_active", u->is_active,
+	                         "is_staff", u->is_staff, "date_joined", time_json(u->created_ms),
+	                         "last_login", time_json(u->last_login_ms));
 
-	if (o && json_object_update(o, json_pack("{s:b, s:b, s:o, s:o}", "is_active", u->is_active,
-	                                         "is_staff", u->is_staff,
-	                                         "date_joined", time_json(u->created_ms),
-	                                         "last_login", time_json(u->last_login_ms))) != 0) {
+	if (!o || !more || json_object_update(o, more) != 0) {
 		json_decref(o);
-		return NULL;
+		o = NULL;
 	}
+	json_decref(more);
 	return o;
 }
 
