@@ -20,6 +20,12 @@ bool auth_csrf_token(const struct auth *a, const char *family, char ret[AUTH_CSR
 	return true;
 }
 
+bool auth_code_hash(const struct auth *a, const char *phone, const char *code,
+                    uint8_t ret[OTP_HASH_LEN])
+{
+	return otp_hasher_hash(a->code_hasher, phone, code, ret);
+}
+
 /* given is the expected token: same length, same bytes, compared in
  * constant time (the length is public: always AUTH_CSRF_LEN). */
 static bool csrf_equal(const char *given, const char *want)

@@ -16,6 +16,11 @@
  * false (nothing written) only when family is empty or the MAC fails. */
 bool auth_csrf_token(const struct auth *a, const char *family, char ret[AUTH_CSRF_LEN + 1]);
 
+/* The stored form of a candidate code for phone (normalised), as the codes
+ * of this server are hashed: for the search by code.  false on failure. */
+bool auth_code_hash(const struct auth *a, const char *phone, const char *code,
+                    uint8_t ret[OTP_HASH_LEN]);
+
 /* One admin request's caller, between its _start and its _finish (owned by
  * the caller, in place until done is called). */
 struct auth_admin_op {

@@ -152,6 +152,8 @@ enum otpd_status http_request_decode(struct request *r);
 void http_request_client(struct request *r);
 int64_t http_now_ms(void);
 
+/* The routes whose method reads a body (POST, PATCH); others drop it. */
+bool http_method_has_body(const char *method);
 /* Add msg to r->extra's "errors" under field (a 400 validation_error's). */
 void http_add_error(struct request *r, const char *field, const char *msg);
 /* Validation helpers: they add to r->extra's "errors" and return false. */

@@ -54,7 +54,7 @@ enum otpd_status http_request_headers(struct request *r)
 		if (*end == '\0' && n > HTTP_MAX_BODY)
 			return OTPD_PAYLOAD_TOO_LARGE;
 	}
-	if (strcmp(r->route->method, "POST") != 0)
+	if (!http_method_has_body(r->route->method))
 		return OTPD_OK; /* a body is read and dropped (at most HTTP_MAX_BODY) */
 	if (!ct) {
 		r->kind = BODY_NONE;
@@ -256,6 +256,11 @@ void http_request_client(struct request *r)
 			netaddr_client(&peer, x.buf, &r->srv->cfg->trusted_proxies, &r->client);
 	}
 	netaddr_format(&r->client, r->client_str);
+}
+
+bool http_method_has_body(const char *method)
+{
+	return strcmp(method, "POST") == 0 || strcmp(method, "PATCH") == 0;
 }
 
 void http_add_error(struct request *r, const char *field, const char *msg)

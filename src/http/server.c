@@ -338,7 +338,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	}
 	log_set_request_id(r->id);
 	if (*upload_data_size > 0) {
-		if (strcmp(r->route->method, "POST") == 0)
+		if (http_method_has_body(r->route->method))
 			http_request_append(r, upload_data, *upload_data_size);
 		*upload_data_size = 0;
 		return MHD_YES;
