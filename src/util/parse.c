@@ -71,3 +71,82 @@ bool parse_rate(const char *s, struct rate *ret)
 	}
 	return false;
 }
+
+/* n decimal digits at s, in [lo, hi]. */
+static bool digits(const char *s, int n, int lo, int hi, int *ret)
+{
+	int v = 0;
+
+	for (int i = 0; i < n; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return false;
+		v = v * 10 + (s[i] - '0');
+	}
+	if (v < lo || v > hi)
+		return false;
+	*ret = v;
+	return true;
+}
+
+/* Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's
+ * days_from_civil). */
+static int64_t days_from_civil(int64_t y, int m, int d)
+{
+	int64_t era, yoe, doy, doe;
+
+	y -= m <= 2;
+	era = (y >= 0 ? y : y - 399) / 400;
+	yoe = y - era * 400;
+	doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+	doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+	return era * 146097 + doe - 719468;
+}
+
+bool parse_time_ms(const char *s, int64_t *ret)
+{
+	static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+	int y, mo, d, h, mi, sec, ms = 0, oh = 0, om = 0, sign = 0;
+	const char *p;
+	int64_t t;
+
+	if (!s || strlen(s) < 20)
+		return false;
+	if (!digits(s, 4, 1970, 9999, &y) || s[4] != '-' || !digits(s + 5, 2, 1, 12, &mo) ||
+	    s[7] != '-' || !digits(s + 8, 2, 1, 31, &d) ||
+	    (s[10] != 'T' && s[10] != 't' && s[10] != ' ') || !digits(s + 11, 2, 0, 23, &h) ||
+	    s[13] != ':' || !digits(s + 14, 2, 0, 59, &mi) || s[16] != ':' ||
+	    !digits(s + 17, 2, 0, 59, &sec))
+		return false;
+	if (d > mdays[mo - 1] ||
+	    (mo == 2 && d == 29 && !(y % 4 == 0 && (y % 100 != 0 || y % 400 == 0))))
+		return false;
+	p = s + 19;
+	if (*p == '.') {
+		int n = 0;
+		for (p++; *p >= '0' && *p <= '9'; p++, n++)
+			if (n < 3)
+				ms = ms * 10 + (*p - '0');
+		if (n == 0)
+			return false;
+		for (; n < 3; n++)
+			ms *= 10;
+	}
+	if (*p == 'Z' || *p == 'z') {
+		p++;
+	} else if (*p == '+' || *p == '-') {
+		sign = *p == '+' ? 1 : -1;
+		if (!digits(p + 1, 2, 0, 23, &oh) || p[3] != ':' || !digits(p + 4, 2, 0, 59, &om))
+			return false;
+		p += 6;
+	} else {
+		return false;
+	}
+	if (*p)
+		return false;
+	t = ((days_from_civil(y, mo, d) * 24 + h) * 60 + mi) * 60 + sec;
+	t -= sign * (oh * 3600 + om * 60);
+	if (t < 0)
+		return false;
+	*ret = t * 1000 + ms;
+	return true;
+}

@@ -19,4 +19,10 @@ struct rate {
 };
 bool parse_rate(const char *s, struct rate *ret);
 
+/* An RFC 3339 date-time, "YYYY-MM-DDTHH:MM:SS" with optional fraction
+ * (milliseconds kept, more digits cut) and "Z" or "+HH:MM"/"-HH:MM" ("t" and
+ * "z" too, or a space for "T"), from 1970 to 9999: Unix milliseconds.  No
+ * leap second (:60), no missing part, nothing after. */
+bool parse_time_ms(const char *s, int64_t *ret);
+
 #endif

@@ -225,6 +225,57 @@ static void test_rate_refuses(void **state)
 	}
 }
 
+static void test_time_accepts(void **state)
+{
+	int64_t t = -1;
+
+	(void)state;
+	assert_true(parse_time_ms("1970-01-01T00:00:00Z", &t));
+	assert_int_equal(t, 0);
+	assert_true(parse_time_ms("2026-12-03T19:23:40Z", &t));
+	assert_int_equal(t, 1796325820000LL);
+	assert_true(parse_time_ms("2026-12-03T19:23:40.812Z", &t));
+	assert_int_equal(t, 1796325820812LL);
+	assert_true(parse_time_ms("2026-12-03T19:23:40.8Z", &t));
+	assert_int_equal(t, 1796325820800LL);
+	assert_true(parse_time_ms("2026-12-03T19:23:40.812999Z", &t));
+	assert_int_equal(t, 1796325820812LL);
+	assert_true(parse_time_ms("2026-12-03T22:53:40+03:30", &t)); /* Tehran */
+	assert_int_equal(t, 1796325820000LL);
+	assert_true(parse_time_ms("2026-12-03T14:23:40-05:00", &t));
+	assert_int_equal(t, 1796325820000LL);
+	assert_true(parse_time_ms("2026-12-03t19:23:40z", &t));
+	assert_true(parse_time_ms("2026-12-03 19:23:40Z", &t));
+	assert_true(parse_time_ms("2024-02-29T00:00:00Z", &t));
+	assert_int_equal(t, 1709164800000LL);
+	assert_true(parse_time_ms("2000-02-29T00:00:00Z", &t));
+	assert_true(parse_time_ms("9999-12-31T23:59:59.999Z", &t));
+	assert_int_equal(t, 253402300799999LL);
+}
+
+static void test_time_refuses(void **state)
+{
+	static const char *bad[] = {
+		"", "2026-12-03", "2026-12-03T19:23:40", "2026-12-03T19:23Z", "2026-12-03T19:23:40.Z",
+		"2026-13-03T19:23:40Z", "2026-00-03T19:23:40Z", "2026-12-32T19:23:40Z",
+		"2026-02-29T00:00:00Z", "1900-02-29T00:00:00Z", "2026-04-31T00:00:00Z",
+		"2026-12-03T24:00:00Z", "2026-12-03T19:60:40Z", "2026-12-03T19:23:60Z",
+		"2026-12-03T19:23:40+3:30", "2026-12-03T19:23:40+03:3", "2026-12-03T19:23:40+0330",
+		"2026-12-03T19:23:40Zjunk", "2026-12-03T19:23:40Z ", " 2026-12-03T19:23:40Z",
+		"1969-12-31T23:59:59Z", "1970-01-01T00:00:00+00:01", "+2026-12-03T19:23:40Z",
+		"2026-12-03X19:23:40Z", "2026/12/03T19:23:40Z", "٢٠٢٦-12-03T19:23:40Z",
+	};
+	int64_t t = 42;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		if (parse_time_ms(bad[i], &t))
+			fail_msg("accepted: \"%s\"", bad[i]);
+		assert_int_equal(t, 42);
+	}
+	assert_false(parse_time_ms(NULL, &t));
+}
+
 static void test_rate_null(void **state)
 {
 	struct rate r = {-7, -7};
@@ -245,6 +296,8 @@ int main(void)
 		cmocka_unit_test(test_rate_units),
 		cmocka_unit_test(test_rate_refuses),
 		cmocka_unit_test(test_rate_null),
+		cmocka_unit_test(test_time_accepts),
+		cmocka_unit_test(test_time_refuses),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
