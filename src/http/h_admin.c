@@ -13,6 +13,7 @@
 #include <time.h>
 #include "../auth/admin.h"
 #include "../auth/delivery.h"
+#include "../otp/phone.h"
 #include "../util/parse.h"
 #include "internal.h"
 
@@ -35,6 +36,14 @@ struct http_admin {
 	struct store_session_info sessions[SESSION_RECORDS];
 	size_t n_sessions;
 	const char *bad_param;    /* a query parameter that is not valid */
+	const char *bad_msg;      /* ... and why */
+	/* codes: the query, the status filter, the page */
+	char phone[OTP_PHONE_LEN + 1];
+	struct store_codes_query q;
+	int status_filter;        /* -1: none; else an index in code_statuses */
+	size_t limit;
+	struct store_code_row *rows;
+	size_t cap, n_rows;
 	int64_t since_ms;         /* stats: the first bucket */
 	size_t n_buckets;         /* stats: how many buckets asked */
 	struct store_stats_bucket *buckets;
@@ -93,6 +102,7 @@ void http_admin_free(struct http_admin *a)
 	if (!a)
 		return;
 	free(a->buckets);
+	free(a->rows);
 	free(a);
 }
 
@@ -162,6 +172,9 @@ static json_t *admin_user_json(const struct store_user *u)
 	json_decref(more);
 	return o;
 }
+
+static const char *const code_statuses[] = {"valid", "used", "expired", "exhausted",
+                                           "replaced", "cancelled"};
 
 /* A code's status: a state, or what an active code has become by now. */
 static const char *code_status(const struct store_code_row *c, int64_t now_ms)
@@ -338,8 +351,10 @@ enum otpd_status http_h_admin_stats(struct request *r)
 	int64_t hours = 24, now = http_now_ms();
 
 	if (a) {
-		if (v && !parse_int64(v, 1, STATS_HOURS_MAX, &hours))
+		if (v && !parse_int64(v, 1, STATS_HOURS_MAX, &hours)) {
 			a->bad_param = "hours";
+			a->bad_msg = "An integer from 1 to 168 is required.";
+		}
 		/* hours x 12 buckets, the last one the current (partial) one */
 		a->n_buckets = (size_t)(hours * 3600000 / STORE_STATS_BUCKET_MS);
 		a->since_ms = now - now % STORE_STATS_BUCKET_MS -
@@ -356,7 +371,7 @@ enum otpd_status http_h_admin_stats_finish(struct request *r)
 	size_t k = 0;
 
 	if (a->status == OTPD_VALIDATION_ERROR && a->bad_param)
-		http_add_error(r, a->bad_param, "An integer from 1 to 168 is required.");
+		http_add_error(r, a->bad_param, a->bad_msg);
 	if (a->status != OTPD_OK)
 		return a->status;
 	if (!(list = json_array()))
@@ -384,6 +399,124 @@ enum otpd_status http_h_admin_stats_finish(struct request *r)
 	}
 	r->resp = json_pack("{s:i, s:o}", "bucket_seconds", STORE_STATS_BUCKET_MS / 1000,
 	                    "buckets", list);
+	if (!r->resp)
+		return OTPD_NOMEM;
+	r->http_status = MHD_HTTP_OK;
+	return OTPD_OK;
+}
+
+/* ---- GET /api/v1/admin/codes: newest first, keyset-paged by id ---- */
+
+#define PAGE_DEFAULT 50
+#define PAGE_MAX 200
+/* With a status filter a page reads up to this many times its limit from
+ * the store (bounded work), and may hold fewer items than the limit while
+ * next_cursor says there is more. */
+#define STATUS_SCAN 4
+
+static const char *query_arg(struct request *r, const char *name)
+{
+	return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+static void bad(struct http_admin *a, const char *param, const char *msg)
+{
+	if (!a->bad_param) {
+		a->bad_param = param;
+		a->bad_msg = msg;
+	}
+}
+
+/* ?limit= and ?cursor= (an id: the next page starts below it). */
+static void page_args(struct request *r, struct http_admin *a, int64_t *ret_before)
+{
+	const char *v = query_arg(r, "limit");
+	int64_t n = PAGE_DEFAULT;
+
+	if (v && !parse_int64(v, 1, PAGE_MAX, &n))
+		bad(a, "limit", "An integer from 1 to 200 is required.");
+	a->limit = (size_t)n;
+	*ret_before = 0;
+	v = query_arg(r, "cursor");
+	if (v && !parse_int64(v, 1, INT64_MAX, ret_before))
+		bad(a, "cursor", "Give the next_cursor of the previous page.");
+}
+
+static enum otpd_status codes_read(struct request *r)
+{
+	struct http_admin *a = r->admin;
+
+	if (a->bad_param)
+		return OTPD_VALIDATION_ERROR;
+	a->cap = a->status_filter >= 0 ? a->limit * STATUS_SCAN : a->limit;
+	if (a->cap > STORE_PAGE_MAX)
+		a->cap = STORE_PAGE_MAX;
+	if (!(a->rows = malloc(a->cap * sizeof(*a->rows))))
+		return OTPD_NOMEM;
+	return store_codes_list_start(r->srv->store, &a->q, a->rows, a->cap, &a->n_rows,
+	                              admin_step_done, r);
+}
+
+enum otpd_status http_h_admin_codes(struct request *r)
+{
+	struct http_admin *a = admin_new(r, codes_read);
+	const char *v;
+
+	if (!a)
+		return admin_begin(r);
+	a->status_filter = -1;
+	v = query_arg(r, "phone");
+	if (v) {
+		if (otp_phone_normalize(v, strlen(v), a->phone) == OTPD_OK)
+			a->q.phone = a->phone;
+		else
+			bad(a, "phone", "Enter a valid Iranian mobile number, e.g. +989123456789 or 09123456789.");
+	}
+	if ((v = query_arg(r, "status"))) {
+		for (size_t i = 0; i < sizeof(code_statuses) / sizeof(code_statuses[0]); i++)
+			if (strcmp(v, code_statuses[i]) == 0)
+				a->status_filter = (int)i;
+		if (a->status_filter < 0)
+			bad(a, "status", "One of valid, used, expired, exhausted, replaced, cancelled.");
+	}
+	if ((v = query_arg(r, "since")) && !parse_time_ms(v, &a->q.since_ms))
+		bad(a, "since", "An RFC 3339 time, e.g. 2026-01-07T18:03:10Z.");
+	if ((v = query_arg(r, "until")) && !parse_time_ms(v, &a->q.until_ms))
+		bad(a, "until", "An RFC 3339 time, e.g. 2026-01-07T18:03:10Z.");
+	if (query_arg(r, "code"))
+		bad(a, "code", "The search by code is not served by this version yet.");
+	page_args(r, a, &a->q.before_id);
+	return admin_begin(r);
+}
+
+enum otpd_status http_h_admin_codes_finish(struct request *r)
+{
+	struct http_admin *a = r->admin;
+	int64_t now_ms = http_now_ms();
+	json_t *items;
+	char cursor[24];
+	bool more;
+
+	if (a->status == OTPD_VALIDATION_ERROR && a->bad_param)
+		http_add_error(r, a->bad_param, a->bad_msg);
+	if (a->status != OTPD_OK)
+		return a->status;
+	if (!(items = json_array()))
+		return OTPD_NOMEM;
+	for (size_t i = 0; i < a->n_rows; i++) {
+		if (a->status_filter >= 0 &&
+		    strcmp(code_status(&a->rows[i], now_ms), code_statuses[a->status_filter]) != 0)
+			continue;
+		if (json_array_append_new(items, admin_code_json(&a->rows[i], now_ms)) != 0) {
+			json_decref(items);
+			return OTPD_NOMEM;
+		}
+	}
+	more = a->n_rows == a->cap; /* a full read: there may be older codes */
+	if (more)
+		snprintf(cursor, sizeof(cursor), "%lld", (long long)a->rows[a->n_rows - 1].id);
+	r->resp = json_pack("{s:o, s:o}", "items", items,
+	                    "next_cursor", more ? json_string(cursor) : json_null());
 	if (!r->resp)
 		return OTPD_NOMEM;
 	r->http_status = MHD_HTTP_OK;

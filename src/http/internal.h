@@ -207,6 +207,8 @@ enum otpd_status http_h_refresh(struct request *r);
 enum otpd_status http_h_refresh_finish(struct request *r);
 enum otpd_status http_h_admin_user(struct request *r);
 enum otpd_status http_h_admin_user_finish(struct request *r);
+enum otpd_status http_h_admin_codes(struct request *r);
+enum otpd_status http_h_admin_codes_finish(struct request *r);
 enum otpd_status http_h_admin_stats(struct request *r);
 enum otpd_status http_h_admin_stats_finish(struct request *r);
 /* Frees what the admin API kept for a request (h_admin.c); accepts NULL. */

@@ -3,6 +3,7 @@
 Staff status is set here with SQL on the test's database (either backend); the command
 line's `otpd user set-staff` has tests of its own."""
 import base64
+import time
 import hashlib
 import hmac
 import json
@@ -250,3 +251,102 @@ def test_stats_staff_only(otpd, fake):
     r = otpd.login(fake, phone_n(14))
     assert_problem(otpd.get(STATS), 401, "invalid_token")
     assert_problem(otpd.get(STATS, headers=bearer(r.json()["access_token"])), 403, "forbidden")
+
+
+CODES = "/api/v1/admin/codes"
+
+
+def wrong_for(code):
+    return "000000" if code != "000000" else "111111"
+
+
+@pytest.mark.otpd_env(OTP_EXPIRY_TIME="2", OTP_MAX_ATTEMPTS="2")
+def test_codes_every_status_from_a_real_scenario(otpd, fake):
+    """valid, used, replaced, exhausted, expired and cancelled, each reached the way users
+    reach it, then found with ?status= and by number in other forms and scripts."""
+    _uid, r = staff_login(otpd, fake, 20)      # its own two codes: used
+    h = bearer(r.json()["access_token"])
+    p_exp, p_exh, p_rep, p_can, p_val = (phone_n(i) for i in range(21, 26))
+    assert otpd.send(p_exp).status_code == 200                      # expires in 2 s
+    assert otpd.send(p_exh).status_code == 200
+    c = get_code(fake, p_exh)
+    for _ in range(2):
+        otpd.verify(p_exh, wrong_for(c))                            # no attempts left
+    assert otpd.send(p_rep).status_code == 200                      # replaced by the next,
+    assert otpd.send(p_rep).status_code == 200                      # which then expires
+    fake.configure(status=418, fail_next=1)                         # the provider refuses
+    assert otpd.send(p_can).status_code == 502                      # cancelled
+    time.sleep(2.2)
+    assert otpd.send(p_val).status_code == 200
+
+    a = otpd.get(CODES, headers=h)
+    assert a.status_code == 200, a.text
+    by_phone = {}
+    for c in a.json()["items"]:
+        by_phone.setdefault(c["phone_number"], []).append(c["status"])
+    assert by_phone[p_exp] == ["expired"]
+    assert by_phone[p_exh] == ["exhausted"]
+    assert by_phone[p_rep] == ["expired", "replaced"]
+    assert by_phone[p_can] == ["cancelled"]
+    assert by_phone[p_val] == ["valid"]
+    assert by_phone[phone_n(20)] == ["used", "used"]
+    for status, want in (("valid", {p_val}), ("expired", {p_exp, p_rep}), ("replaced", {p_rep}), ("exhausted", {p_exh}),
+                         ("cancelled", {p_can}), ("used", {phone_n(20)})):
+        items = otpd.get(CODES + "?status=" + status, headers=h).json()["items"]
+        assert {c["phone_number"] for c in items} == want, status
+        assert all(c["status"] == status for c in items)
+    # by number, in any accepted form and script
+    persian = "۰" + "".join("۰۱۲۳۴۵۶۷۸۹"[int(ch)] for ch in p_exh[3:])
+    for form in (p_exh, "0" + p_exh[3:], "0098" + p_exh[3:], persian):
+        items = otpd.get(CODES, params={"phone": form}, headers=h).json()["items"]
+        assert [c["phone_number"] for c in items] == [p_exh], form
+
+
+def test_codes_paging_and_time_range(otpd, fake):
+    _uid, r = staff_login(otpd, fake, 30)
+    h = bearer(r.json()["access_token"])
+    for i in range(31, 38):
+        assert otpd.send(phone_n(i)).status_code == 200
+    everything = otpd.get(CODES + "?limit=200", headers=h).json()
+    assert everything["next_cursor"] is None
+    ids = [c["id"] for c in everything["items"]]
+    assert len(ids) == 9 and ids == sorted(ids, reverse=True)
+    seen, cursor = [], None
+    while True:
+        params = {"limit": 2}
+        if cursor:
+            params["cursor"] = cursor
+        page = otpd.get(CODES, params=params, headers=h).json()
+        assert len(page["items"]) <= 2
+        seen += [c["id"] for c in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == ids
+    # since/until bound the creation time
+    created = sorted(c["created_at"] for c in everything["items"])
+    mid = everything["items"][4]["created_at"]
+    newer = otpd.get(CODES, params={"since": mid, "limit": 200}, headers=h).json()["items"]
+    older = otpd.get(CODES, params={"until": mid, "limit": 200}, headers=h).json()["items"]
+    assert all(c["created_at"] >= mid for c in newer) and all(c["created_at"] < mid for c in older)
+    assert len(newer) + len(older) == 9
+    assert otpd.get(CODES, params={"since": "2999-01-01T00:00:00Z"}, headers=h).json() == \
+        {"items": [], "next_cursor": None}
+    assert created[0] >= "2026"
+
+
+@pytest.mark.parametrize("query,field", [
+    ("phone=12345", "phone"), ("status=lost", "status"), ("since=yesterday", "since"),
+    ("until=2026-13-01T00:00:00Z", "until"), ("limit=0", "limit"), ("limit=201", "limit"),
+    ("cursor=abc", "cursor"), ("cursor=0", "cursor")])
+def test_codes_bad_parameters(otpd, fake, query, field):
+    _uid, r = staff_login(otpd, fake, 40)
+    a = otpd.get(CODES + "?" + query, headers=bearer(r.json()["access_token"]))
+    assert_problem(a, 400, "validation_error")
+    assert list(a.json()["errors"]) == [field]
+
+
+def test_codes_staff_only(otpd, fake):
+    r = otpd.login(fake, phone_n(41))
+    assert_problem(otpd.get(CODES), 401, "invalid_token")
+    assert_problem(otpd.get(CODES, headers=bearer(r.json()["access_token"])), 403, "forbidden")
