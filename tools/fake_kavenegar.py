@@ -934,14 +934,15 @@ def main(argv=None):
     fake = FakeKavenegar(port=args.port, api_key=args.api_key,
                          templates=dict(args.template), senders=args.sender,
                          verbose=args.verbose)
+    # The handlers first: whoever reads the port may signal at once.
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
     fake.start()
     print(fake.port, flush=True)
     sys.stderr.write("fake_kavenegar: listening on %s\n" % fake.url)
     sys.stderr.flush()
 
-    done = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
-    signal.signal(signal.SIGINT, lambda *_: done.set())
     while not done.wait(0.5):
         pass
     fake.stop()
