@@ -2250,8 +2250,13 @@ static enum otpd_status user_update(struct store_conn *c, struct store_args_user
 		p_i64(&q, a->id);
 		status = defer(c, ST_USER_SESSIONS_REVOKE, &q, NULL, NULL);
 	}
-	if (status == OTPD_OK && a->audit)
-		status = audit_insert(c, a->audit);
+	if (status == OTPD_OK && a->audit) {
+		struct store_audit_entry e = *a->audit;
+
+		if (!e.target[0]) /* store.h: the user changed */
+			snprintf(e.target, sizeof(e.target), "user:%lld", (long long)a->id);
+		status = audit_insert(c, &e); /* libpq copies the parameters */
+	}
 	return status;
 }
 

@@ -1134,7 +1134,11 @@ static enum otpd_status user_update(struct store_conn *c, struct store_args_user
 			return status;
 	}
 	if (a->audit) {
-		status = audit_insert(c, a->audit);
+		struct store_audit_entry e = *a->audit;
+
+		if (!e.target[0]) /* store.h: the user changed */
+			snprintf(e.target, sizeof(e.target), "user:%lld", (long long)a->id);
+		status = audit_insert(c, &e);
 		if (status != OTPD_OK)
 			return status;
 	}

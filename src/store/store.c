@@ -234,6 +234,23 @@ enum otpd_status store_user_get(struct store *s, int64_t id, struct store_user *
 
 /* ---- the staff console ---- */
 
+const char *store_code_status(const struct store_code_row *r, int64_t now_ms)
+{
+	switch (r->state) {
+	case OTP_CODE_USED:
+		return "used";
+	case OTP_CODE_CANCELLED:
+		return "cancelled";
+	case OTP_CODE_REPLACED:
+		return "replaced";
+	default:
+		break;
+	}
+	if (r->attempts >= r->max_attempts || r->ended_ms >= 0)
+		return "exhausted";
+	return now_ms >= r->expires_ms ? "expired" : "valid";
+}
+
 enum otpd_status store_codes_list(struct store *s, const struct store_codes_query *q,
                                   struct store_code_row *ret, size_t cap, size_t *ret_n)
 {

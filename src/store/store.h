@@ -323,6 +323,12 @@ struct store_code_row {
 	                           -1: never */
 };
 
+/* What an admin calls code r at now_ms (docs/API.md §6): "used",
+ * "cancelled", "replaced" (its state), else "exhausted" (out of attempts,
+ * or ended by its last guess), "expired" (now_ms >= expires_ms) or
+ * "valid". */
+const char *store_code_status(const struct store_code_row *r, int64_t now_ms);
+
 /* The codes issued that match q, newest first (by id), at most cap of them
  * (1..STORE_PAGE_MAX: a page), into ret[0..*ret_n).  The next page: the same
  * query with before_id = the last row's id; fewer than cap rows: the last
@@ -369,8 +375,9 @@ struct store_user_change {
  *   admin API;
  * - action: user.activate, user.deactivate, user.set_staff,
  *   user.unset_staff, codes.search_by_code, purge, ...;
- * - target: "user:<id>" for a user, the number (E.164) for a search, a
- *   summary for a purge;
+ * - target: "user:<id>" for a user (an entry given to store_user_update*()
+ *   with an empty target gets "user:<id>" of the user changed), the number
+ *   (E.164) for a search, a summary for a purge;
  * - client: the client's address (admin API), or none (the command line).
  * Text is stored as given (bounded by the sizes below); the caller keeps
  * secrets out of it. */
