@@ -326,3 +326,123 @@ void config_print_help(FILE *out)
 		fputc('\n', out);
 	}
 }
+
+static bool is_secret_var(const struct var *v)
+{
+	size_t n = strlen(v->name);
+
+	if (n > 5 && strcmp(v->name + n - 5, "_FILE") == 0)
+		return false; /* a key file's path, not the key */
+	return strstr(v->name, "KEY") != NULL || strstr(v->name, "TOKEN") != NULL;
+}
+
+void config_redact_url(const char *url, char *ret, size_t len)
+{
+	const char *scheme = strstr(url, "://"), *at, *colon, *p;
+	size_t o = 0;
+
+	if (!len)
+		return;
+	ret[0] = '\0';
+	/* userinfo: scheme://user:password@host */
+	if (scheme) {
+		const char *auth = scheme + 3, *end = auth + strcspn(auth, "/?#");
+
+		at = memchr(auth, '@', (size_t)(end - auth));
+		colon = at ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
+		if (colon) {
+			o = (size_t)snprintf(ret, len, "%.*s:***", (int)(colon - url), url);
+			url = at;
+		}
+	}
+	/* password=VALUE anywhere after (libpq's parameters) */
+	for (p = url; *p && o < len; ) {
+		if ((p == url || p[-1] == '?' || p[-1] == '&') && strncmp(p, "password=", 9) == 0) {
+			o += (size_t)snprintf(ret + o, len - o, "password=***");
+			p += 9 + strcspn(p + 9, "&#");
+			continue;
+		}
+		if (o + 1 < len) {
+			ret[o++] = *p;
+			ret[o] = '\0';
+		} else {
+			break;
+		}
+		p++;
+	}
+}
+
+static const char *word_of(const struct word *w, int value)
+{
+	for (; w->name; w++)
+		if (w->value == value)
+			return w->name;
+	return "?";
+}
+
+void config_each(const struct config *c,
+                 void (*fn)(void *arg, const char *name, const char *value), void *arg)
+{
+	static const char *const units[] = {"sec", "min", "hour", "day"};
+	static const int64_t unit_ms[] = {1000, 60000, 3600000, 86400000};
+
+	for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++) {
+		const struct var *v = &vars[i];
+		const char *field = (const char *)c + v->offset;
+		char buf[1200];
+
+		buf[0] = '\0';
+		switch (v->kind) {
+		case K_STR:
+			if (is_secret_var(v))
+				snprintf(buf, sizeof(buf), "%s", field[0] ? "(set)" : "");
+			else
+				snprintf(buf, sizeof(buf), "%s", field);
+			break;
+		case K_LISTEN:
+		case K_URL:
+		case K_CIDRS:
+			snprintf(buf, sizeof(buf), "%s", field);
+			break;
+		case K_DBURL:
+			config_redact_url(field, buf, sizeof(buf));
+			break;
+		case K_INT:
+			snprintf(buf, sizeof(buf), "%lld", (long long)*(const int64_t *)(const void *)field);
+			break;
+		case K_BOOL:
+			snprintf(buf, sizeof(buf), "%s", *(const bool *)(const void *)field ? "true" : "false");
+			break;
+		case K_RATE: {
+			const struct rate *r = (const void *)field;
+			size_t u = 0;
+
+			while (u < 3 && unit_ms[u] != r->period_ms)
+				u++;
+			if (unit_ms[u] == r->period_ms)
+				snprintf(buf, sizeof(buf), "%lld/%s", (long long)r->count, units[u]);
+			else
+				snprintf(buf, sizeof(buf), "%lld per %lld ms", (long long)r->count,
+				         (long long)r->period_ms);
+			break;
+		}
+		case K_ENV:
+			snprintf(buf, sizeof(buf), "%s", word_of(env_words, (int)c->env));
+			break;
+		case K_SMS:
+			snprintf(buf, sizeof(buf), "%s", word_of(sms_words, (int)c->sms_backend));
+			break;
+		case K_JWTALG:
+			snprintf(buf, sizeof(buf), "%s", word_of(alg_words, (int)c->jwt_alg));
+			break;
+		case K_LOGLEVEL:
+			snprintf(buf, sizeof(buf), "%s", word_of(level_words, c->log_level));
+			break;
+		case K_LOGFORMAT:
+			snprintf(buf, sizeof(buf), "%s", word_of(format_words, (int)c->log_format));
+			break;
+		}
+		fn(arg, v->name, buf);
+		OPENSSL_cleanse(buf, sizeof(buf));
+	}
+}

@@ -89,6 +89,18 @@ bool config_load_from(const char *(*lookup)(const char *name), struct config *re
  * or auto with stderr a terminal and OTPD_ENV=development. */
 bool config_log_is_text(const struct config *c, bool stderr_is_tty);
 
+/* Every variable with its effective value as text, in the table's order
+ * (for `otpd check-config`), secrets redacted: SECRET_KEY,
+ * KAVENEGAR_API_KEY, OTPD_METRICS_TOKEN and other keys and tokens read
+ * "(set)" or "" (not set); DATABASE_URL without its password.  fn's value
+ * is valid during the call only. */
+void config_each(const struct config *c,
+                 void (*fn)(void *arg, const char *name, const char *value), void *arg);
+
+/* DATABASE_URL as it may be shown: a password (in the URL's user
+ * information or a password= parameter) becomes ***. */
+void config_redact_url(const char *url, char *ret, size_t len);
+
 /* Print every variable with its default and meaning (for --help). */
 void config_print_help(FILE *out);
 

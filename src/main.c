@@ -1,4 +1,5 @@
-/* otpd: serve | migrate | --help.  Wiring, signals; nothing else. */
+/* otpd: serve | migrate | the operator's commands (cli/) | --help.  Wiring,
+ * signals; nothing else. */
 #include <errno.h>
 #include <openssl/rand.h>
 #include <pthread.h>
@@ -13,6 +14,7 @@
 #include "auth/jwt.h"
 #include "auth/login.h"
 #include "auth/session.h"
+#include "cli/cli.h"
 #include "config.h"
 #include "http/server.h"
 #include "log.h"
@@ -35,7 +37,12 @@ static void usage(FILE *out)
 	        "\n"
 	        "commands:\n"
 	        "  serve     apply pending migrations (unless OTPD_AUTO_MIGRATE=false) and serve HTTP\n"
-	        "  migrate   apply pending database migrations and exit\n"
+	        "  migrate   apply pending database migrations and exit\n");
+	cli_print_commands(out);
+	fprintf(out,
+	        "\n"
+	        "Each command takes --help; the operator's commands also --json (exit status 0\n"
+	        "done, 1 error, 2 bad usage).\n"
 	        "\n"
 	        "Configuration comes only from the environment; with none at all otpd serves on\n"
 	        "127.0.0.1:8000, stores in SQLite otpd.db and prints codes to its log.\n\n");
@@ -336,6 +343,8 @@ int main(int argc, char **argv)
 			goto bad;
 		return cmd_migrate();
 	}
+	if (cli_is_command(cmd))
+		return cli_main(argc, argv);
 bad:
 	fprintf(stderr, "otpd: unknown command or argument; see 'otpd --help'\n");
 	return 2;

@@ -817,3 +817,48 @@ enum otpd_status sms_status_query(struct sms *s, const int64_t *ids, size_t n,
 		worker_wake(s);
 	return OTPD_OK;
 }
+
+enum otpd_status sms_account_check(const struct sms_config *cfg, double *ret_credit,
+                                   char *why, size_t whylen)
+{
+	struct sms_kavenegar *kv = NULL;
+	struct sms_kavenegar_call *call = NULL;
+	enum otpd_status st = OTPD_INTERNAL;
+	const char *body;
+	CURL *h = NULL;
+	size_t len = 0;
+	double credit = 0;
+
+	snprintf(why, whylen, "the Kavenegar configuration is not valid");
+	if (cfg->backend != SMS_KAVENEGAR)
+		return OTPD_INTERNAL;
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+		snprintf(why, whylen, "cannot initialise libcurl");
+		return OTPD_INTERNAL;
+	}
+	if (sms_kavenegar_new(cfg, &kv) != OTPD_OK)
+		goto out;
+	st = OTPD_NOMEM;
+	snprintf(why, whylen, "out of memory");
+	h = curl_easy_init();
+	if (!h || (st = sms_kavenegar_info_new(kv, h, &call)) != OTPD_OK)
+		goto out;
+	st = sms_kavenegar_side_finish(call, h, (int)curl_easy_perform(h), why, whylen);
+	if (st != OTPD_OK)
+		goto out;
+	body = sms_kavenegar_call_response(call, &len);
+	if (!sms_kavenegar_parse_credit(body, len, &credit)) {
+		snprintf(why, whylen, "account/info answered without entries.remaincredit");
+		st = OTPD_SMS_UNAVAILABLE;
+		goto out;
+	}
+	*ret_credit = credit;
+	why[0] = '\0';
+out:
+	sms_kavenegar_call_free(call);
+	if (h)
+		curl_easy_cleanup(h);
+	sms_kavenegar_free(kv);
+	curl_global_cleanup();
+	return st;
+}

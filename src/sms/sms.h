@@ -76,4 +76,13 @@ void sms_free(struct sms *sms, long wait_ms);
 enum otpd_status sms_status_query(struct sms *sms, const int64_t *ids, size_t n,
                                   sms_status_fn done, void *arg);
 
+/* One account/info call (kavenegar only), synchronously, for `otpd
+ * check-config`: OTPD_OK and the remaining credit (Rial) when the provider
+ * accepts the key; else OTPD_SMS_REJECTED (the provider refused: a bad
+ * key, a blocked account) or OTPD_SMS_UNAVAILABLE (not reached, not
+ * understood), with why (one line, never the URL or the key).  Bounded by
+ * cfg's timeouts.  Starts no thread. */
+enum otpd_status sms_account_check(const struct sms_config *cfg, double *ret_credit,
+                                   char *why, size_t whylen);
+
 #endif

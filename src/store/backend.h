@@ -42,6 +42,9 @@ enum store_op {
 	STORE_OP_DELIVERY_SET,
 	STORE_OP_HISTORY_PURGE,
 	STORE_OP_USER_UPDATE,
+	STORE_OP_USER_UPDATE_BY_PHONE,
+	STORE_OP_AUDIT_APPEND,
+	STORE_OP_CODES_MATCH, /* a read, with its audit entry: a write */
 	/* reads: one statement each, on a read connection when the backend
 	 * has one (else inside a batch, like a write) */
 	STORE_OP_PING,
@@ -50,6 +53,10 @@ enum store_op {
 	STORE_OP_STATS,
 	STORE_OP_CODES_LIST,
 	STORE_OP_USER_SESSIONS,
+	STORE_OP_USER_BY_PHONE,
+	STORE_OP_USERS_LIST,
+	STORE_OP_AUDIT_LIST,
+	STORE_OP_PURGE_COUNT,
 	STORE_OP_COUNT,
 };
 
@@ -113,11 +120,14 @@ struct store_args_delivery_pending {
 	size_t n;
 };
 
+/* The lists: the dialect writes rows to ret[0..n); the engine copies n to
+ * *ret_n (when not NULL) once the job answers OTPD_OK. */
 struct store_args_stats {
 	int64_t since_ms, until_ms;
 	struct store_stats_bucket *ret; /* room for cap */
 	size_t cap;
 	size_t n;
+	size_t *ret_n;
 };
 
 struct store_args_verify {
@@ -153,6 +163,7 @@ struct store_args_purge { /* session purge: before = now; history purge */
 
 struct store_args_user_get {
 	int64_t id;
+	const char *phone; /* STORE_OP_USER_BY_PHONE */
 	bool found;
 	struct store_user user;
 	struct store_user *ret;
@@ -160,7 +171,13 @@ struct store_args_user_get {
 
 struct store_args_user_update {
 	int64_t id;
+	const char *phone;        /* STORE_OP_USER_UPDATE_BY_PHONE: instead of id */
+	bool create;              /* ... creating the user when there is none */
+	const char *email_domain; /* ... for that user's e-mail */
 	const struct store_user_change *change;
+	const struct store_audit_entry *audit; /* NULL: none */
+	bool created;
+	bool *ret_created;        /* may be NULL */
 	bool found;
 	struct store_user user; /* after the change */
 	struct store_user *ret; /* may be NULL */
@@ -174,6 +191,7 @@ struct store_args_codes_list {
 	struct store_code_row *ret; /* room for cap */
 	size_t cap;
 	size_t n;
+	size_t *ret_n;
 };
 
 struct store_args_user_sessions {
@@ -181,6 +199,51 @@ struct store_args_user_sessions {
 	struct store_session_info *ret; /* room for cap */
 	size_t cap;
 	size_t n;
+	size_t *ret_n;
+};
+
+struct store_args_audit_append {
+	const struct store_audit_entry *e;
+};
+
+struct store_args_audit_list {
+	int64_t before_id;               /* id < before_id */
+	struct store_audit_entry *ret;   /* room for cap */
+	size_t cap;
+	size_t n;
+	size_t *ret_n;
+};
+
+/* store.c has resolved the query: one of the three forms, plain bounds. */
+enum store_users_by { STORE_USERS_BY_PHONE, STORE_USERS_BY_PREFIX, STORE_USERS_ALL };
+
+struct store_args_users_list {
+	enum store_users_by by;
+	const char *phone;
+	const char *prefix;                     /* username >= prefix */
+	char upper[STORE_USERNAME_MAX + 1];     /* username < upper (the prefix, last byte + 1) */
+	const char *after;                      /* username > after ("": none) */
+	int64_t before_id;                      /* id < before_id */
+	struct store_user *ret;                 /* room for cap */
+	size_t cap;
+	size_t n;
+	size_t *ret_n;
+};
+
+struct store_args_codes_match {
+	const char *phone;
+	const uint8_t *hash;                    /* OTP_HASH_LEN */
+	const struct store_audit_entry *audit;  /* appended with the search */
+	struct store_code_row *ret;             /* room for cap */
+	size_t cap;
+	size_t n;
+	size_t *ret_n;
+};
+
+struct store_args_purge_count {
+	int64_t codes_before_ms, sessions_before_ms, max;
+	struct store_purge_counts res;
+	struct store_purge_counts *ret;
 };
 
 /* One operation for the engine.  store.c fills op, now_ms and u; the
@@ -210,6 +273,11 @@ struct store_job {
 		struct store_args_user_update user_update;
 		struct store_args_codes_list codes;
 		struct store_args_user_sessions sessions;
+		struct store_args_audit_append audit;
+		struct store_args_audit_list audit_list;
+		struct store_args_users_list users;
+		struct store_args_codes_match match;
+		struct store_args_purge_count purge_count;
 	} u;
 	/* The engine's: set by store_engine_submit() / _start(). */
 	struct store_job *next;

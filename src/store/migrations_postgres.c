@@ -124,6 +124,29 @@ static const char *const postgres_sql[] = {
 	"  PRIMARY KEY (bucket_ms, slot)\n"
 	");\n",
 
+	/* 2: the audit log (SQLite's version 5: the same table), and the
+	 * username index of the prefix search.  Append-only: the store has no
+	 * statement that changes or deletes an entry, and the trigger refuses
+	 * one written by hand (UPDATE, DELETE, TRUNCATE).  Paged newest first
+	 * through the primary key.  users_username_c: the prefix search
+	 * compares usernames bytewise (COLLATE "C", as SQLite does), which the
+	 * UNIQUE index (the database's collation) cannot serve. */
+	"CREATE TABLE audit_log (\n"
+	"  id      bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,\n"
+	"  time_ms bigint NOT NULL,\n"
+	"  actor   text NOT NULL CHECK (char_length(actor) BETWEEN 1 AND 64),\n"
+	"  action  text NOT NULL CHECK (char_length(action) BETWEEN 1 AND 64),\n"
+	"  target  text NOT NULL CHECK (octet_length(target) <= 256),\n"
+	"  client  text CHECK (octet_length(client) <= 64)\n"
+	");\n"
+	"CREATE FUNCTION otpd_audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS\n"
+	"  $$BEGIN RAISE EXCEPTION 'audit_log is append-only'; END$$;\n"
+	"CREATE TRIGGER audit_log_no_change BEFORE UPDATE OR DELETE ON audit_log\n"
+	"  FOR EACH ROW EXECUTE FUNCTION otpd_audit_log_append_only();\n"
+	"CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log\n"
+	"  FOR EACH STATEMENT EXECUTE FUNCTION otpd_audit_log_append_only();\n"
+	"CREATE INDEX users_username_c ON users (username COLLATE \"C\");\n",
+
 	/* Append new versions here. */
 };
 

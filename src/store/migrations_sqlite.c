@@ -206,6 +206,28 @@ static const char *const sqlite_sql[] = {
 	"  locks         INTEGER NOT NULL DEFAULT 0\n"
 	") STRICT, WITHOUT ROWID;\n",
 
+	/* 5: the audit log (store.h, "the audit log"): every admin action,
+	 * from the admin API or the command line.  Append-only: the store has
+	 * no statement that changes or deletes an entry, and the triggers
+	 * refuse one written by hand (a sqlite3 shell on the file).  Paged
+	 * newest first through the primary key; AUTOINCREMENT, so that an id
+	 * is never reused.  client: the address, or NULL (the command line).
+	 * The other lists need no new index: users by number (its UNIQUE),
+	 * by username prefix (UNIQUE on username: a range), all users by id
+	 * (the primary key); a number's codes through otp_codes_phone. */
+	"CREATE TABLE audit_log (\n"
+	"  id      INTEGER PRIMARY KEY AUTOINCREMENT,\n"
+	"  time_ms INTEGER NOT NULL,\n"
+	"  actor   TEXT NOT NULL CHECK (length(actor) BETWEEN 1 AND 64),\n"
+	"  action  TEXT NOT NULL CHECK (length(action) BETWEEN 1 AND 64),\n"
+	"  target  TEXT NOT NULL CHECK (length(target) <= 256),\n"
+	"  client  TEXT CHECK (length(client) <= 64)\n"
+	") STRICT;\n"
+	"CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log\n"
+	"  BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;\n"
+	"CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log\n"
+	"  BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;\n",
+
 	/* Append new versions here. */
 };
 

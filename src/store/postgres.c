@@ -238,6 +238,17 @@ enum stmt_id {
 	ST_SESSIONS_OF_USER,
 	ST_THROTTLE,
 	ST_THROTTLE_PURGE,
+	ST_AUDIT_INSERT,
+	ST_AUDIT_PAGE,
+	ST_USER_CREATE,
+	ST_USER_BY_PHONE,
+	ST_USERS_BY_PHONE,
+	ST_USERS_BY_PREFIX,
+	ST_USERS_ALL,
+	ST_CODES_MATCH,
+	ST_PURGE_COUNT_CODES,
+	ST_PURGE_COUNT_STATS,
+	ST_PURGE_COUNT_SESSIONS,
 	_ST_MAX,
 };
 
@@ -464,6 +475,55 @@ static const struct {
 	[ST_SESSIONS_OF_USER] = {"list sessions of a user",
 		"SELECT family, state, created_ms, expires_ms, rotated_ms FROM refresh_tokens"
 		" WHERE user_id = $1 ORDER BY created_ms DESC, jti COLLATE \"C\" DESC LIMIT $2"},
+	/* The audit log (migration 2): appended, and paged newest first
+	 * through the primary key; never changed. */
+	[ST_AUDIT_INSERT] = {"append audit entry",
+		"INSERT INTO audit_log (time_ms, actor, action, target, client)"
+		" VALUES ($1, $2, $3, $4, $5)"},
+	[ST_AUDIT_PAGE] = {"list audit entries",
+		"SELECT id, time_ms, actor, action, target, client FROM audit_log"
+		" WHERE id < $1 ORDER BY id DESC LIMIT $2"},
+	/* A user made by an admin (set-staff of a number that never logged
+	 * in): as a first login would make it, without a login.  One user
+	 * per number: a concurrent insert of the same number waits for the
+	 * other's commit, then does nothing. */
+	[ST_USER_CREATE] = {"create user",
+		"INSERT INTO users (phone_number, username, email, first_name,"
+		" last_name, is_active, is_staff, created_at_ms, last_login_ms)"
+		" VALUES ($1, $2, $3, NULL, NULL, true, false, $4, NULL)"
+		" ON CONFLICT (phone_number) DO NOTHING"},
+	[ST_USER_BY_PHONE] = {"read user",
+		"SELECT " USER_COLUMNS " FROM users WHERE phone_number = $1"},
+	/* The users lists: by number (its UNIQUE index), by username prefix
+	 * (a range of users_username_c, bytewise like SQLite), every user
+	 * newest first (the primary key). */
+	[ST_USERS_BY_PHONE] = {"list users by number",
+		"SELECT " USER_COLUMNS " FROM users WHERE phone_number = $1 AND id < $2"},
+	[ST_USERS_BY_PREFIX] = {"list users by username prefix",
+		"SELECT " USER_COLUMNS " FROM users WHERE username COLLATE \"C\" >= $1"
+		" AND username COLLATE \"C\" < $2 AND username COLLATE \"C\" > $3"
+		" ORDER BY username COLLATE \"C\" LIMIT $4"},
+	[ST_USERS_ALL] = {"list users",
+		"SELECT " USER_COLUMNS " FROM users WHERE id < $1 ORDER BY id DESC LIMIT $2"},
+	/* The search by code: a number's codes (otp_codes_phone) whose hash is
+	 * $2, among those that can no longer be used (used, cancelled,
+	 * replaced, ended by their last guess, out of attempts, or expired at
+	 * $3).  Equality in SQL on a keyed hash: see store_codes_match(). */
+	[ST_CODES_MATCH] = {"search codes by hash",
+		"SELECT " CODE_ROW_COLUMNS " FROM otp_codes WHERE phone = $1 AND code_hash = $2"
+		" AND (state <> 0 OR ended_ms IS NOT NULL OR attempts >= max_attempts"
+		" OR expires_ms <= $3) ORDER BY id DESC LIMIT $4"},
+	/* What the purges would delete, bounded by $2 (otpd purge --dry-run),
+	 * walked as they walk. */
+	[ST_PURGE_COUNT_CODES] = {"purge count codes",
+		"SELECT count(*) FROM (SELECT created_ms FROM otp_codes ORDER BY id LIMIT $2) o"
+		" WHERE created_ms < $1"},
+	[ST_PURGE_COUNT_STATS] = {"purge count stats",
+		"SELECT count(*) FROM (SELECT 1 FROM stats_5m WHERE bucket_ms < $1"
+		" ORDER BY bucket_ms LIMIT $2) o"},
+	[ST_PURGE_COUNT_SESSIONS] = {"purge count sessions",
+		"SELECT count(*) FROM (SELECT 1 FROM refresh_tokens WHERE expires_ms < $1"
+		" ORDER BY expires_ms LIMIT $2) o"},
 };
 
 /* What every connection shares: read-only once the store is open, but
@@ -2139,9 +2199,25 @@ static enum otpd_status op_session_purge(struct store_conn *c, struct store_job 
 /* The flags as the change says (the user row locked: first, as every
  * transaction on a user's sessions locks it), the sessions revoked when it
  * deactivates, and the user as it is now; two round trips at most. */
-static enum otpd_status op_user_update(struct store_conn *c, struct store_job *j)
+/* Append audit entry e (queued: it goes with the next statement or the
+ * COMMIT; its failure fails the transaction). */
+static enum otpd_status audit_insert(struct store_conn *c, const struct store_audit_entry *e)
 {
-	struct store_args_user_update *a = &j->u.user_update;
+	struct params p = {0};
+
+	p_i64(&p, e->time_ms);
+	p_text(&p, e->actor);
+	p_text(&p, e->action);
+	p_text(&p, e->target);
+	if (e->has_client)
+		p_text(&p, e->client);
+	else
+		p_null(&p);
+	return defer(c, ST_AUDIT_INSERT, &p, NULL, NULL);
+}
+
+static enum otpd_status user_update(struct store_conn *c, struct store_args_user_update *a)
+{
 	const struct store_user_change *ch = a->change;
 	struct params p = {0};
 	enum otpd_status status;
@@ -2174,6 +2250,160 @@ static enum otpd_status op_user_update(struct store_conn *c, struct store_job *j
 		p_i64(&q, a->id);
 		status = defer(c, ST_USER_SESSIONS_REVOKE, &q, NULL, NULL);
 	}
+	if (status == OTPD_OK && a->audit) {
+		struct store_audit_entry e = *a->audit;
+
+		if (!e.target[0]) /* store.h: the user changed */
+			snprintf(e.target, sizeof(e.target), "user:%lld", (long long)a->id);
+		status = audit_insert(c, &e); /* libpq copies the parameters */
+	}
+	return status;
+}
+
+static enum otpd_status op_user_update(struct store_conn *c, struct store_job *j)
+{
+	return user_update(c, &j->u.user_update);
+}
+
+static enum otpd_status user_by_phone(struct store_conn *c, const char *phone,
+                                      bool *ret_found, struct store_user *ret)
+{
+	struct params p = {0};
+	enum otpd_status status;
+	PGresult *r = NULL;
+
+	p_text(&p, phone);
+	status = query(c, ST_USER_BY_PHONE, &p, &r);
+	if (status != OTPD_OK)
+		return status;
+	*ret_found = PQntuples(r) > 0;
+	if (*ret_found)
+		status = user_row(r, 0, ret);
+	PQclear(r);
+	return status;
+}
+
+static enum otpd_status op_user_by_phone(struct store_conn *c, struct store_job *j)
+{
+	return user_by_phone(c, j->u.user.phone, &j->u.user.found, &j->u.user.user);
+}
+
+/* The user of the number: created first when asked (INSERT ... ON CONFLICT
+ * DO NOTHING: of concurrent creations one inserts, the others wait for its
+ * commit and insert nothing), read in a statement of its own (a new
+ * snapshot: it sees the row whoever inserted it), then changed by id (the
+ * UPDATE locks the row). */
+static enum otpd_status op_user_update_by_phone(struct store_conn *c, struct store_job *j)
+{
+	struct store_args_user_update *a = &j->u.user_update;
+	struct store_user u;
+	enum otpd_status status;
+	bool found = false;
+	int inserted = 0;
+
+	a->created = false;
+	if (a->create) {
+		struct params p = {0};
+
+		if (!store_rules_new_user(a->phone, a->email_domain, &u)) {
+			store_error("not a normalised phone number, or e-mail domain too long");
+			return OTPD_INTERNAL;
+		}
+		p_text(&p, a->phone);
+		p_text(&p, u.username);
+		p_text(&p, u.email);
+		p_i64(&p, j->now_ms);
+		status = defer(c, ST_USER_CREATE, &p, &inserted, NULL);
+		if (status != OTPD_OK)
+			return status;
+	}
+	status = user_by_phone(c, a->phone, &found, &u);
+	if (status != OTPD_OK)
+		return status;
+	a->created = inserted == 1;
+	if (!found) {
+		a->found = false;
+		return OTPD_OK;
+	}
+	a->id = u.id;
+	return user_update(c, a);
+}
+
+/* ---- the audit log ---- */
+
+static enum otpd_status op_audit_append(struct store_conn *c, struct store_job *j)
+{
+	return audit_insert(c, j->u.audit.e);
+}
+
+static enum otpd_status op_audit_list(struct store_conn *c, struct store_job *j)
+{
+	struct store_args_audit_list *a = &j->u.audit_list;
+	struct params p = {0};
+	enum otpd_status status;
+	PGresult *r = NULL;
+	size_t n = 0;
+
+	p_i64(&p, a->before_id);
+	p_i64(&p, (int64_t)a->cap); /* at most STORE_PAGE_MAX (store.c) */
+	status = query(c, ST_AUDIT_PAGE, &p, &r);
+	if (status != OTPD_OK)
+		return status;
+	for (int i = 0; i < PQntuples(r) && n < a->cap; i++) {
+		struct store_audit_entry *e = &a->ret[n];
+
+		memset(e, 0, sizeof(*e));
+		e->id = col_int(r, i, 0);
+		e->time_ms = col_int(r, i, 1);
+		if (!col_text(r, i, 2, e->actor, sizeof(e->actor), NULL) ||
+		    !col_text(r, i, 3, e->action, sizeof(e->action), NULL) ||
+		    !col_text(r, i, 4, e->target, sizeof(e->target), NULL) ||
+		    !col_text(r, i, 5, e->client, sizeof(e->client), &e->has_client)) {
+			store_error("postgres: audit entry %lld has a field longer than otpd allows",
+			            (long long)e->id);
+			PQclear(r);
+			return OTPD_INTERNAL;
+		}
+		n++;
+	}
+	PQclear(r);
+	a->n = n;
+	return OTPD_OK;
+}
+
+/* ---- the users lists ---- */
+
+static enum otpd_status op_users_list(struct store_conn *c, struct store_job *j)
+{
+	struct store_args_users_list *a = &j->u.users;
+	enum stmt_id id = a->by == STORE_USERS_BY_PHONE ? ST_USERS_BY_PHONE
+	                  : a->by == STORE_USERS_BY_PREFIX ? ST_USERS_BY_PREFIX : ST_USERS_ALL;
+	struct params p = {0};
+	enum otpd_status status;
+	PGresult *r = NULL;
+	size_t n = 0;
+
+	if (id == ST_USERS_BY_PHONE) {
+		p_text(&p, a->phone);
+		p_i64(&p, a->before_id);
+	} else if (id == ST_USERS_BY_PREFIX) {
+		p_text(&p, a->prefix);
+		p_text(&p, a->upper);
+		p_text(&p, a->after);
+		p_i64(&p, (int64_t)a->cap);
+	} else {
+		p_i64(&p, a->before_id);
+		p_i64(&p, (int64_t)a->cap);
+	}
+	status = query(c, id, &p, &r);
+	if (status != OTPD_OK)
+		return status;
+	for (int i = 0; i < PQntuples(r) && n < a->cap && status == OTPD_OK; i++)
+		if ((status = user_row(r, i, &a->ret[n])) == OTPD_OK)
+			n++;
+	PQclear(r);
+	if (status == OTPD_OK)
+		a->n = n;
 	return status;
 }
 
@@ -2230,6 +2460,70 @@ static enum otpd_status op_codes_list(struct store_conn *c, struct store_job *j)
 	PQclear(r);
 	a->n = n;
 	return OTPD_OK;
+}
+
+/* The search by code; its audit entry goes with the COMMIT. */
+static enum otpd_status op_codes_match(struct store_conn *c, struct store_job *j)
+{
+	struct store_args_codes_match *a = &j->u.match;
+	struct params p = {0};
+	enum otpd_status status;
+	PGresult *r = NULL;
+	size_t n = 0;
+
+	p_text(&p, a->phone);
+	p_bytes(&p, a->hash, OTP_HASH_LEN);
+	p_i64(&p, j->now_ms);
+	p_i64(&p, (int64_t)a->cap); /* at most STORE_PAGE_MAX (store.c) */
+	status = query(c, ST_CODES_MATCH, &p, &r);
+	if (status != OTPD_OK)
+		return status;
+	for (int i = 0; i < PQntuples(r) && n < a->cap; i++) {
+		if (!code_row(r, i, &a->ret[n])) {
+			store_error("postgres: code %lld has a number longer than otpd allows",
+			            (long long)col_int(r, i, 0));
+			PQclear(r);
+			return OTPD_INTERNAL;
+		}
+		n++;
+	}
+	PQclear(r);
+	status = audit_insert(c, a->audit);
+	if (status == OTPD_OK)
+		a->n = n;
+	return status;
+}
+
+static enum otpd_status count_one(struct store_conn *c, enum stmt_id id, int64_t before_ms,
+                                  int64_t max, int64_t *ret)
+{
+	struct params p = {0};
+	enum otpd_status status;
+	PGresult *r = NULL;
+
+	p_i64(&p, before_ms);
+	p_i64(&p, max);
+	status = query(c, id, &p, &r);
+	if (status != OTPD_OK)
+		return status;
+	*ret = PQntuples(r) > 0 ? col_int(r, 0, 0) : 0;
+	PQclear(r);
+	return OTPD_OK;
+}
+
+static enum otpd_status op_purge_count(struct store_conn *c, struct store_job *j)
+{
+	struct store_args_purge_count *a = &j->u.purge_count;
+	enum otpd_status status;
+
+	memset(&a->res, 0, sizeof(a->res));
+	status = count_one(c, ST_PURGE_COUNT_CODES, a->codes_before_ms, a->max, &a->res.codes);
+	if (status == OTPD_OK)
+		status = count_one(c, ST_PURGE_COUNT_STATS, a->codes_before_ms, a->max, &a->res.stats);
+	if (status == OTPD_OK)
+		status = count_one(c, ST_PURGE_COUNT_SESSIONS, a->sessions_before_ms, a->max,
+		                   &a->res.sessions);
+	return status;
 }
 
 static enum otpd_status op_user_sessions(struct store_conn *c, struct store_job *j)
@@ -2429,6 +2723,9 @@ WRITE_OP(op_sms_accepted)
 WRITE_OP(op_delivery_set)
 WRITE_OP(op_history_purge)
 WRITE_OP(op_user_update)
+WRITE_OP(op_user_update_by_phone)
+WRITE_OP(op_audit_append)
+WRITE_OP(op_codes_match)
 
 static void pg_conn_close(struct store_conn *c)
 {
@@ -2467,6 +2764,13 @@ static const struct store_dialect postgres_dialect = {
 		[STORE_OP_STATS] = op_stats,
 		[STORE_OP_CODES_LIST] = op_codes_list,
 		[STORE_OP_USER_SESSIONS] = op_user_sessions,
+		[STORE_OP_USER_UPDATE_BY_PHONE] = op_user_update_by_phone_job,
+		[STORE_OP_AUDIT_APPEND] = op_audit_append_job,
+		[STORE_OP_CODES_MATCH] = op_codes_match_job,
+		[STORE_OP_USER_BY_PHONE] = op_user_by_phone,
+		[STORE_OP_USERS_LIST] = op_users_list,
+		[STORE_OP_AUDIT_LIST] = op_audit_list,
+		[STORE_OP_PURGE_COUNT] = op_purge_count,
 	},
 	.migrations = &store_postgres_migrations,
 	.migrate_lock = pg_migrate_lock,

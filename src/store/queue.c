@@ -113,11 +113,48 @@ enum otpd_status store_job_answer(const struct store_job *j)
 		if (j->u.user.ret)
 			*j->u.user.ret = j->u.user.user;
 		return OTPD_OK;
+	case STORE_OP_USER_BY_PHONE:
+		if (!j->u.user.found)
+			return OTPD_NOT_FOUND;
+		if (j->u.user.ret)
+			*j->u.user.ret = j->u.user.user;
+		return OTPD_OK;
 	case STORE_OP_USER_UPDATE:
+	case STORE_OP_USER_UPDATE_BY_PHONE:
 		if (!j->u.user_update.found)
 			return OTPD_NOT_FOUND;
 		if (j->u.user_update.ret)
 			*j->u.user_update.ret = j->u.user_update.user;
+		if (j->u.user_update.ret_created)
+			*j->u.user_update.ret_created = j->u.user_update.created;
+		return OTPD_OK;
+	case STORE_OP_PURGE_COUNT:
+		*j->u.purge_count.ret = j->u.purge_count.res;
+		return OTPD_OK;
+	/* The lists: rows are in the caller's buffer already; their count. */
+	case STORE_OP_STATS:
+		if (j->u.stats.ret_n)
+			*j->u.stats.ret_n = j->u.stats.n;
+		return OTPD_OK;
+	case STORE_OP_CODES_LIST:
+		if (j->u.codes.ret_n)
+			*j->u.codes.ret_n = j->u.codes.n;
+		return OTPD_OK;
+	case STORE_OP_USER_SESSIONS:
+		if (j->u.sessions.ret_n)
+			*j->u.sessions.ret_n = j->u.sessions.n;
+		return OTPD_OK;
+	case STORE_OP_AUDIT_LIST:
+		if (j->u.audit_list.ret_n)
+			*j->u.audit_list.ret_n = j->u.audit_list.n;
+		return OTPD_OK;
+	case STORE_OP_USERS_LIST:
+		if (j->u.users.ret_n)
+			*j->u.users.ret_n = j->u.users.n;
+		return OTPD_OK;
+	case STORE_OP_CODES_MATCH:
+		if (j->u.match.ret_n)
+			*j->u.match.ret_n = j->u.match.n;
 		return OTPD_OK;
 	default:
 		return OTPD_OK;

@@ -67,6 +67,16 @@ enum stmt_id {
 	ST_USER_SESSIONS_REVOKE,
 	ST_SESSIONS_OF_USER,
 	ST_SESSION_PURGE,
+	ST_AUDIT_INSERT,
+	ST_AUDIT_PAGE,
+	ST_USER_CREATE,
+	ST_USERS_BY_PHONE,
+	ST_USERS_BY_PREFIX,
+	ST_USERS_ALL,
+	ST_CODES_MATCH,
+	ST_PURGE_COUNT_CODES,
+	ST_PURGE_COUNT_STATS,
+	ST_PURGE_COUNT_SESSIONS,
 	_ST_MAX,
 };
 
@@ -230,6 +240,50 @@ static const struct {
 	[ST_SESSION_PURGE] = {"purge sessions",
 		"DELETE FROM refresh_tokens WHERE jti IN"
 		" (SELECT jti FROM refresh_tokens WHERE expires_ms < ?1"
+		" ORDER BY expires_ms LIMIT ?2)"},
+	/* The audit log: appended, and paged newest first through the
+	 * primary key; never changed (migration 5). */
+	[ST_AUDIT_INSERT] = {"append audit entry",
+		"INSERT INTO audit_log (time_ms, actor, action, target, client)"
+		" VALUES (?1, ?2, ?3, ?4, ?5)"},
+	[ST_AUDIT_PAGE] = {"list audit entries",
+		"SELECT id, time_ms, actor, action, target, client FROM audit_log"
+		" WHERE id < ?1 ORDER BY id DESC LIMIT ?2"},
+	/* A user made by an admin (set-staff of a number that never logged
+	 * in): as a first login would make it, without a login. */
+	[ST_USER_CREATE] = {"create user",
+		"INSERT INTO users (phone_number, username, email, first_name,"
+		" last_name, is_active, is_staff, created_at_ms, last_login_ms)"
+		" VALUES (?1, ?2, ?3, NULL, NULL, 1, 0, ?4, NULL)"
+		" ON CONFLICT (phone_number) DO NOTHING"},
+	/* The users lists: by number (its UNIQUE index), by username prefix
+	 * (a range of the UNIQUE index on username, in its order), every user
+	 * newest first (the primary key). */
+	[ST_USERS_BY_PHONE] = {"list users by number",
+		"SELECT " USER_COLUMNS " FROM users WHERE phone_number = ?1 AND id < ?2"},
+	[ST_USERS_BY_PREFIX] = {"list users by username prefix",
+		"SELECT " USER_COLUMNS " FROM users WHERE username >= ?1 AND username < ?2"
+		" AND username > ?3 ORDER BY username LIMIT ?4"},
+	[ST_USERS_ALL] = {"list users",
+		"SELECT " USER_COLUMNS " FROM users WHERE id < ?1 ORDER BY id DESC LIMIT ?2"},
+	/* The search by code: a number's codes (otp_codes_phone) whose hash is
+	 * ?2, among those that can no longer be used (used, cancelled,
+	 * replaced, ended by their last guess, out of attempts, or expired at
+	 * ?3).  Equality in SQL on a keyed hash: see store_codes_match(). */
+	[ST_CODES_MATCH] = {"search codes by hash",
+		"SELECT " CODE_ROW_COLUMNS " FROM otp_codes WHERE phone = ?1 AND code_hash = ?2"
+		" AND (state <> 0 OR ended_ms IS NOT NULL OR attempts >= max_attempts"
+		" OR expires_ms <= ?3) ORDER BY id DESC LIMIT ?4"},
+	/* What the purges would delete, bounded by ?2 (otpd purge --dry-run),
+	 * walked as they walk. */
+	[ST_PURGE_COUNT_CODES] = {"purge count codes",
+		"SELECT count(*) FROM (SELECT created_ms FROM otp_codes ORDER BY id LIMIT ?2)"
+		" WHERE created_ms < ?1"},
+	[ST_PURGE_COUNT_STATS] = {"purge count stats",
+		"SELECT count(*) FROM (SELECT bucket_ms FROM stats_5m WHERE bucket_ms < ?1"
+		" ORDER BY bucket_ms LIMIT ?2)"},
+	[ST_PURGE_COUNT_SESSIONS] = {"purge count sessions",
+		"SELECT count(*) FROM (SELECT expires_ms FROM refresh_tokens WHERE expires_ms < ?1"
 		" ORDER BY expires_ms LIMIT ?2)"},
 };
 
@@ -1026,11 +1080,31 @@ static enum otpd_status op_user_get(struct store_conn *c, struct store_job *j)
 	return user_by_id(c, j->u.user.id, &j->u.user.found, &j->u.user.user);
 }
 
-/* The flags as the change says, the sessions revoked when it deactivates,
- * then the user as it is now. */
-static enum otpd_status op_user_update(struct store_conn *c, struct store_job *j)
+/* Append audit entry e (in the caller's transaction). */
+static enum otpd_status audit_insert(struct store_conn *c, const struct store_audit_entry *e)
 {
-	struct store_args_user_update *a = &j->u.user_update;
+	sqlite3_stmt *st = NULL;
+	enum otpd_status status = prepare(c, ST_AUDIT_INSERT, &st);
+	int rc;
+
+	if (status != OTPD_OK)
+		return status;
+	rc = sqlite3_bind_int64(st, 1, e->time_ms);
+	if (rc == SQLITE_OK)
+		rc = bind_text(st, 2, e->actor);
+	if (rc == SQLITE_OK)
+		rc = bind_text(st, 3, e->action);
+	if (rc == SQLITE_OK)
+		rc = bind_text(st, 4, e->target);
+	if (rc == SQLITE_OK)
+		rc = e->has_client ? bind_text(st, 5, e->client) : sqlite3_bind_null(st, 5);
+	return finish(c, ST_AUDIT_INSERT, rc);
+}
+
+/* The flags as the change says, the sessions revoked when it deactivates,
+ * the audit entry, then the user as it is now. */
+static enum otpd_status user_update(struct store_conn *c, struct store_args_user_update *a)
+{
 	const struct store_user_change *ch = a->change;
 	sqlite3_stmt *st = NULL;
 	enum otpd_status status = prepare(c, ST_USER_UPDATE, &st);
@@ -1059,7 +1133,192 @@ static enum otpd_status op_user_update(struct store_conn *c, struct store_job *j
 		if (status != OTPD_OK)
 			return status;
 	}
+	if (a->audit) {
+		struct store_audit_entry e = *a->audit;
+
+		if (!e.target[0]) /* store.h: the user changed */
+			snprintf(e.target, sizeof(e.target), "user:%lld", (long long)a->id);
+		status = audit_insert(c, &e);
+		if (status != OTPD_OK)
+			return status;
+	}
 	return user_by_id(c, a->id, &a->found, &a->user);
+}
+
+static enum otpd_status op_user_update(struct store_conn *c, struct store_job *j)
+{
+	return user_update(c, &j->u.user_update);
+}
+
+static enum otpd_status user_by_phone(struct store_conn *c, const char *phone,
+                                      bool *ret_found, struct store_user *ret)
+{
+	sqlite3_stmt *st = NULL;
+	enum otpd_status status = prepare(c, ST_USER_BY_PHONE, &st);
+
+	if (status == OTPD_OK)
+		status = fetch(c, ST_USER_BY_PHONE, bind_text(st, 1, phone), ret_found);
+	if (status == OTPD_OK && *ret_found) {
+		status = user_row(st, ret);
+		release(st);
+	}
+	return status;
+}
+
+static enum otpd_status op_user_by_phone(struct store_conn *c, struct store_job *j)
+{
+	return user_by_phone(c, j->u.user.phone, &j->u.user.found, &j->u.user.user);
+}
+
+/* The user of the number (created first when asked and there is none: the
+ * write lock is held from BEGIN IMMEDIATE, and UNIQUE backs it), then the
+ * change as by id. */
+static enum otpd_status op_user_update_by_phone(struct store_conn *c, struct store_job *j)
+{
+	struct store_args_user_update *a = &j->u.user_update;
+	struct store_user u;
+	sqlite3_stmt *st = NULL;
+	enum otpd_status status;
+	bool found = false;
+	int rc;
+
+	a->created = false;
+	status = user_by_phone(c, a->phone, &found, &u);
+	if (status != OTPD_OK)
+		return status;
+	if (!found && a->create) {
+		if (!store_rules_new_user(a->phone, a->email_domain, &u)) {
+			store_error("not a normalised phone number, or e-mail domain too long");
+			return OTPD_INTERNAL;
+		}
+		status = prepare(c, ST_USER_CREATE, &st);
+		if (status != OTPD_OK)
+			return status;
+		rc = bind_text(st, 1, a->phone);
+		if (rc == SQLITE_OK)
+			rc = bind_text(st, 2, u.username);
+		if (rc == SQLITE_OK)
+			rc = bind_text(st, 3, u.email);
+		if (rc == SQLITE_OK)
+			rc = sqlite3_bind_int64(st, 4, j->now_ms);
+		status = finish(c, ST_USER_CREATE, rc);
+		if (status != OTPD_OK)
+			return status;
+		if (sqlite3_changes(c->db) != 1) {
+			store_error("sqlite: a new user's number is taken");
+			return OTPD_INTERNAL;
+		}
+		u.id = sqlite3_last_insert_rowid(c->db);
+		found = a->created = true;
+	}
+	if (!found) {
+		a->found = false;
+		return OTPD_OK;
+	}
+	a->id = u.id;
+	return user_update(c, a);
+}
+
+/* ---- the audit log ---- */
+
+static enum otpd_status op_audit_append(struct store_conn *c, struct store_job *j)
+{
+	return audit_insert(c, j->u.audit.e);
+}
+
+static enum otpd_status op_audit_list(struct store_conn *c, struct store_job *j)
+{
+	struct store_args_audit_list *a = &j->u.audit_list;
+	sqlite3_stmt *st = NULL;
+	enum otpd_status status = prepare(c, ST_AUDIT_PAGE, &st);
+	size_t n = 0;
+	int rc;
+
+	if (status != OTPD_OK)
+		return status;
+	rc = sqlite3_bind_int64(st, 1, a->before_id);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(st, 2, (int64_t)a->cap); /* at most STORE_PAGE_MAX */
+	while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (n < a->cap) {
+			struct store_audit_entry *e = &a->ret[n];
+
+			memset(e, 0, sizeof(*e));
+			e->id = sqlite3_column_int64(st, 0);
+			e->time_ms = sqlite3_column_int64(st, 1);
+			if (!column_text(st, 2, e->actor, sizeof(e->actor), NULL) ||
+			    !column_text(st, 3, e->action, sizeof(e->action), NULL) ||
+			    !column_text(st, 4, e->target, sizeof(e->target), NULL) ||
+			    !column_text(st, 5, e->client, sizeof(e->client), &e->has_client)) {
+				store_error("sqlite: audit entry %lld has a field longer than otpd allows",
+				            (long long)e->id);
+				release(st);
+				return OTPD_INTERNAL;
+			}
+			n++;
+		}
+		rc = SQLITE_OK;
+	}
+	if (rc != SQLITE_DONE) {
+		status = fail(c, rc, stmts[ST_AUDIT_PAGE].name);
+		release(st);
+		return status;
+	}
+	release(st);
+	a->n = n;
+	return OTPD_OK;
+}
+
+/* ---- the users lists ---- */
+
+static enum otpd_status op_users_list(struct store_conn *c, struct store_job *j)
+{
+	struct store_args_users_list *a = &j->u.users;
+	enum stmt_id id = a->by == STORE_USERS_BY_PHONE ? ST_USERS_BY_PHONE
+	                  : a->by == STORE_USERS_BY_PREFIX ? ST_USERS_BY_PREFIX : ST_USERS_ALL;
+	sqlite3_stmt *st = NULL;
+	enum otpd_status status = prepare(c, id, &st);
+	size_t n = 0;
+	int rc = SQLITE_OK;
+
+	if (status != OTPD_OK)
+		return status;
+	if (id == ST_USERS_BY_PHONE) {
+		rc = bind_text(st, 1, a->phone);
+		if (rc == SQLITE_OK)
+			rc = sqlite3_bind_int64(st, 2, a->before_id);
+	} else if (id == ST_USERS_BY_PREFIX) {
+		rc = bind_text(st, 1, a->prefix);
+		if (rc == SQLITE_OK)
+			rc = bind_text(st, 2, a->upper);
+		if (rc == SQLITE_OK)
+			rc = bind_text(st, 3, a->after);
+		if (rc == SQLITE_OK)
+			rc = sqlite3_bind_int64(st, 4, (int64_t)a->cap);
+	} else {
+		rc = sqlite3_bind_int64(st, 1, a->before_id);
+		if (rc == SQLITE_OK)
+			rc = sqlite3_bind_int64(st, 2, (int64_t)a->cap);
+	}
+	while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (n < a->cap) {
+			status = user_row(st, &a->ret[n]);
+			if (status != OTPD_OK) {
+				release(st);
+				return status;
+			}
+			n++;
+		}
+		rc = SQLITE_OK;
+	}
+	if (rc != SQLITE_DONE) {
+		status = fail(c, rc, stmts[id].name);
+		release(st);
+		return status;
+	}
+	release(st);
+	a->n = n;
+	return OTPD_OK;
 }
 
 /* ---- sessions: rotate, revoke, purge ---- */
@@ -1424,6 +1683,85 @@ static enum otpd_status op_codes_list(struct store_conn *c, struct store_job *j)
 	return OTPD_OK;
 }
 
+/* The search by code, and its audit entry in the same transaction. */
+static enum otpd_status op_codes_match(struct store_conn *c, struct store_job *j)
+{
+	struct store_args_codes_match *a = &j->u.match;
+	sqlite3_stmt *st = NULL;
+	enum otpd_status status = prepare(c, ST_CODES_MATCH, &st);
+	size_t n = 0;
+	int rc;
+
+	if (status != OTPD_OK)
+		return status;
+	rc = bind_text(st, 1, a->phone);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_blob(st, 2, a->hash, OTP_HASH_LEN, SQLITE_STATIC);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(st, 3, j->now_ms);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(st, 4, (int64_t)a->cap);
+	while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (n < a->cap) {
+			if (!code_row(st, &a->ret[n])) {
+				store_error("sqlite: code %lld has a number longer than otpd allows",
+				            (long long)sqlite3_column_int64(st, 0));
+				release(st);
+				return OTPD_INTERNAL;
+			}
+			n++;
+		}
+		rc = SQLITE_OK;
+	}
+	if (rc != SQLITE_DONE) {
+		status = fail(c, rc, stmts[ST_CODES_MATCH].name);
+		release(st);
+		return status;
+	}
+	release(st);
+	status = audit_insert(c, a->audit);
+	if (status == OTPD_OK)
+		a->n = n;
+	return status;
+}
+
+/* One count(*) statement: ?1 the bound, ?2 the most it counts. */
+static enum otpd_status count_one(struct store_conn *c, enum stmt_id id, int64_t before_ms,
+                                  int64_t max, int64_t *ret)
+{
+	sqlite3_stmt *st = NULL;
+	enum otpd_status status = prepare(c, id, &st);
+	bool found = false;
+	int rc;
+
+	if (status != OTPD_OK)
+		return status;
+	rc = sqlite3_bind_int64(st, 1, before_ms);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_bind_int64(st, 2, max);
+	status = fetch(c, id, rc, &found);
+	if (status == OTPD_OK && found) {
+		*ret = sqlite3_column_int64(st, 0);
+		release(st);
+	}
+	return status;
+}
+
+static enum otpd_status op_purge_count(struct store_conn *c, struct store_job *j)
+{
+	struct store_args_purge_count *a = &j->u.purge_count;
+	enum otpd_status status;
+
+	memset(&a->res, 0, sizeof(a->res));
+	status = count_one(c, ST_PURGE_COUNT_CODES, a->codes_before_ms, a->max, &a->res.codes);
+	if (status == OTPD_OK)
+		status = count_one(c, ST_PURGE_COUNT_STATS, a->codes_before_ms, a->max, &a->res.stats);
+	if (status == OTPD_OK)
+		status = count_one(c, ST_PURGE_COUNT_SESSIONS, a->sessions_before_ms, a->max,
+		                   &a->res.sessions);
+	return status;
+}
+
 static enum otpd_status op_user_sessions(struct store_conn *c, struct store_job *j)
 {
 	const struct store_args_user_sessions *a = &j->u.sessions;
@@ -1528,6 +1866,13 @@ static const struct store_dialect sqlite_dialect = {
 		[STORE_OP_STATS] = op_stats,
 		[STORE_OP_CODES_LIST] = op_codes_list,
 		[STORE_OP_USER_SESSIONS] = op_user_sessions,
+		[STORE_OP_USER_UPDATE_BY_PHONE] = op_user_update_by_phone,
+		[STORE_OP_AUDIT_APPEND] = op_audit_append,
+		[STORE_OP_CODES_MATCH] = op_codes_match,
+		[STORE_OP_USER_BY_PHONE] = op_user_by_phone,
+		[STORE_OP_USERS_LIST] = op_users_list,
+		[STORE_OP_AUDIT_LIST] = op_audit_list,
+		[STORE_OP_PURGE_COUNT] = op_purge_count,
 	},
 	.migrations = &store_sqlite_migrations,
 	.migrations_table = sq_migrations_table,

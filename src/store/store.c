@@ -234,6 +234,23 @@ enum otpd_status store_user_get(struct store *s, int64_t id, struct store_user *
 
 /* ---- the staff console ---- */
 
+const char *store_code_status(const struct store_code_row *r, int64_t now_ms)
+{
+	switch (r->state) {
+	case OTP_CODE_USED:
+		return "used";
+	case OTP_CODE_CANCELLED:
+		return "cancelled";
+	case OTP_CODE_REPLACED:
+		return "replaced";
+	default:
+		break;
+	}
+	if (r->attempts >= r->max_attempts || r->ended_ms >= 0)
+		return "exhausted";
+	return now_ms >= r->expires_ms ? "expired" : "valid";
+}
+
 enum otpd_status store_codes_list(struct store *s, const struct store_codes_query *q,
                                   struct store_code_row *ret, size_t cap, size_t *ret_n)
 {
@@ -295,20 +312,379 @@ enum otpd_status store_user_sessions(struct store *s, int64_t user_id,
 	return status;
 }
 
-enum otpd_status store_user_update(struct store *s, int64_t id,
-                                   const struct store_user_change *c,
-                                   struct store_user *ret)
+/* An audit entry the store accepts: actor and action set, every field
+ * NUL-terminated within its size. */
+static bool audit_ok(const struct store_audit_entry *e, const char *what)
 {
-	struct store_job j = {.op = STORE_OP_USER_UPDATE};
+	if (e && e->actor[0] && e->action[0] &&
+	    memchr(e->actor, '\0', sizeof(e->actor)) && memchr(e->action, '\0', sizeof(e->action)) &&
+	    memchr(e->target, '\0', sizeof(e->target)) && memchr(e->client, '\0', sizeof(e->client)))
+		return true;
+	store_error("%s: no audit entry, or one without actor or action", what);
+	return false;
+}
 
+static enum otpd_status user_update_job(int64_t id, const struct store_user_change *c,
+                                        const struct store_audit_entry *audit,
+                                        struct store_user *ret, struct store_job *j)
+{
 	if (!c) {
 		store_error("user update: no change given");
 		return OTPD_INTERNAL;
 	}
-	j.u.user_update.id = id;
+	if (audit && !audit_ok(audit, "user update"))
+		return OTPD_INTERNAL;
+	j->op = STORE_OP_USER_UPDATE;
+	j->now_ms = audit ? audit->time_ms : 0;
+	j->u.user_update.id = id;
+	j->u.user_update.change = c;
+	j->u.user_update.audit = audit;
+	j->u.user_update.ret = ret; /* see store_job_answer() */
+	return OTPD_OK;
+}
+
+enum otpd_status store_user_update(struct store *s, int64_t id,
+                                   const struct store_user_change *c,
+                                   const struct store_audit_entry *audit,
+                                   struct store_user *ret)
+{
+	struct store_job j = {.op = STORE_OP_USER_UPDATE};
+	enum otpd_status status = user_update_job(id, c, audit, ret, &j);
+
+	return status == OTPD_OK ? run(s, &j) : status;
+}
+
+enum otpd_status store_user_update_start(struct store *s, int64_t id,
+                                         const struct store_user_change *c,
+                                         const struct store_audit_entry *audit,
+                                         struct store_user *ret,
+                                         store_done_fn done, void *arg)
+{
+	struct store_job j = {.op = STORE_OP_USER_UPDATE};
+	enum otpd_status status = user_update_job(id, c, audit, ret, &j);
+
+	return status == OTPD_OK ? store_engine_start(s, &j, done, arg) : status;
+}
+
+enum otpd_status store_user_update_by_phone(struct store *s, const char *phone,
+                                            const struct store_user_change *c,
+                                            bool create, const char *email_domain,
+                                            const struct store_audit_entry *audit,
+                                            int64_t now_ms, struct store_user *ret,
+                                            bool *ret_created)
+{
+	struct store_job j = {.op = STORE_OP_USER_UPDATE_BY_PHONE, .now_ms = now_ms};
+
+	if (!c || !phone || (create && !email_domain)) {
+		store_error("user update: no change, number or e-mail domain given");
+		return OTPD_INTERNAL;
+	}
+	if (audit && !audit_ok(audit, "user update"))
+		return OTPD_INTERNAL;
+	j.u.user_update.phone = phone;
+	j.u.user_update.create = create;
+	j.u.user_update.email_domain = email_domain;
 	j.u.user_update.change = c;
-	j.u.user_update.ret = ret; /* see store_job_answer() */
+	j.u.user_update.audit = audit;
+	j.u.user_update.ret = ret;
+	j.u.user_update.ret_created = ret_created;
 	return run(s, &j);
+}
+
+/* ---- the audit log ---- */
+
+enum otpd_status store_audit_append_start(struct store *s, const struct store_audit_entry *e,
+                                          store_done_fn done, void *arg)
+{
+	struct store_job j = {.op = STORE_OP_AUDIT_APPEND};
+
+	if (!audit_ok(e, "audit append"))
+		return OTPD_INTERNAL;
+	j.now_ms = e->time_ms;
+	j.u.audit.e = e;
+	return store_engine_start(s, &j, done, arg);
+}
+
+enum otpd_status store_audit_append(struct store *s, const struct store_audit_entry *e)
+{
+	struct store_job j = {.op = STORE_OP_AUDIT_APPEND};
+
+	if (!audit_ok(e, "audit append"))
+		return OTPD_INTERNAL;
+	j.now_ms = e->time_ms;
+	j.u.audit.e = e;
+	return run(s, &j);
+}
+
+/* A page's bounds: 1..STORE_PAGE_MAX rows. */
+static bool page_ok(size_t cap, const char *what)
+{
+	if (cap >= 1 && cap <= STORE_PAGE_MAX)
+		return true;
+	store_error("%s: page size %zu is not 1..%d", what, cap, STORE_PAGE_MAX);
+	return false;
+}
+
+static enum otpd_status audit_list_job(int64_t before_id, struct store_audit_entry *ret,
+                                       size_t cap, size_t *ret_n, struct store_job *j)
+{
+	if (!page_ok(cap, "audit list") || !ret || !ret_n)
+		return OTPD_INTERNAL;
+	j->u.audit_list.before_id = before_id > 0 ? before_id : INT64_MAX;
+	j->u.audit_list.ret = ret;
+	j->u.audit_list.cap = cap;
+	j->u.audit_list.ret_n = ret_n;
+	return OTPD_OK;
+}
+
+enum otpd_status store_audit_list(struct store *s, int64_t before_id,
+                                  struct store_audit_entry *ret, size_t cap, size_t *ret_n)
+{
+	struct store_job j = {.op = STORE_OP_AUDIT_LIST};
+	enum otpd_status status = audit_list_job(before_id, ret, cap, ret_n, &j);
+
+	return status == OTPD_OK ? run(s, &j) : status;
+}
+
+enum otpd_status store_audit_list_start(struct store *s, int64_t before_id,
+                                        struct store_audit_entry *ret, size_t cap,
+                                        size_t *ret_n, store_done_fn done, void *arg)
+{
+	struct store_job j = {.op = STORE_OP_AUDIT_LIST};
+	enum otpd_status status = audit_list_job(before_id, ret, cap, ret_n, &j);
+
+	return status == OTPD_OK ? store_engine_start(s, &j, done, arg) : status;
+}
+
+/* ---- users ---- */
+
+enum otpd_status store_user_get_by_phone(struct store *s, const char *phone,
+                                         struct store_user *ret)
+{
+	struct store_job j = {.op = STORE_OP_USER_BY_PHONE};
+
+	if (!phone)
+		return OTPD_NOT_FOUND;
+	j.u.user.phone = phone;
+	j.u.user.ret = ret;
+	return run(s, &j);
+}
+
+enum otpd_status store_user_get_by_phone_start(struct store *s, const char *phone,
+                                               struct store_user *ret,
+                                               store_done_fn done, void *arg)
+{
+	struct store_job j = {.op = STORE_OP_USER_BY_PHONE};
+
+	if (!phone) {
+		store_error("user by number: no number given");
+		return OTPD_INTERNAL;
+	}
+	j.u.user.phone = phone;
+	j.u.user.ret = ret;
+	return store_engine_start(s, &j, done, arg);
+}
+
+/* The characters of a username (Django's: letters, digits and @.+-_). */
+static bool username_prefix_ok(const char *p)
+{
+	size_t n = strnlen(p, STORE_USERNAME_MAX + 1);
+
+	if (n == 0 || n > STORE_USERNAME_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)p[i];
+
+		if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+		      ch == '@' || ch == '.' || ch == '+' || ch == '-' || ch == '_'))
+			return false;
+	}
+	return true;
+}
+
+/* Resolve the query into the job; *ret_none: it matches nobody. */
+static enum otpd_status users_list_job(const struct store_users_query *q, struct store_user *ret,
+                                       size_t cap, size_t *ret_n, struct store_job *j,
+                                       bool *ret_none)
+{
+	struct store_args_users_list *a = &j->u.users;
+
+	*ret_none = false;
+	if (!q || !ret || !ret_n || !page_ok(cap, "users list"))
+		return OTPD_INTERNAL;
+	a->before_id = q->before_id > 0 ? q->before_id : INT64_MAX;
+	a->after = q->after_username ? q->after_username : "";
+	a->ret = ret;
+	a->cap = cap;
+	a->ret_n = ret_n;
+	if (q->phone && q->phone[0]) {
+		a->by = STORE_USERS_BY_PHONE;
+		a->phone = q->phone;
+	} else if (q->username_prefix && q->username_prefix[0]) {
+		size_t n = strlen(q->username_prefix);
+
+		if (!username_prefix_ok(q->username_prefix) || strlen(a->after) > STORE_USERNAME_MAX) {
+			*ret_none = true;
+			return OTPD_OK;
+		}
+		a->by = STORE_USERS_BY_PREFIX;
+		a->prefix = q->username_prefix;
+		/* ASCII only (above): the last byte + 1 is still ASCII ('z' + 1
+		 * is '{'), and every username with the prefix sorts below it. */
+		memcpy(a->upper, q->username_prefix, n + 1);
+		a->upper[n - 1]++;
+	} else {
+		a->by = STORE_USERS_ALL;
+	}
+	return OTPD_OK;
+}
+
+enum otpd_status store_users_list(struct store *s, const struct store_users_query *q,
+                                  struct store_user *ret, size_t cap, size_t *ret_n)
+{
+	struct store_job j = {.op = STORE_OP_USERS_LIST};
+	bool none = false;
+	enum otpd_status status = users_list_job(q, ret, cap, ret_n, &j, &none);
+
+	if (status != OTPD_OK)
+		return status;
+	if (none) {
+		*ret_n = 0;
+		return OTPD_OK;
+	}
+	return run(s, &j);
+}
+
+enum otpd_status store_users_list_start(struct store *s, const struct store_users_query *q,
+                                        struct store_user *ret, size_t cap, size_t *ret_n,
+                                        store_done_fn done, void *arg)
+{
+	struct store_job j = {.op = STORE_OP_USERS_LIST};
+	bool none = false;
+	enum otpd_status status = users_list_job(q, ret, cap, ret_n, &j, &none);
+
+	if (status != OTPD_OK)
+		return status;
+	if (none) { /* still answered from a store thread, like any other */
+		j.u.users.by = STORE_USERS_BY_PHONE;
+		j.u.users.phone = "";
+	}
+	return store_engine_start(s, &j, done, arg);
+}
+
+/* ---- codes: the search by code ---- */
+
+static enum otpd_status codes_match_job(const char *phone, const uint8_t *hash, int64_t now_ms,
+                                        const struct store_audit_entry *audit,
+                                        struct store_code_row *ret, size_t cap, size_t *ret_n,
+                                        struct store_job *j)
+{
+	if (!phone || !hash || !ret || !ret_n || !page_ok(cap, "codes match") ||
+	    !audit_ok(audit, "codes match"))
+		return OTPD_INTERNAL;
+	j->now_ms = now_ms;
+	j->u.match.phone = phone;
+	j->u.match.hash = hash;
+	j->u.match.audit = audit;
+	j->u.match.ret = ret;
+	j->u.match.cap = cap;
+	j->u.match.ret_n = ret_n;
+	return OTPD_OK;
+}
+
+enum otpd_status store_codes_match(struct store *s, const char *phone,
+                                   const uint8_t hash[OTP_HASH_LEN], int64_t now_ms,
+                                   const struct store_audit_entry *audit,
+                                   struct store_code_row *ret, size_t cap, size_t *ret_n)
+{
+	struct store_job j = {.op = STORE_OP_CODES_MATCH};
+	enum otpd_status status = codes_match_job(phone, hash, now_ms, audit, ret, cap, ret_n, &j);
+
+	return status == OTPD_OK ? run(s, &j) : status;
+}
+
+enum otpd_status store_codes_match_start(struct store *s, const char *phone,
+                                         const uint8_t hash[OTP_HASH_LEN], int64_t now_ms,
+                                         const struct store_audit_entry *audit,
+                                         struct store_code_row *ret, size_t cap,
+                                         size_t *ret_n, store_done_fn done, void *arg)
+{
+	struct store_job j = {.op = STORE_OP_CODES_MATCH};
+	enum otpd_status status = codes_match_job(phone, hash, now_ms, audit, ret, cap, ret_n, &j);
+
+	return status == OTPD_OK ? store_engine_start(s, &j, done, arg) : status;
+}
+
+/* ---- retention: what a purge would delete ---- */
+
+enum otpd_status store_purge_count(struct store *s, int64_t codes_before_ms,
+                                   int64_t sessions_before_ms, int64_t max,
+                                   struct store_purge_counts *ret)
+{
+	struct store_job j = {.op = STORE_OP_PURGE_COUNT};
+
+	if (max < 1 || !ret) {
+		store_error("purge count: max %lld is not positive", (long long)max);
+		return OTPD_INTERNAL;
+	}
+	j.u.purge_count.codes_before_ms = codes_before_ms;
+	j.u.purge_count.sessions_before_ms = sessions_before_ms;
+	j.u.purge_count.max = max;
+	j.u.purge_count.ret = ret;
+	return run(s, &j);
+}
+
+/* ---- the staff console's other reads, asynchronously ---- */
+
+enum otpd_status store_codes_list_start(struct store *s, const struct store_codes_query *q,
+                                        struct store_code_row *ret, size_t cap,
+                                        size_t *ret_n, store_done_fn done, void *arg)
+{
+	struct store_job j = {.op = STORE_OP_CODES_LIST};
+
+	if (!q || !ret || !ret_n || !page_ok(cap, "codes list"))
+		return OTPD_INTERNAL;
+	j.u.codes.phone = q->phone && q->phone[0] ? q->phone : NULL;
+	j.u.codes.before_id = q->before_id ? q->before_id : INT64_MAX;
+	j.u.codes.since_ms = q->since_ms ? q->since_ms : INT64_MIN;
+	j.u.codes.until_ms = q->until_ms ? q->until_ms : INT64_MAX;
+	j.u.codes.ret = ret;
+	j.u.codes.cap = cap;
+	j.u.codes.ret_n = ret_n;
+	return store_engine_start(s, &j, done, arg);
+}
+
+enum otpd_status store_user_sessions_start(struct store *s, int64_t user_id,
+                                           struct store_session_info *ret, size_t cap,
+                                           size_t *ret_n, store_done_fn done, void *arg)
+{
+	struct store_job j = {.op = STORE_OP_USER_SESSIONS};
+
+	if (!ret || !ret_n || !page_ok(cap, "user sessions"))
+		return OTPD_INTERNAL;
+	j.u.sessions.user_id = user_id;
+	j.u.sessions.ret = ret;
+	j.u.sessions.cap = cap;
+	j.u.sessions.ret_n = ret_n;
+	return store_engine_start(s, &j, done, arg);
+}
+
+enum otpd_status store_stats_start(struct store *s, int64_t since_ms, int64_t until_ms,
+                                   struct store_stats_bucket *ret, size_t cap,
+                                   size_t *ret_n, store_done_fn done, void *arg)
+{
+	struct store_job j = {.op = STORE_OP_STATS};
+
+	if (cap == 0 || cap > 1000000 || !ret || !ret_n) {
+		store_error("stats: cap %zu is not 1..1000000", cap);
+		return OTPD_INTERNAL;
+	}
+	j.u.stats.since_ms = since_ms;
+	j.u.stats.until_ms = until_ms > since_ms ? until_ms : since_ms; /* empty: no rows */
+	j.u.stats.ret = ret;
+	j.u.stats.cap = cap;
+	j.u.stats.ret_n = ret_n;
+	return store_engine_start(s, &j, done, arg);
 }
 
 /* ---- asynchronous calls: a heap copy of the job ---- */
@@ -425,118 +801,6 @@ enum otpd_status store_user_get_start(struct store *s, int64_t id, struct store_
 	j.u.user.id = id;
 	j.u.user.ret = ret;
 	return store_engine_start(s, &j, done, arg);
-}
-
-/* The lists without waiting.  The rows go straight into the caller's
- * buffer, zeroed first (a stats bucket's start set to INT64_MIN); the
- * dialect counts them in its copy of the job, which the callback does not
- * see, so the callback counts the rows it filled instead (a row's id, a
- * family, a bucket's start is never what it was set to). */
-struct list_call {
-	void *rows;
-	size_t cap;
-	size_t *ret_n;
-	enum store_op op;
-	store_done_fn done;
-	void *arg;
-};
-
-static void list_done(void *arg, enum otpd_status status)
-{
-	struct list_call *c = arg;
-	size_t n = 0;
-
-	if (status == OTPD_OK) {
-		if (c->op == STORE_OP_CODES_LIST) {
-			const struct store_code_row *r = c->rows;
-			while (n < c->cap && r[n].id > 0)
-				n++;
-		} else if (c->op == STORE_OP_STATS) {
-			const struct store_stats_bucket *r = c->rows;
-			while (n < c->cap && r[n].bucket_ms != INT64_MIN)
-				n++;
-		} else {
-			const struct store_session_info *r = c->rows;
-			while (n < c->cap && r[n].family[0])
-				n++;
-		}
-		*c->ret_n = n;
-	}
-	c->done(c->arg, status);
-	free(c);
-}
-
-static enum otpd_status list_start(struct store *s, struct store_job *j, void *rows,
-                                   size_t row_size, size_t cap, size_t *ret_n,
-                                   store_done_fn done, void *arg)
-{
-	struct list_call *c = malloc(sizeof(*c));
-	enum otpd_status st;
-
-	if (!c)
-		return OTPD_NOMEM;
-	*c = (struct list_call){rows, cap, ret_n, j->op, done, arg};
-	memset(rows, 0, cap * row_size);
-	if (j->op == STORE_OP_STATS) /* no bucket starts there: since_ms <= bucket_ms */
-		for (size_t i = 0; i < cap; i++)
-			((struct store_stats_bucket *)rows)[i].bucket_ms = INT64_MIN;
-	*ret_n = 0;
-	st = store_engine_start(s, j, list_done, c);
-	if (st != OTPD_OK)
-		free(c);
-	return st;
-}
-
-enum otpd_status store_codes_list_start(struct store *s, const struct store_codes_query *q,
-                                        struct store_code_row *ret, size_t cap,
-                                        size_t *ret_n, store_done_fn done, void *arg)
-{
-	struct store_job j = {.op = STORE_OP_CODES_LIST};
-
-	if (!q || cap == 0 || cap > STORE_PAGE_MAX) {
-		store_error("codes list: no query, or a page size %zu not 1..%d", cap, STORE_PAGE_MAX);
-		return OTPD_INTERNAL;
-	}
-	j.u.codes.phone = q->phone && q->phone[0] ? q->phone : NULL;
-	j.u.codes.before_id = q->before_id ? q->before_id : INT64_MAX;
-	j.u.codes.since_ms = q->since_ms ? q->since_ms : INT64_MIN;
-	j.u.codes.until_ms = q->until_ms ? q->until_ms : INT64_MAX;
-	j.u.codes.ret = ret;
-	j.u.codes.cap = cap;
-	return list_start(s, &j, ret, sizeof(*ret), cap, ret_n, done, arg);
-}
-
-enum otpd_status store_stats_start(struct store *s, int64_t since_ms, int64_t until_ms,
-                                   struct store_stats_bucket *ret, size_t cap, size_t *ret_n,
-                                   store_done_fn done, void *arg)
-{
-	struct store_job j = {.op = STORE_OP_STATS};
-
-	if (cap == 0 || cap > 1000000 || since_ms >= until_ms) {
-		store_error("stats: cap %zu not 1..1000000, or an empty range", cap);
-		return OTPD_INTERNAL;
-	}
-	j.u.stats.since_ms = since_ms;
-	j.u.stats.until_ms = until_ms;
-	j.u.stats.ret = ret;
-	j.u.stats.cap = cap;
-	return list_start(s, &j, ret, sizeof(*ret), cap, ret_n, done, arg);
-}
-
-enum otpd_status store_user_sessions_start(struct store *s, int64_t user_id,
-                                           struct store_session_info *ret, size_t cap,
-                                           size_t *ret_n, store_done_fn done, void *arg)
-{
-	struct store_job j = {.op = STORE_OP_USER_SESSIONS};
-
-	if (cap == 0 || cap > STORE_PAGE_MAX) {
-		store_error("user sessions: page size %zu is not 1..%d", cap, STORE_PAGE_MAX);
-		return OTPD_INTERNAL;
-	}
-	j.u.sessions.user_id = user_id;
-	j.u.sessions.ret = ret;
-	j.u.sessions.cap = cap;
-	return list_start(s, &j, ret, sizeof(*ret), cap, ret_n, done, arg);
 }
 
 /* ---- the synchronous forms of the asynchronous calls: start, then wait ---- */

@@ -323,6 +323,12 @@ struct store_code_row {
 	                           -1: never */
 };
 
+/* What an admin calls code r at now_ms (docs/API.md §6): "used",
+ * "cancelled", "replaced" (its state), else "exhausted" (out of attempts,
+ * or ended by its last guess), "expired" (now_ms >= expires_ms) or
+ * "valid". */
+const char *store_code_status(const struct store_code_row *r, int64_t now_ms);
+
 /* The codes issued that match q, newest first (by id), at most cap of them
  * (1..STORE_PAGE_MAX: a page), into ret[0..*ret_n).  The next page: the same
  * query with before_id = the last row's id; fewer than cap rows: the last
@@ -359,14 +365,132 @@ struct store_user_change {
 	bool is_staff;
 };
 
+/* ---- the audit log: every admin action, append-only ----
+ *
+ * An entry says who (actor), did what (action), to what (target), when
+ * (time_ms) and from where (client).  The store has no operation that
+ * changes or deletes an entry.  Conventions (docs/ARCHITECTURE.md, "Audit
+ * log"):
+ * - actor: "cli" for the command line, "user:<id>" for a staff user of the
+ *   admin API;
+ * - action: user.activate, user.deactivate, user.set_staff,
+ *   user.unset_staff, codes.search_by_code, purge, ...;
+ * - target: "user:<id>" for a user (an entry given to store_user_update*()
+ *   with an empty target gets "user:<id>" of the user changed), the number
+ *   (E.164) for a search, a summary for a purge;
+ * - client: the client's address (admin API), or none (the command line).
+ * Text is stored as given (bounded by the sizes below); the caller keeps
+ * secrets out of it. */
+#define STORE_AUDIT_ACTOR_MAX 64
+#define STORE_AUDIT_ACTION_MAX 64
+#define STORE_AUDIT_TARGET_MAX 256
+#define STORE_AUDIT_CLIENT_MAX 64
+
+struct store_audit_entry {
+	int64_t id;      /* assigned by the store (ignored when appending) */
+	int64_t time_ms;
+	char actor[STORE_AUDIT_ACTOR_MAX + 1];   /* not empty */
+	char action[STORE_AUDIT_ACTION_MAX + 1]; /* not empty */
+	char target[STORE_AUDIT_TARGET_MAX + 1];
+	char client[STORE_AUDIT_CLIENT_MAX + 1]; /* "" with has_client false = null */
+	bool has_client;
+};
+
+/* Append e (its id is ignored), one transaction.  OTPD_OK once it is
+ * durable; OTPD_INTERNAL (logged) when actor or action is empty or a field
+ * is not NUL-terminated within its size. */
+enum otpd_status store_audit_append(struct store *s, const struct store_audit_entry *e);
+
+/* A page of the audit log, newest first (by id): the entries with id <
+ * before_id (0: from the newest), at most cap (1..STORE_PAGE_MAX), into
+ * ret[0..*ret_n).  The next page: before_id = the last entry's id; fewer
+ * than cap: the last page.  Through the primary key.  A read: it never
+ * waits for the writer. */
+enum otpd_status store_audit_list(struct store *s, int64_t before_id,
+                                  struct store_audit_entry *ret, size_t cap,
+                                  size_t *ret_n);
+
 /* Change user id, one transaction: is_active and is_staff as c says;
  * deactivating (set_active, is_active false) also revokes every refresh
  * record of the user (state 2: every session ends, and a reactivation
- * brings none back).  OTPD_OK and *ret = the user after the change (ret
- * may be NULL), or OTPD_NOT_FOUND. */
+ * brings none back).  With audit not NULL, that entry is appended in the
+ * same transaction (only when the user exists): a change is never without
+ * its entry, nor an entry without its change.  OTPD_OK and *ret = the user
+ * after the change (ret may be NULL), or OTPD_NOT_FOUND. */
 enum otpd_status store_user_update(struct store *s, int64_t id,
                                    const struct store_user_change *c,
+                                   const struct store_audit_entry *audit,
                                    struct store_user *ret);
+
+/* The same for the user of a number (phone normalised, +989XXXXXXXXX; the
+ * command line names users by number).  With create true a number that
+ * never logged in gets its user first (as a first login would make it:
+ * username = digits, email = digits@email_domain, active, no last login,
+ * created at now_ms), then the change: one user per number holds when
+ * raced (UNIQUE, insert-or-conflict).  *ret_created (may be NULL) says
+ * whether it was created.  OTPD_NOT_FOUND without create when the number
+ * has no user. */
+enum otpd_status store_user_update_by_phone(struct store *s, const char *phone,
+                                            const struct store_user_change *c,
+                                            bool create, const char *email_domain,
+                                            const struct store_audit_entry *audit,
+                                            int64_t now_ms, struct store_user *ret,
+                                            bool *ret_created);
+
+/* OTPD_OK and the user of a number (normalised), or OTPD_NOT_FOUND.  A
+ * read through the unique index on phone_number. */
+enum otpd_status store_user_get_by_phone(struct store *s, const char *phone,
+                                         struct store_user *ret);
+
+/* Which users store_users_list() returns: one of
+ * - phone (normalised): that number's user (0 or 1 row, with id < before_id);
+ * - username_prefix: the users whose username starts with it, in username
+ *   order (bytewise), after after_username ("" or NULL: from the first):
+ *   a range of the username index.  A prefix of other characters than
+ *   ASCII letters, digits and "@.+-_" (the characters of a username) or
+ *   longer than STORE_USERNAME_MAX matches nobody;
+ * - neither: every user, newest first (by id), with id < before_id (0:
+ *   from the newest), through the primary key. */
+struct store_users_query {
+	const char *phone;
+	const char *username_prefix;
+	int64_t before_id;
+	const char *after_username;
+};
+
+/* A page of users (1..STORE_PAGE_MAX of them) into ret[0..*ret_n).  The
+ * next page: before_id = the last row's id (or after_username = its
+ * username, for a prefix); fewer than cap rows: the last page.  A read: it
+ * never waits for the writer. */
+enum otpd_status store_users_list(struct store *s, const struct store_users_query *q,
+                                  struct store_user *ret, size_t cap, size_t *ret_n);
+
+/* The search by code (docs/API.md §6, GET /admin/codes?code=): the codes of
+ * number phone whose hash equals `hash` (the caller's otp_code_hash() of
+ * the candidate, with the key that issued them) AMONG those that can no
+ * longer be used: used, cancelled or replaced, exhausted (attempts >=
+ * max_attempts, or ended), or expired at now_ms.  A still valid code
+ * never matches, so the search cannot be used to guess a live code.
+ * Newest first, at most cap (1..STORE_PAGE_MAX), into ret[0..*ret_n); the
+ * hash is never returned.  `audit` (required: every search by code is in
+ * the audit log) is appended in the same transaction: a search answered
+ * is a search recorded.  A write (it waits for the writer). */
+enum otpd_status store_codes_match(struct store *s, const char *phone,
+                                   const uint8_t hash[OTP_HASH_LEN], int64_t now_ms,
+                                   const struct store_audit_entry *audit,
+                                   struct store_code_row *ret, size_t cap, size_t *ret_n);
+
+/* What the retention purge would delete (otpd purge --dry-run), counted
+ * the way the purges walk: codes created before codes_before_ms among the
+ * oldest `max` codes (by id), stats buckets that start before it (at most
+ * max), refresh records expired before sessions_before_ms (at most max).
+ * A read: it never waits for the writer. */
+struct store_purge_counts {
+	int64_t codes, stats, sessions;
+};
+enum otpd_status store_purge_count(struct store *s, int64_t codes_before_ms,
+                                   int64_t sessions_before_ms, int64_t max,
+                                   struct store_purge_counts *ret);
 
 /* Refresh-token rotation with reuse detection (docs/API.md §3 "Tokens",
  * RFC 9700 §4.14), one transaction:
@@ -455,18 +579,43 @@ enum otpd_status store_session_revoke_start(struct store *s, const char *jti,
 enum otpd_status store_ping_start(struct store *s, store_done_fn done, void *arg);
 enum otpd_status store_user_get_start(struct store *s, int64_t id, struct store_user *ret,
                                       store_done_fn done, void *arg);
-/* store_codes_list(), store_user_sessions() and store_stats() without
- * waiting (stats: cap >= 1 and since_ms < until_ms, else OTPD_INTERNAL): ret[0..cap)
- * (zeroed at once) and *ret_n are written before done is called; q->phone
- * and ret must stay valid until then (q itself need not). */
+
+/* The staff console's operations, asynchronously (the admin API's request
+ * path): each does what its synchronous form above does, with the same
+ * rules as the other _start forms; cap and the query are checked before
+ * anything is queued (OTPD_INTERNAL, logged).  ret (room for cap rows) and
+ * *ret_n are written by the store thread before done is called, and only
+ * with OTPD_OK (ret may then be partly written on a failure).  The query
+ * structs and the strings they point to must stay valid until done. */
+enum otpd_status store_audit_append_start(struct store *s, const struct store_audit_entry *e,
+                                          store_done_fn done, void *arg);
+enum otpd_status store_audit_list_start(struct store *s, int64_t before_id,
+                                        struct store_audit_entry *ret, size_t cap,
+                                        size_t *ret_n, store_done_fn done, void *arg);
+enum otpd_status store_user_update_start(struct store *s, int64_t id,
+                                         const struct store_user_change *c,
+                                         const struct store_audit_entry *audit,
+                                         struct store_user *ret,
+                                         store_done_fn done, void *arg);
+enum otpd_status store_user_get_by_phone_start(struct store *s, const char *phone,
+                                               struct store_user *ret,
+                                               store_done_fn done, void *arg);
+enum otpd_status store_users_list_start(struct store *s, const struct store_users_query *q,
+                                        struct store_user *ret, size_t cap, size_t *ret_n,
+                                        store_done_fn done, void *arg);
 enum otpd_status store_codes_list_start(struct store *s, const struct store_codes_query *q,
                                         struct store_code_row *ret, size_t cap,
                                         size_t *ret_n, store_done_fn done, void *arg);
+enum otpd_status store_codes_match_start(struct store *s, const char *phone,
+                                         const uint8_t hash[OTP_HASH_LEN], int64_t now_ms,
+                                         const struct store_audit_entry *audit,
+                                         struct store_code_row *ret, size_t cap,
+                                         size_t *ret_n, store_done_fn done, void *arg);
 enum otpd_status store_user_sessions_start(struct store *s, int64_t user_id,
                                            struct store_session_info *ret, size_t cap,
                                            size_t *ret_n, store_done_fn done, void *arg);
 enum otpd_status store_stats_start(struct store *s, int64_t since_ms, int64_t until_ms,
-                                   struct store_stats_bucket *ret, size_t cap, size_t *ret_n,
-                                   store_done_fn done, void *arg);
+                                   struct store_stats_bucket *ret, size_t cap,
+                                   size_t *ret_n, store_done_fn done, void *arg);
 
 #endif

@@ -218,7 +218,7 @@ static void test_memory_url(void **state)
 	assert_int_equal(rows[0].state, OTP_CODE_USED);
 	assert_int_equal(store_user_sessions(s, vr.user.id, recs, 4, &n), OTPD_OK);
 	assert_int_equal(n, 0);
-	assert_int_equal(store_user_update(s, vr.user.id, &off, &u), OTPD_OK);
+	assert_int_equal(store_user_update(s, vr.user.id, &off, NULL, &u), OTPD_OK);
 	assert_false(u.is_active);
 	store_close(s);
 }
@@ -571,7 +571,8 @@ static void test_migration_from_v1(void **state)
 static void test_hot_writes_without_ephemeral_tables(void **state)
 {
 	struct fixture *fx = *state;
-	static const char *const tables[] = {"otp_codes", "stats_5m", "users", "refresh_tokens"};
+	static const char *const tables[] = {"otp_codes", "stats_5m", "users", "refresh_tokens",
+	                                     "audit_log"};
 	const char *sql, *name;
 	char buf[2048];
 	sqlite3 *db = NULL;
@@ -676,6 +677,15 @@ static void test_console_plans(void **state)
 		{"update user", "SEARCH users USING INTEGER PRIMARY KEY (rowid=?)"},
 		{"revoke sessions of a user",
 		 "SEARCH refresh_tokens USING INDEX refresh_tokens_user (user_id=?)"},
+		{"list audit entries", "SEARCH audit_log USING INTEGER PRIMARY KEY (rowid<?)"},
+		{"list users",
+		 "SEARCH users USING INTEGER PRIMARY KEY (rowid<?)"},
+		{"list users by number",
+		 "SEARCH users USING INDEX sqlite_autoindex_users_1 (phone_number=?)"},
+		{"list users by username prefix",
+		 "SEARCH users USING INDEX sqlite_autoindex_users_2 (username>? AND username<?)"},
+		{"search codes by hash",
+		 "SEARCH otp_codes USING INDEX otp_codes_phone (phone=?)"},
 	};
 	struct fixture *fx = *state;
 	char plan[1024];

@@ -630,7 +630,7 @@ static void test_inactive_user(void **state)
 	issue_ok(fx->s, &defaults, PHONE, 1, T0);
 	assert_int_equal(verify(fx->s, &defaults, PHONE, 1, T0, NULL, &vr), OTPD_OK);
 	int64_t user_id = vr.user.id;
-	assert_int_equal(store_user_update(fx->s, user_id, &off, &u), OTPD_OK);
+	assert_int_equal(store_user_update(fx->s, user_id, &off, NULL, &u), OTPD_OK);
 	assert_false(u.is_active);
 
 	memset(&sess, 0, sizeof(sess));
@@ -933,7 +933,7 @@ static void test_rotate_deactivated_user(void **state)
 	int64_t uid = login(fx, PHONE, &s0);
 
 	rotate_ok(fx->s, &s0, uid, &n1, GRACE_MS, T0 + 1000);
-	assert_int_equal(store_user_update(fx->s, uid, &off, NULL), OTPD_OK);
+	assert_int_equal(store_user_update(fx->s, uid, &off, NULL, NULL), OTPD_OK);
 	assert_int_equal(family_count(fx->s, uid, s0.family, ANY), 2);
 	assert_int_equal(family_count(fx->s, uid, s0.family, NOT_REVOKED), 0);
 	sessions_snapshot(fx->s, &uid, 1, before, sizeof(before));
@@ -947,7 +947,7 @@ static void test_rotate_deactivated_user(void **state)
 	assert_int_equal(fx->reuses, 0);
 
 	/* Reactivated: the sessions stay revoked; a new login works. */
-	assert_int_equal(store_user_update(fx->s, uid, &on, NULL), OTPD_OK);
+	assert_int_equal(store_user_update(fx->s, uid, &on, NULL, NULL), OTPD_OK);
 	expect_refused(fx, n1.jti, uid, GRACE_MS, T0 + 70000, OTPD_INVALID_TOKEN);
 	assert_int_equal(login(fx, PHONE, &t0), uid);
 	rotate_ok(fx->s, &t0, uid, &t1, GRACE_MS, T0 + 71000);
@@ -2033,8 +2033,13 @@ static void test_stats_buckets(void **state)
 		                 OTPD_OK);
 		assert_int_equal(list_wait(&w), OTPD_OK);
 		assert_int_equal(n, 0);
-		assert_int_equal(store_stats_start(fx->s, b2, b2, ag, 8, &n, list_waited, &w),
-		                 OTPD_INTERNAL);
+		/* an empty range: no bucket; a cap of 0: refused before anything is queued */
+		assert_int_equal(sem_init(&w.sem, 0, 0), 0);
+		w.calls = 0;
+		n = UNTOUCHED;
+		assert_int_equal(store_stats_start(fx->s, b2, b2, ag, 8, &n, list_waited, &w), OTPD_OK);
+		assert_int_equal(list_wait(&w), OTPD_OK);
+		assert_int_equal(n, 0);
 		assert_int_equal(store_stats_start(fx->s, B0, b9, ag, 0, &n, list_waited, &w),
 		                 OTPD_INTERNAL);
 	}
@@ -2570,18 +2575,18 @@ static void test_user_update(void **state)
 
 	/* Unknown: not found, ret untouched, nothing changes. */
 	u.id = UNTOUCHED;
-	assert_int_equal(store_user_update(fx->s, 424242, &off, &u), OTPD_NOT_FOUND);
+	assert_int_equal(store_user_update(fx->s, 424242, &off, NULL, &u), OTPD_NOT_FOUND);
 	assert_int_equal(u.id, UNTOUCHED);
-	assert_int_equal(store_user_update(fx->s, 424242, &none, NULL), OTPD_NOT_FOUND);
-	assert_int_equal(store_user_update(fx->s, a, NULL, &u), OTPD_INTERNAL);
+	assert_int_equal(store_user_update(fx->s, 424242, &none, NULL, NULL), OTPD_NOT_FOUND);
+	assert_int_equal(store_user_update(fx->s, a, NULL, NULL, &u), OTPD_INTERNAL);
 	assert_int_equal(u.id, UNTOUCHED);
 
 	/* No change: the user as it is. */
-	assert_int_equal(store_user_update(fx->s, a, &none, &u), OTPD_OK);
+	assert_int_equal(store_user_update(fx->s, a, &none, NULL, &u), OTPD_OK);
 	assert_memory_equal(&u, &before, sizeof(u));
 
 	/* Staff: only that flag; the sessions go on. */
-	assert_int_equal(store_user_update(fx->s, a, &staff, &u), OTPD_OK);
+	assert_int_equal(store_user_update(fx->s, a, &staff, NULL, &u), OTPD_OK);
 	assert_true(u.is_staff);
 	assert_true(u.is_active);
 	assert_int_equal(u.id, a);
@@ -2594,7 +2599,7 @@ static void test_user_update(void **state)
 
 	/* Deactivated: the flag, and every record of the user revoked, of
 	 * every state; the other user's untouched; staff kept. */
-	assert_int_equal(store_user_update(fx->s, a, &off, &u), OTPD_OK);
+	assert_int_equal(store_user_update(fx->s, a, &off, NULL, &u), OTPD_OK);
 	assert_false(u.is_active);
 	assert_true(u.is_staff);
 	assert_int_equal(sessions_of(fx->s, a, r), 2);
@@ -2605,11 +2610,11 @@ static void test_user_update(void **state)
 	assert_int_equal(store_user_get(fx->s, b, &got), OTPD_OK);
 	assert_true(got.is_active);
 	/* Again: nothing more to do. */
-	assert_int_equal(store_user_update(fx->s, a, &off, &u), OTPD_OK);
+	assert_int_equal(store_user_update(fx->s, a, &off, NULL, &u), OTPD_OK);
 	assert_false(u.is_active);
 
 	/* Both at once; reactivated, its sessions stay revoked. */
-	assert_int_equal(store_user_update(fx->s, a, &both, &u), OTPD_OK);
+	assert_int_equal(store_user_update(fx->s, a, &both, NULL, &u), OTPD_OK);
 	assert_true(u.is_active);
 	assert_false(u.is_staff);
 	expect_refused(fx, n1.jti, a, GRACE_MS, T0 + 2000, OTPD_INVALID_TOKEN);
@@ -2620,7 +2625,7 @@ static void test_user_update(void **state)
 	assert_int_equal(family_count(fx->s, a, v0.family, LIVE), 1);
 
 	/* Durable. */
-	store_user_update(fx->s, b, &staff, NULL);
+	store_user_update(fx->s, b, &staff, NULL, NULL);
 	store_close(fx->s);
 	fx->s = NULL;
 	assert_int_equal(open_url(fx->url, 1000, &fx->s), OTPD_OK);
@@ -2631,6 +2636,600 @@ static void test_user_update(void **state)
 	assert_int_equal(store_user_get(fx->s, a, &got), OTPD_OK);
 	assert_true(got.is_active);
 	assert_false(got.is_staff);
+}
+
+/* ---- the audit log, and the admin's operations (store.h) ---- */
+
+static struct store_audit_entry audit_of(const char *actor, const char *action,
+                                         const char *target, const char *client,
+                                         int64_t time_ms)
+{
+	struct store_audit_entry e;
+
+	memset(&e, 0, sizeof(e));
+	e.id = UNTOUCHED;
+	e.time_ms = time_ms;
+	snprintf(e.actor, sizeof(e.actor), "%s", actor);
+	snprintf(e.action, sizeof(e.action), "%s", action);
+	snprintf(e.target, sizeof(e.target), "%s", target);
+	if (client) {
+		snprintf(e.client, sizeof(e.client), "%s", client);
+		e.has_client = true;
+	}
+	return e;
+}
+
+/* Every entry, newest first, paged by 2 (the cursor is the last id). */
+static size_t audit_all(struct store *s, struct store_audit_entry *ret, size_t cap)
+{
+	size_t total = 0, n = 0;
+	int64_t before = 0;
+
+	do {
+		n = UNTOUCHED;
+		assert_int_equal(store_audit_list(s, before, ret + total, 2, &n), OTPD_OK);
+		assert_true(n <= 2);
+		total += n;
+		assert_true(total <= cap);
+		if (n)
+			before = ret[total - 1].id;
+	} while (n == 2);
+	return total;
+}
+
+static void test_audit_log(void **state)
+{
+	struct fixture *fx = *state;
+	struct store_audit_entry a = audit_of("cli", "user.set_staff", "user:1", NULL, T0);
+	struct store_audit_entry b = audit_of("user:7", "user.deactivate", "user:2",
+	                                      "2001:db8::1", T0 + 1);
+	struct store_audit_entry c = audit_of("user:7", "codes.search_by_code", PHONE,
+	                                      "127.0.0.1", T0 + 2);
+	struct store_audit_entry bad = audit_of("", "user.activate", "user:1", NULL, T0);
+	struct store_audit_entry got[8];
+	size_t n = UNTOUCHED;
+
+	/* Empty. */
+	assert_int_equal(store_audit_list(fx->s, 0, got, 8, &n), OTPD_OK);
+	assert_int_equal(n, 0);
+	/* Refused: no actor, no action, a page out of bounds; nothing written. */
+	assert_int_equal(store_audit_append(fx->s, &bad), OTPD_INTERNAL);
+	bad = audit_of("cli", "", "user:1", NULL, T0);
+	assert_int_equal(store_audit_append(fx->s, &bad), OTPD_INTERNAL);
+	assert_int_equal(store_audit_append(fx->s, NULL), OTPD_INTERNAL);
+	assert_int_equal(store_audit_list(fx->s, 0, got, 0, &n), OTPD_INTERNAL);
+	assert_int_equal(store_audit_list(fx->s, 0, got, STORE_PAGE_MAX + 1, &n), OTPD_INTERNAL);
+
+	assert_int_equal(store_audit_append(fx->s, &a), OTPD_OK);
+	assert_int_equal(store_audit_append(fx->s, &b), OTPD_OK);
+	assert_int_equal(store_audit_append(fx->s, &c), OTPD_OK);
+	/* Newest first, every field as given, paged. */
+	assert_int_equal(audit_all(fx->s, got, 8), 3);
+	assert_true(got[0].id > got[1].id && got[1].id > got[2].id && got[2].id > 0);
+	assert_string_equal(got[0].action, "codes.search_by_code");
+	assert_string_equal(got[0].target, PHONE);
+	assert_string_equal(got[0].client, "127.0.0.1");
+	assert_true(got[0].has_client);
+	assert_int_equal(got[1].time_ms, T0 + 1);
+	assert_string_equal(got[1].actor, "user:7");
+	assert_string_equal(got[1].client, "2001:db8::1");
+	assert_string_equal(got[2].actor, "cli");
+	assert_string_equal(got[2].action, "user.set_staff");
+	assert_string_equal(got[2].target, "user:1");
+	assert_false(got[2].has_client);
+	assert_string_equal(got[2].client, "");
+	/* The cursor: older than an id. */
+	assert_int_equal(store_audit_list(fx->s, got[1].id, got + 4, 4, &n), OTPD_OK);
+	assert_int_equal(n, 1);
+	assert_int_equal(got[4].id, got[2].id);
+
+	/* Durable. */
+	store_close(fx->s);
+	fx->s = NULL;
+	assert_int_equal(open_url(fx->url, 1000, &fx->s), OTPD_OK);
+	assert_int_equal(audit_all(fx->s, got, 8), 3);
+}
+
+static void test_user_update_audited(void **state)
+{
+	struct fixture *fx = *state;
+	struct store_session s0 = session_of(1, T0);
+	const struct store_user_change off = {.set_active = true, .is_active = false};
+	struct store_audit_entry e = audit_of("user:9", "user.deactivate", "user:x", "10.0.0.1",
+	                                      T0 + 5);
+	struct store_audit_entry got[4];
+	struct store_user u;
+	int64_t a;
+
+	a = login(fx, PHONE, &s0);
+	/* Unknown user: nothing changes, and no entry. */
+	assert_int_equal(store_user_update(fx->s, 424242, &off, &e, &u), OTPD_NOT_FOUND);
+	assert_int_equal(audit_all(fx->s, got, 4), 0);
+	/* A bad entry refuses the change too. */
+	struct store_audit_entry bad = audit_of("", "user.deactivate", "", NULL, T0);
+	assert_int_equal(store_user_update(fx->s, a, &off, &bad, &u), OTPD_INTERNAL);
+	assert_int_equal(store_user_get(fx->s, a, &u), OTPD_OK);
+	assert_true(u.is_active);
+	/* The change and its entry. */
+	assert_int_equal(store_user_update(fx->s, a, &off, &e, &u), OTPD_OK);
+	assert_false(u.is_active);
+	assert_int_equal(family_count(fx->s, a, s0.family, LIVE), 0);
+	assert_int_equal(audit_all(fx->s, got, 4), 1);
+	assert_string_equal(got[0].action, "user.deactivate");
+	assert_string_equal(got[0].actor, "user:9");
+	assert_int_equal(got[0].time_ms, T0 + 5);
+}
+
+static void test_user_update_by_phone(void **state)
+{
+	struct fixture *fx = *state;
+	struct store_session s0 = session_of(1, T0);
+	const struct store_user_change staff = {.set_staff = true, .is_staff = true};
+	const struct store_user_change off = {.set_active = true, .is_active = false};
+	struct store_audit_entry e = audit_of("cli", "user.set_staff", PHONE2, NULL, T0 + 10);
+	struct store_audit_entry got[4];
+	struct store_user u, v;
+	bool created = true;
+	int64_t a;
+
+	/* A number that never logged in: not found without create. */
+	u.id = UNTOUCHED;
+	assert_int_equal(store_user_update_by_phone(fx->s, PHONE2, &off, false, NULL, &e, T0,
+	                                            &u, &created),
+	                 OTPD_NOT_FOUND);
+	assert_int_equal(u.id, UNTOUCHED);
+	assert_int_equal(store_user_get_by_phone(fx->s, PHONE2, &u), OTPD_NOT_FOUND);
+	assert_int_equal(audit_all(fx->s, got, 4), 0);
+	/* ... created with create, as a first login would make it, unlogged. */
+	assert_int_equal(store_user_update_by_phone(fx->s, PHONE2, &staff, true, DOMAIN, &e,
+	                                            T0 + 10, &u, &created),
+	                 OTPD_OK);
+	assert_true(created);
+	assert_true(u.id > 0);
+	assert_true(u.is_staff);
+	assert_true(u.is_active);
+	assert_string_equal(u.phone_number, PHONE2);
+	assert_string_equal(u.username, "989351112233");
+	assert_string_equal(u.email, "989351112233@" DOMAIN);
+	assert_int_equal(u.created_ms, T0 + 10);
+	assert_int_equal(u.last_login_ms, -1);
+	assert_int_equal(store_user_get_by_phone(fx->s, PHONE2, &v), OTPD_OK);
+	assert_memory_equal(&u, &v, sizeof(u));
+	assert_int_equal(audit_all(fx->s, got, 4), 1);
+	assert_string_equal(got[0].target, PHONE2);
+	/* Again: the same user, not created. */
+	assert_int_equal(store_user_update_by_phone(fx->s, PHONE2, &staff, true, DOMAIN, &e,
+	                                            T0 + 20, &v, &created),
+	                 OTPD_OK);
+	assert_false(created);
+	assert_int_equal(v.id, u.id);
+	assert_int_equal(v.created_ms, T0 + 10);
+	/* Its first login finds it (no second user), and logs in. */
+	struct store_verify_result vr = untouched_verify();
+	issue_ok(fx->s, &lenient, PHONE2, 3, T0 + 30);
+	assert_int_equal(verify(fx->s, &lenient, PHONE2, 3, T0 + 30, NULL, &vr), OTPD_OK);
+	assert_false(vr.is_new_user);
+	assert_int_equal(vr.user.id, u.id);
+	assert_true(vr.user.is_staff);
+
+	/* A known number: deactivated by number, its sessions revoked. */
+	a = login(fx, PHONE, &s0);
+	assert_int_equal(store_user_update_by_phone(fx->s, PHONE, &off, false, NULL, NULL, T0,
+	                                            &u, NULL),
+	                 OTPD_OK);
+	assert_int_equal(u.id, a);
+	assert_false(u.is_active);
+	assert_int_equal(family_count(fx->s, a, s0.family, LIVE), 0);
+	assert_int_equal(audit_all(fx->s, got, 4), 2); /* that one had no entry */
+	/* Refused: no number, no change, create without a domain. */
+	assert_int_equal(store_user_update_by_phone(fx->s, NULL, &off, false, NULL, NULL, T0,
+	                                            &u, NULL),
+	                 OTPD_INTERNAL);
+	assert_int_equal(store_user_update_by_phone(fx->s, PHONE, NULL, false, NULL, NULL, T0,
+	                                            &u, NULL),
+	                 OTPD_INTERNAL);
+	assert_int_equal(store_user_update_by_phone(fx->s, PHONE, &off, true, NULL, NULL, T0,
+	                                            &u, NULL),
+	                 OTPD_INTERNAL);
+}
+
+/* set-staff of a new number, raced by threads on one or two handles
+ * (two nodes), and by its first login: one user, created once. */
+struct staff_racer {
+	struct store *s;
+	pthread_barrier_t *start;
+	bool login;
+	enum otpd_status status;
+	bool created;
+	struct store_user user;
+	struct store_verify_result vr;
+};
+
+static void *staff_race_one(void *arg)
+{
+	struct staff_racer *r = arg;
+	const struct store_user_change staff = {.set_staff = true, .is_staff = true};
+	struct store_audit_entry e = audit_of("cli", "user.set_staff", PHONE, NULL, T0 + 1);
+
+	pthread_barrier_wait(r->start);
+	if (r->login)
+		r->status = verify(r->s, &lenient, PHONE, 1, T0 + 1, NULL, &r->vr);
+	else
+		r->status = store_user_update_by_phone(r->s, PHONE, &staff, true, DOMAIN, &e,
+		                                       T0 + 1, &r->user, &r->created);
+	return NULL;
+}
+
+static void race_set_staff(struct fixture *fx, int nstores)
+{
+	enum { N = 8 };
+	struct staff_racer rs[N];
+	struct store *other = NULL;
+	pthread_barrier_t start;
+	pthread_t t[N];
+	struct store_audit_entry got[N + 1];
+	struct store_users_query q = {.phone = PHONE};
+	struct store_user users[4];
+	int created = 0, new_users = 0;
+	int64_t id = 0;
+	size_t n = 0;
+
+	if (nstores > 1)
+		assert_int_equal(open_url(fx->url, 30000, &other), OTPD_OK);
+	issue_ok(fx->s, &lenient, PHONE, 1, T0);
+	assert_int_equal(pthread_barrier_init(&start, NULL, N), 0);
+	for (int i = 0; i < N; i++) {
+		memset(&rs[i], 0, sizeof(rs[i]));
+		rs[i].s = other && i % 2 ? other : fx->s;
+		rs[i].start = &start;
+		rs[i].login = i == N - 1; /* and the number's first login */
+		rs[i].vr = untouched_verify();
+		assert_int_equal(pthread_create(&t[i], NULL, staff_race_one, &rs[i]), 0);
+	}
+	for (int i = 0; i < N; i++)
+		pthread_join(t[i], NULL);
+	pthread_barrier_destroy(&start);
+	store_close(other);
+	for (int i = 0; i < N; i++) {
+		int64_t uid = rs[i].login ? rs[i].vr.user.id : rs[i].user.id;
+
+		assert_int_equal(rs[i].status, OTPD_OK);
+		if (!id)
+			id = uid;
+		assert_int_equal(uid, id);
+		created += !rs[i].login && rs[i].created;
+		new_users += rs[i].login && rs[i].vr.is_new_user;
+	}
+	assert_int_equal(created + new_users, 1);
+	assert_int_equal(store_users_list(fx->s, &q, users, 4, &n), OTPD_OK);
+	assert_int_equal(n, 1);
+	assert_true(users[0].is_staff);
+	/* Every set-staff has its entry. */
+	assert_int_equal(audit_all(fx->s, got, N + 1), N - 1);
+}
+
+static void test_race_set_staff(void **state) { race_set_staff(*state, 1); }
+static void test_race_set_staff_2(void **state) { race_set_staff(*state, 2); }
+
+static void make_user(struct fixture *fx, const char *phone, int64_t now_ms)
+{
+	const struct store_user_change none = {0};
+
+	assert_int_equal(store_user_update_by_phone(fx->s, phone, &none, true, DOMAIN, NULL,
+	                                            now_ms, NULL, NULL),
+	                 OTPD_OK);
+}
+
+static void test_users_list(void **state)
+{
+	struct fixture *fx = *state;
+	static const char *const phones[] = {"+989121000001", "+989121000002", "+989351000003",
+	                                     "+989121000004", "+989901000005"};
+	struct store_users_query q;
+	struct store_user u[8], one;
+	int64_t ids[5];
+	size_t n;
+
+	for (int i = 0; i < 5; i++) {
+		make_user(fx, phones[i], T0 + i);
+		assert_int_equal(store_user_get_by_phone(fx->s, phones[i], &one), OTPD_OK);
+		ids[i] = one.id;
+	}
+	/* Every user, newest first, paged by 2 through the id cursor. */
+	memset(&q, 0, sizeof(q));
+	assert_int_equal(store_users_list(fx->s, &q, u, 2, &n), OTPD_OK);
+	assert_int_equal(n, 2);
+	assert_int_equal(u[0].id, ids[4]);
+	assert_int_equal(u[1].id, ids[3]);
+	q.before_id = u[1].id;
+	assert_int_equal(store_users_list(fx->s, &q, u, 2, &n), OTPD_OK);
+	assert_int_equal(n, 2);
+	assert_int_equal(u[0].id, ids[2]);
+	assert_int_equal(u[1].id, ids[1]);
+	q.before_id = u[1].id;
+	assert_int_equal(store_users_list(fx->s, &q, u, 2, &n), OTPD_OK);
+	assert_int_equal(n, 1);
+	assert_int_equal(u[0].id, ids[0]);
+	assert_string_equal(u[0].phone_number, phones[0]);
+
+	/* By number: exact. */
+	memset(&q, 0, sizeof(q));
+	q.phone = phones[2];
+	assert_int_equal(store_users_list(fx->s, &q, u, 8, &n), OTPD_OK);
+	assert_int_equal(n, 1);
+	assert_int_equal(u[0].id, ids[2]);
+	q.phone = "+989121000009";
+	assert_int_equal(store_users_list(fx->s, &q, u, 8, &n), OTPD_OK);
+	assert_int_equal(n, 0);
+	q.phone = phones[2];
+	q.before_id = ids[2]; /* past it */
+	assert_int_equal(store_users_list(fx->s, &q, u, 8, &n), OTPD_OK);
+	assert_int_equal(n, 0);
+
+	/* By username prefix: in username order, after the cursor. */
+	memset(&q, 0, sizeof(q));
+	q.username_prefix = "98912";
+	assert_int_equal(store_users_list(fx->s, &q, u, 8, &n), OTPD_OK);
+	assert_int_equal(n, 3);
+	assert_string_equal(u[0].username, "989121000001");
+	assert_string_equal(u[1].username, "989121000002");
+	assert_string_equal(u[2].username, "989121000004");
+	assert_int_equal(store_users_list(fx->s, &q, u, 2, &n), OTPD_OK);
+	assert_int_equal(n, 2);
+	q.after_username = "989121000002";
+	assert_int_equal(store_users_list(fx->s, &q, u, 2, &n), OTPD_OK);
+	assert_int_equal(n, 1);
+	assert_string_equal(u[0].username, "989121000004");
+	q.after_username = NULL;
+	q.username_prefix = "989901000005"; /* the whole username */
+	assert_int_equal(store_users_list(fx->s, &q, u, 8, &n), OTPD_OK);
+	assert_int_equal(n, 1);
+	assert_int_equal(u[0].id, ids[4]);
+	q.username_prefix = "9899"; /* bytewise: 98990... only */
+	assert_int_equal(store_users_list(fx->s, &q, u, 8, &n), OTPD_OK);
+	assert_int_equal(n, 1);
+	q.username_prefix = "9891200";
+	assert_int_equal(store_users_list(fx->s, &q, u, 8, &n), OTPD_OK);
+	assert_int_equal(n, 0);
+	/* Characters no username has, or SQL: nobody. */
+	q.username_prefix = "98912%";
+	assert_int_equal(store_users_list(fx->s, &q, u, 8, &n), OTPD_OK);
+	assert_int_equal(n, 0);
+	q.username_prefix = "' OR 1=1 --";
+	assert_int_equal(store_users_list(fx->s, &q, u, 8, &n), OTPD_OK);
+	assert_int_equal(n, 0);
+	q.username_prefix = "\xdb\xb9"; /* Persian 9 */
+	assert_int_equal(store_users_list(fx->s, &q, u, 8, &n), OTPD_OK);
+	assert_int_equal(n, 0);
+	/* Page bounds. */
+	assert_int_equal(store_users_list(fx->s, &q, u, 0, &n), OTPD_INTERNAL);
+	assert_int_equal(store_users_list(fx->s, NULL, u, 8, &n), OTPD_INTERNAL);
+}
+
+static void test_codes_match(void **state)
+{
+	struct fixture *fx = *state;
+	struct store_audit_entry e = audit_of("user:1", "codes.search_by_code", PHONE,
+	                                      "127.0.0.1", T0 + 100000);
+	struct store_verify_result vr = untouched_verify();
+	struct store_audit_entry got[8];
+	struct store_code_row r[8];
+	uint8_t h[OTP_HASH_LEN];
+	int64_t used, replaced, exhausted, expired, valid, other;
+	size_t n;
+
+	/* One of each end, all of them with seed 5's hash but the wrong guesses. */
+	used = issue_ok(fx->s, &lenient, PHONE, 5, T0);
+	assert_int_equal(verify(fx->s, &lenient, PHONE, 5, T0 + 10, NULL, &vr), OTPD_OK);
+	replaced = issue_ok(fx->s, &lenient, PHONE, 5, T0 + 20);
+	exhausted = issue_ok(fx->s, &lenient, PHONE, 5, T0 + 30); /* replaces the one before */
+	for (int i = 0; i < 3; i++)
+		verify(fx->s, &lenient, PHONE, 6, T0 + 31 + i, NULL, &vr);
+	expired = issue_ok(fx->s, &lenient, PHONE, 5, T0 + 40);
+	other = issue_ok(fx->s, &lenient, PHONE2, 5, T0 + 50); /* another number's */
+	(void)other;
+
+	/* expired is still the current code: valid until T0 + 40 + 300000. */
+	hash_of(5, h);
+	n = UNTOUCHED;
+	assert_int_equal(store_codes_match(fx->s, PHONE, h, T0 + 100000, &e, r, 8, &n), OTPD_OK);
+	assert_int_equal(n, 3);
+	assert_int_equal(r[0].id, exhausted);
+	assert_int_equal(r[0].attempts, 3);
+	assert_int_equal(r[1].id, replaced);
+	assert_int_equal(r[1].state, OTP_CODE_REPLACED);
+	assert_int_equal(r[2].id, used);
+	assert_int_equal(r[2].state, OTP_CODE_USED);
+	/* Once expired, it matches too. */
+	assert_int_equal(store_codes_match(fx->s, PHONE, h, T0 + 40 + 300000, &e, r, 8, &n),
+	                 OTPD_OK);
+	assert_int_equal(n, 4);
+	assert_int_equal(r[0].id, expired);
+	assert_int_equal(r[0].state, OTP_CODE_ACTIVE);
+	/* A valid code never matches: a fresh one, right hash. */
+	valid = issue_ok(fx->s, &lenient, PHONE2, 7, T0 + 60);
+	hash_of(7, h);
+	assert_int_equal(store_codes_match(fx->s, PHONE2, h, T0 + 61, &e, r, 8, &n), OTPD_OK);
+	assert_int_equal(n, 0);
+	/* ... until it is used. */
+	assert_int_equal(verify(fx->s, &lenient, PHONE2, 7, T0 + 62, NULL, &vr), OTPD_OK);
+	assert_int_equal(store_codes_match(fx->s, PHONE2, h, T0 + 63, &e, r, 8, &n), OTPD_OK);
+	assert_int_equal(n, 1);
+	assert_int_equal(r[0].id, valid);
+	/* A wrong hash, or another number: nothing. */
+	hash_of(8, h);
+	assert_int_equal(store_codes_match(fx->s, PHONE, h, T0 + 100000, &e, r, 8, &n), OTPD_OK);
+	assert_int_equal(n, 0);
+	hash_of(5, h);
+	assert_int_equal(store_codes_match(fx->s, "+989000000000", h, T0 + 100000, &e, r, 8, &n),
+	                 OTPD_OK);
+	assert_int_equal(n, 0);
+	/* A page of one. */
+	assert_int_equal(store_codes_match(fx->s, PHONE, h, T0 + 100000, &e, r, 1, &n), OTPD_OK);
+	assert_int_equal(n, 1);
+	assert_int_equal(r[0].id, exhausted);
+	/* Every search has its entry, whatever it found; none without one. */
+	assert_int_equal(audit_all(fx->s, got, 8), 7);
+	assert_string_equal(got[0].action, "codes.search_by_code");
+	assert_int_equal(store_codes_match(fx->s, PHONE, h, T0, NULL, r, 8, &n), OTPD_INTERNAL);
+	assert_int_equal(store_codes_match(fx->s, PHONE, h, T0, &e, r, 0, &n), OTPD_INTERNAL);
+	assert_int_equal(audit_all(fx->s, got, 8), 7);
+}
+
+static void test_purge_count(void **state)
+{
+	struct fixture *fx = *state;
+	struct store_purge_counts pc = {UNTOUCHED, UNTOUCHED, UNTOUCHED};
+	struct store_session s0 = session_of(1, T0);
+	int deleted = 0;
+
+	/* Codes at T0, T0 + 1 day, T0 + 2 days; a session expiring at its
+	 * expires_ms. */
+	login(fx, PHONE, &s0);
+	issue_ok(fx->s, &lenient, PHONE2, 2, T0 + DAY_MS);
+	issue_ok(fx->s, &lenient, PHONE2, 3, T0 + 2 * DAY_MS);
+	assert_int_equal(store_purge_count(fx->s, T0 + DAY_MS + 1, s0.expires_ms + 1, 1000, &pc),
+	                 OTPD_OK);
+	assert_int_equal(pc.codes, 2);
+	assert_true(pc.stats >= 2); /* the buckets of T0 and T0 + 1 day (PostgreSQL: per slot) */
+	assert_int_equal(pc.sessions, 1);
+	/* Bounded by max. */
+	assert_int_equal(store_purge_count(fx->s, T0 + 3 * DAY_MS, s0.expires_ms + 1, 1, &pc),
+	                 OTPD_OK);
+	assert_int_equal(pc.codes, 1);
+	assert_int_equal(pc.stats, 1);
+	/* Nothing old enough (T0's bucket starts at most 5 minutes before it). */
+	assert_int_equal(store_purge_count(fx->s, T0 - STORE_STATS_BUCKET_MS, s0.expires_ms, 1000,
+	                                   &pc),
+	                 OTPD_OK);
+	assert_int_equal(pc.codes, 0);
+	assert_int_equal(pc.stats, 0);
+	assert_int_equal(pc.sessions, 0);
+	assert_int_equal(store_purge_count(fx->s, T0, T0, 0, &pc), OTPD_INTERNAL);
+	/* It deletes nothing: the purge then deletes what it counted. */
+	assert_int_equal(store_history_purge(fx->s, T0 + DAY_MS + 1, 1000, &deleted), OTPD_OK);
+	assert_true(deleted >= 4);
+	assert_int_equal(store_purge_count(fx->s, T0 + DAY_MS + 1, T0, 1000, &pc), OTPD_OK);
+	assert_int_equal(pc.codes, 0);
+	assert_int_equal(pc.stats, 0);
+}
+
+/* The admin API's asynchronous forms: queued, answered once, rows and
+ * counts written before done. */
+struct async_wait {
+	sem_t sem;
+	enum otpd_status status;
+	int calls;
+};
+
+static void async_done(void *arg, enum otpd_status status)
+{
+	struct async_wait *w = arg;
+
+	w->status = status;
+	w->calls++;
+	sem_post(&w->sem);
+}
+
+static enum otpd_status async_wait(struct async_wait *w, enum otpd_status started)
+{
+	assert_int_equal(started, OTPD_OK);
+	while (sem_wait(&w->sem) != 0)
+		;
+	assert_int_equal(w->calls, 1);
+	w->calls = 0;
+	return w->status;
+}
+
+static void test_admin_async(void **state)
+{
+	struct fixture *fx = *state;
+	const struct store_user_change staff = {.set_staff = true, .is_staff = true};
+	struct store_audit_entry e = audit_of("user:1", "user.set_staff", "user:2", "::1", T0);
+	struct store_users_query q = {.phone = PHONE};
+	struct store_codes_query cq = {.phone = PHONE};
+	struct store_audit_entry got[4];
+	struct store_code_row rows[4];
+	struct store_session_info si[4];
+	struct store_stats_bucket b[4];
+	struct store_user u[2];
+	struct async_wait w = {0};
+	uint8_t h[OTP_HASH_LEN];
+	size_t n;
+	int64_t id;
+
+	assert_int_equal(sem_init(&w.sem, 0, 0), 0);
+	make_user(fx, PHONE, T0);
+	issue_ok(fx->s, &lenient, PHONE, 1, T0);
+	assert_int_equal(store_user_get_by_phone(fx->s, PHONE, &u[1]), OTPD_OK);
+	id = u[1].id;
+
+	assert_int_equal(async_wait(&w, store_user_update_start(fx->s, id, &staff, &e, &u[0],
+	                                                        async_done, &w)),
+	                 OTPD_OK);
+	assert_true(u[0].is_staff);
+	assert_int_equal(async_wait(&w, store_user_update_start(fx->s, 424242, &staff, &e, &u[0],
+	                                                        async_done, &w)),
+	                 OTPD_NOT_FOUND);
+	n = UNTOUCHED;
+	assert_int_equal(async_wait(&w, store_audit_list_start(fx->s, 0, got, 4, &n, async_done,
+	                                                       &w)),
+	                 OTPD_OK);
+	assert_int_equal(n, 1);
+	assert_string_equal(got[0].client, "::1");
+	assert_int_equal(async_wait(&w, store_audit_append_start(fx->s, &e, async_done, &w)),
+	                 OTPD_OK);
+	assert_int_equal(async_wait(&w, store_user_get_by_phone_start(fx->s, PHONE, &u[1],
+	                                                              async_done, &w)),
+	                 OTPD_OK);
+	assert_true(u[1].is_staff);
+	assert_int_equal(async_wait(&w, store_user_get_by_phone_start(fx->s, PHONE2, &u[1],
+	                                                              async_done, &w)),
+	                 OTPD_NOT_FOUND);
+	n = UNTOUCHED;
+	assert_int_equal(async_wait(&w, store_users_list_start(fx->s, &q, u, 2, &n, async_done,
+	                                                       &w)),
+	                 OTPD_OK);
+	assert_int_equal(n, 1);
+	q.phone = NULL;
+	q.username_prefix = "%";
+	n = UNTOUCHED;
+	assert_int_equal(async_wait(&w, store_users_list_start(fx->s, &q, u, 2, &n, async_done,
+	                                                       &w)),
+	                 OTPD_OK);
+	assert_int_equal(n, 0);
+	n = UNTOUCHED;
+	assert_int_equal(async_wait(&w, store_codes_list_start(fx->s, &cq, rows, 4, &n,
+	                                                       async_done, &w)),
+	                 OTPD_OK);
+	assert_int_equal(n, 1);
+	hash_of(1, h);
+	n = UNTOUCHED;
+	assert_int_equal(async_wait(&w, store_codes_match_start(fx->s, PHONE, h, T0 + 1, &e, rows,
+	                                                        4, &n, async_done, &w)),
+	                 OTPD_OK);
+	assert_int_equal(n, 0); /* still valid */
+	n = UNTOUCHED;
+	assert_int_equal(async_wait(&w, store_user_sessions_start(fx->s, id, si, 4, &n,
+	                                                          async_done, &w)),
+	                 OTPD_OK);
+	assert_int_equal(n, 0);
+	n = UNTOUCHED;
+	assert_int_equal(async_wait(&w, store_stats_start(fx->s, T0 - DAY_MS, T0 + DAY_MS, b, 4,
+	                                                  &n, async_done, &w)),
+	                 OTPD_OK);
+	assert_int_equal(n, 1);
+	assert_int_equal(b[0].sends, 1);
+	/* Refused before anything is queued: done is never called. */
+	assert_int_equal(store_users_list_start(fx->s, &q, u, 0, &n, async_done, &w),
+	                 OTPD_INTERNAL);
+	assert_int_equal(store_codes_match_start(fx->s, PHONE, h, T0, NULL, rows, 4, &n,
+	                                         async_done, &w),
+	                 OTPD_INTERNAL);
+	assert_int_equal(store_stats_start(fx->s, T0, T0 + 1, b, 0, &n, async_done, &w),
+	                 OTPD_INTERNAL);
+	assert_int_equal(w.calls, 0);
+	sem_destroy(&w.sem);
 }
 
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -2693,6 +3292,15 @@ int main(void)
 		T(test_codes_list),
 		T(test_user_sessions),
 		T(test_user_update),
+		T(test_audit_log),
+		T(test_user_update_audited),
+		T(test_user_update_by_phone),
+		T(test_race_set_staff),
+		T(test_race_set_staff_2),
+		T(test_users_list),
+		T(test_codes_match),
+		T(test_purge_count),
+		T(test_admin_async),
 	};
 	const char *url = getenv("OTPD_TEST_DATABASE_URL");
 
