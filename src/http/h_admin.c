@@ -13,6 +13,7 @@
 #include <time.h>
 #include "../auth/admin.h"
 #include "../auth/delivery.h"
+#include "../otp/code.h"
 #include "../otp/phone.h"
 #include "../util/parse.h"
 #include "internal.h"
@@ -44,6 +45,19 @@ struct http_admin {
 	size_t limit;
 	struct store_code_row *rows;
 	size_t cap, n_rows;
+	bool by_code;             /* codes: ?code= (with ?phone=) */
+	enum otpd_status decode_status; /* PATCH: the body's */
+	uint8_t hash[OTP_HASH_LEN];
+	/* users */
+	struct store_users_query uq;
+	struct store_user *users;
+	size_t n_users;
+	/* PATCH /users/{id} */
+	struct store_user_change change;
+	struct store_audit_entry audit;
+	/* audit */
+	struct store_audit_entry *entries;
+	size_t n_entries;
 	int64_t since_ms;         /* stats: the first bucket */
 	size_t n_buckets;         /* stats: how many buckets asked */
 	struct store_stats_bucket *buckets;
@@ -103,6 +117,9 @@ void http_admin_free(struct http_admin *a)
 		return;
 	free(a->buckets);
 	free(a->rows);
+	free(a->users);
+	free(a->entries);
+	otp_wipe(a->hash, sizeof(a->hash));
 	free(a);
 }
 
@@ -405,6 +422,19 @@ enum otpd_status http_h_admin_stats_finish(struct request *r)
 	return OTPD_OK;
 }
 
+/* The audit entry of an admin action: who, what, to what, from where. */
+static void audit_of(struct request *r, const char *action, const char *target,
+                     struct store_audit_entry *e)
+{
+	memset(e, 0, sizeof(*e));
+	e->time_ms = http_now_ms();
+	snprintf(e->actor, sizeof(e->actor), "user:%lld", (long long)r->admin->op.staff.id);
+	snprintf(e->action, sizeof(e->action), "%s", action);
+	snprintf(e->target, sizeof(e->target), "%s", target);
+	snprintf(e->client, sizeof(e->client), "%s", r->client_str);
+	e->has_client = r->client_str[0] != '\0';
+}
+
 /* ---- GET /api/v1/admin/codes: newest first, keyset-paged by id ---- */
 
 #define PAGE_DEFAULT 50
@@ -427,8 +457,8 @@ static void bad(struct http_admin *a, const char *param, const char *msg)
 	}
 }
 
-/* ?limit= and ?cursor= (an id: the next page starts below it). */
-static void page_args(struct request *r, struct http_admin *a, int64_t *ret_before)
+/* ?limit= */
+static void page_limit(struct request *r, struct http_admin *a)
 {
 	const char *v = query_arg(r, "limit");
 	int64_t n = PAGE_DEFAULT;
@@ -436,6 +466,14 @@ static void page_args(struct request *r, struct http_admin *a, int64_t *ret_befo
 	if (v && !parse_int64(v, 1, PAGE_MAX, &n))
 		bad(a, "limit", "An integer from 1 to 200 is required.");
 	a->limit = (size_t)n;
+}
+
+/* ?limit= and ?cursor= (an id: the next page starts below it). */
+static void page_args(struct request *r, struct http_admin *a, int64_t *ret_before)
+{
+	const char *v;
+
+	page_limit(r, a);
 	*ret_before = 0;
 	v = query_arg(r, "cursor");
 	if (v && !parse_int64(v, 1, INT64_MAX, ret_before))
@@ -453,6 +491,12 @@ static enum otpd_status codes_read(struct request *r)
 		a->cap = STORE_PAGE_MAX;
 	if (!(a->rows = malloc(a->cap * sizeof(*a->rows))))
 		return OTPD_NOMEM;
+	if (a->by_code) {
+		audit_of(r, "codes.search_by_code", a->phone, &a->audit);
+		return store_codes_match_start(r->srv->store, a->phone, a->hash, http_now_ms(),
+		                               &a->audit, a->rows, a->cap, &a->n_rows,
+		                               admin_step_done, r);
+	}
 	return store_codes_list_start(r->srv->store, &a->q, a->rows, a->cap, &a->n_rows,
 	                              admin_step_done, r);
 }
@@ -483,8 +527,19 @@ enum otpd_status http_h_admin_codes(struct request *r)
 		bad(a, "since", "An RFC 3339 time, e.g. 2026-01-07T18:03:10Z.");
 	if ((v = query_arg(r, "until")) && !parse_time_ms(v, &a->q.until_ms))
 		bad(a, "until", "An RFC 3339 time, e.g. 2026-01-07T18:03:10Z.");
-	if (query_arg(r, "code"))
-		bad(a, "code", "The search by code is not served by this version yet.");
+	if ((v = query_arg(r, "code"))) {
+		char code[OTP_CODE_LEN + 1];
+
+		if (!a->q.phone)
+			bad(a, "code", "A search by code needs the number (phone).");
+		else if (otp_code_normalize(v, strlen(v), code) != OTPD_OK)
+			bad(a, "code", "Enter the 6-digit code.");
+		else if (auth_code_hash(r->srv->auth, a->phone, code, a->hash))
+			a->by_code = true;
+		else
+			bad(a, "code", "The code could not be hashed.");
+		otp_wipe(code, sizeof(code));
+	}
 	page_args(r, a, &a->q.before_id);
 	return admin_begin(r);
 }
@@ -515,6 +570,236 @@ enum otpd_status http_h_admin_codes_finish(struct request *r)
 	more = a->n_rows == a->cap; /* a full read: there may be older codes */
 	if (more)
 		snprintf(cursor, sizeof(cursor), "%lld", (long long)a->rows[a->n_rows - 1].id);
+	r->resp = json_pack("{s:o, s:o}", "items", items,
+	                    "next_cursor", more ? json_string(cursor) : json_null());
+	if (!r->resp)
+		return OTPD_NOMEM;
+	r->http_status = MHD_HTTP_OK;
+	return OTPD_OK;
+}
+
+/* ---- GET /api/v1/admin/users?q=: a number (any form), else a username prefix ---- */
+
+static enum otpd_status users_read(struct request *r)
+{
+	struct http_admin *a = r->admin;
+
+	if (a->bad_param)
+		return OTPD_VALIDATION_ERROR;
+	if (!(a->users = malloc(a->limit * sizeof(*a->users))))
+		return OTPD_NOMEM;
+	return store_users_list_start(r->srv->store, &a->uq, a->users, a->limit, &a->n_users,
+	                              admin_step_done, r);
+}
+
+enum otpd_status http_h_admin_users(struct request *r)
+{
+	struct http_admin *a = admin_new(r, users_read);
+	const char *q, *cursor;
+
+	if (!a)
+		return admin_begin(r);
+	q = query_arg(r, "q");
+	page_limit(r, a);
+	if (q && otp_phone_normalize(q, strlen(q), a->phone) == OTPD_OK)
+		a->uq.phone = a->phone;
+	else if (q && *q && strlen(q) > STORE_USERNAME_MAX)
+		bad(a, "q", "A number, or the start of a username (at most 150 characters).");
+	else if (q && *q)
+		a->uq.username_prefix = q;
+	/* The cursor: an id (newest first), or after a prefix "u" and the last username. */
+	if ((cursor = query_arg(r, "cursor"))) {
+		if (a->uq.username_prefix) {
+			if (cursor[0] != 'u' || !cursor[1] || strlen(cursor + 1) > STORE_USERNAME_MAX)
+				bad(a, "cursor", "Give the next_cursor of the previous page.");
+			else
+				a->uq.after_username = cursor + 1;
+		} else if (!parse_int64(cursor, 1, INT64_MAX, &a->uq.before_id)) {
+			bad(a, "cursor", "Give the next_cursor of the previous page.");
+		}
+	}
+	return admin_begin(r);
+}
+
+enum otpd_status http_h_admin_users_finish(struct request *r)
+{
+	struct http_admin *a = r->admin;
+	json_t *items;
+	char cursor[STORE_USERNAME_MAX + 2];
+	bool more;
+
+	if (a->status == OTPD_VALIDATION_ERROR && a->bad_param)
+		http_add_error(r, a->bad_param, a->bad_msg);
+	if (a->status != OTPD_OK)
+		return a->status;
+	if (!(items = json_array()))
+		return OTPD_NOMEM;
+	for (size_t i = 0; i < a->n_users; i++)
+		if (json_array_append_new(items, admin_user_json(&a->users[i])) != 0) {
+			json_decref(items);
+			return OTPD_NOMEM;
+		}
+	more = a->n_users == a->limit;
+	if (more && a->uq.username_prefix)
+		snprintf(cursor, sizeof(cursor), "u%s", a->users[a->n_users - 1].username);
+	else if (more)
+		snprintf(cursor, sizeof(cursor), "%lld", (long long)a->users[a->n_users - 1].id);
+	r->resp = json_pack("{s:o, s:o}", "items", items,
+	                    "next_cursor", more ? json_string(cursor) : json_null());
+	if (!r->resp)
+		return OTPD_NOMEM;
+	r->http_status = MHD_HTTP_OK;
+	return OTPD_OK;
+}
+
+/* ---- PATCH /api/v1/admin/users/{id}: {"is_active": bool} and/or {"is_staff": bool} ---- */
+
+/* A flag of the body: JSON true/false, or a form's true/false (parse_bool).
+ * A bad one is kept in a (answered after the caller's check). */
+static void body_flag(struct request *r, struct http_admin *a, const char *name, bool *set,
+                      bool *value)
+{
+	json_t *v = json_object_get(r->fields, name);
+
+	*set = false;
+	if (!v || json_is_null(v))
+		return;
+	if (json_is_boolean(v))
+		*value = json_is_true(v);
+	else if (!json_is_string(v) || !parse_bool(json_string_value(v), value)) {
+		bad(a, name, "Must be true or false.");
+		return;
+	}
+	*set = true;
+}
+
+static const char *change_action(const struct store_user_change *c)
+{
+	if (c->set_active && c->set_staff)
+		return c->is_active ? (c->is_staff ? "user.activate,user.set_staff"
+		                                   : "user.activate,user.unset_staff")
+		                    : (c->is_staff ? "user.deactivate,user.set_staff"
+		                                   : "user.deactivate,user.unset_staff");
+	if (c->set_active)
+		return c->is_active ? "user.activate" : "user.deactivate";
+	return c->is_staff ? "user.set_staff" : "user.unset_staff";
+}
+
+static enum otpd_status user_patch(struct request *r)
+{
+	struct http_admin *a = r->admin;
+	char target[32];
+
+	if (a->decode_status != OTPD_OK)
+		return a->decode_status;
+	if (a->bad_id) {
+		bad(a, "id", "A user id is a positive integer.");
+		return OTPD_VALIDATION_ERROR;
+	}
+	if (a->bad_param)
+		return OTPD_VALIDATION_ERROR;
+	/* A staff user cannot lock itself out. */
+	if (a->target_id == a->op.staff.id && a->change.set_active && !a->change.is_active) {
+		bad(a, "is_active", "You cannot deactivate yourself.");
+		return OTPD_VALIDATION_ERROR;
+	}
+	if (a->target_id == a->op.staff.id && a->change.set_staff && !a->change.is_staff) {
+		bad(a, "is_staff", "You cannot drop your own staff status.");
+		return OTPD_VALIDATION_ERROR;
+	}
+	snprintf(target, sizeof(target), "user:%lld", (long long)a->target_id);
+	audit_of(r, change_action(&a->change), target, &a->audit);
+	return store_user_update_start(r->srv->store, a->target_id, &a->change, &a->audit,
+	                               &a->target, admin_step_done, r);
+}
+
+enum otpd_status http_h_admin_user_patch(struct request *r)
+{
+	struct http_admin *a = admin_new(r, user_patch);
+
+	if (!a)
+		return admin_begin(r);
+	a->bad_id = !parse_int64(r->route_param, 1, INT64_MAX, &a->target_id);
+	a->decode_status = http_request_decode(r);
+	if (a->decode_status == OTPD_OK) {
+		body_flag(r, a, "is_active", &a->change.set_active, &a->change.is_active);
+		body_flag(r, a, "is_staff", &a->change.set_staff, &a->change.is_staff);
+		if (!a->bad_param && !a->change.set_active && !a->change.set_staff)
+			bad(a, "is_active", "Give is_active, is_staff or both.");
+	}
+	return admin_begin(r);
+}
+
+enum otpd_status http_h_admin_user_patch_finish(struct request *r)
+{
+	struct http_admin *a = r->admin;
+
+	if (a->status == OTPD_VALIDATION_ERROR && a->bad_param)
+		http_add_error(r, a->bad_param, a->bad_msg);
+	if (a->status != OTPD_OK)
+		return a->status;
+	http_note(r, "admin.user_changed", "user %lld: %s by user %lld", (long long)a->target_id,
+	          a->audit.action, (long long)a->op.staff.id);
+	r->resp = admin_user_json(&a->target);
+	if (!r->resp)
+		return OTPD_NOMEM;
+	r->http_status = MHD_HTTP_OK;
+	return OTPD_OK;
+}
+
+/* ---- GET /api/v1/admin/audit: every admin action, newest first ---- */
+
+static enum otpd_status audit_read(struct request *r)
+{
+	struct http_admin *a = r->admin;
+
+	if (a->bad_param)
+		return OTPD_VALIDATION_ERROR;
+	if (!(a->entries = malloc(a->limit * sizeof(*a->entries))))
+		return OTPD_NOMEM;
+	return store_audit_list_start(r->srv->store, a->q.before_id, a->entries, a->limit,
+	                              &a->n_entries, admin_step_done, r);
+}
+
+enum otpd_status http_h_admin_audit(struct request *r)
+{
+	struct http_admin *a = admin_new(r, audit_read);
+
+	if (a)
+		page_args(r, a, &a->q.before_id);
+	return admin_begin(r);
+}
+
+enum otpd_status http_h_admin_audit_finish(struct request *r)
+{
+	struct http_admin *a = r->admin;
+	json_t *items;
+	char cursor[24];
+	bool more;
+
+	if (a->status == OTPD_VALIDATION_ERROR && a->bad_param)
+		http_add_error(r, a->bad_param, a->bad_msg);
+	if (a->status != OTPD_OK)
+		return a->status;
+	if (!(items = json_array()))
+		return OTPD_NOMEM;
+	for (size_t i = 0; i < a->n_entries; i++) {
+		const struct store_audit_entry *e = &a->entries[i];
+
+		if (json_array_append_new(items, json_pack("{s:I, s:o, s:s, s:s, s:s, s:o}",
+		                                           "id", (json_int_t)e->id,
+		                                           "time", time_json(e->time_ms),
+		                                           "actor", e->actor, "action", e->action,
+		                                           "target", e->target,
+		                                           "client", e->has_client
+		                                           ? json_string(e->client) : json_null())) != 0) {
+			json_decref(items);
+			return OTPD_NOMEM;
+		}
+	}
+	more = a->n_entries == a->limit;
+	if (more)
+		snprintf(cursor, sizeof(cursor), "%lld", (long long)a->entries[a->n_entries - 1].id);
 	r->resp = json_pack("{s:o, s:o}", "items", items,
 	                    "next_cursor", more ? json_string(cursor) : json_null());
 	if (!r->resp)

@@ -27,6 +27,9 @@ static const struct route routes[] = {
 	{"/api/v1/docs", "GET", http_h_docs, NULL, COUNT_NONE},
 	{"/api/v1/docs/{file}", "GET", http_h_docs_file, NULL, COUNT_NONE},
 	{"/api/v1/admin/users/{id}", "GET", http_h_admin_user, http_h_admin_user_finish, COUNT_NONE},
+	{"/api/v1/admin/users", "GET", http_h_admin_users, http_h_admin_users_finish, COUNT_NONE},
+	{"/api/v1/admin/users/{id}", "PATCH", http_h_admin_user_patch, http_h_admin_user_patch_finish, COUNT_NONE},
+	{"/api/v1/admin/audit", "GET", http_h_admin_audit, http_h_admin_audit_finish, COUNT_NONE},
 	{"/api/v1/admin/codes", "GET", http_h_admin_codes, http_h_admin_codes_finish, COUNT_NONE},
 	{"/api/v1/admin/stats", "GET", http_h_admin_stats, http_h_admin_stats_finish, COUNT_NONE},
 };

@@ -350,3 +350,195 @@ def test_codes_staff_only(otpd, fake):
     r = otpd.login(fake, phone_n(41))
     assert_problem(otpd.get(CODES), 401, "invalid_token")
     assert_problem(otpd.get(CODES, headers=bearer(r.json()["access_token"])), 403, "forbidden")
+
+
+# ---- users: search, change, and the audit log ---------------------------------------------
+
+USERS = "/api/v1/admin/users"
+AUDIT = "/api/v1/admin/audit"
+
+
+def test_users_search_by_number_and_username_prefix(otpd, fake):
+    _uid, r = staff_login(otpd, fake, 50)
+    h = bearer(r.json()["access_token"])
+    phones = [phone_n(i) for i in range(51, 56)]
+    ids = [otpd.login(fake, p).json()["user"]["id"] for p in phones]
+    p = phones[2]
+    persian = "".join("۰۱۲۳۴۵۶۷۸۹"[int(ch)] for ch in "0" + p[3:])
+    for form in (p, "0" + p[3:], "0098" + p[3:], persian):
+        items = otpd.get(USERS, params={"q": form}, headers=h).json()["items"]
+        assert [u["id"] for u in items] == [ids[2]], form
+    # every user, newest first, paged
+    seen, cursor = [], None
+    while True:
+        page = otpd.get(USERS, params=dict(limit=2, **({"cursor": cursor} if cursor else {})),
+                        headers=h).json()
+        seen += [u["id"] for u in page["items"]]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert seen == sorted(seen, reverse=True) and set(ids) <= set(seen)
+    # a username prefix: the users whose username starts with it, paged too
+    prefix = phones[0][1:-1]                      # 98935000005 -> 5 usernames share it
+    got, cursor = [], None
+    while True:
+        page = otpd.get(USERS, params=dict(q=prefix, limit=2, **({"cursor": cursor} if cursor else {})),
+                        headers=h).json()
+        got += [u["username"] for u in page["items"]]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert sorted(got) == sorted(u for u in (x[1:] for x in phones + [phone_n(50)])
+                                 if u.startswith(prefix))
+    assert otpd.get(USERS, params={"q": "no-such-user"}, headers=h).json() == \
+        {"items": [], "next_cursor": None}
+    for q, field in ((dict(limit="0"), "limit"), (dict(cursor="x"), "cursor"),
+                     (dict(q=prefix, cursor="12"), "cursor"), (dict(q="a" * 151), "q")):
+        a = otpd.get(USERS, params=q, headers=h)
+        assert_problem(a, 400, "validation_error")
+        assert list(a.json()["errors"]) == [field], q
+
+
+def test_patch_deactivate_revokes_every_session_and_is_audited(otpd, fake):
+    staff_id, r = staff_login(otpd, fake, 60)
+    h = bearer(r.json()["access_token"])
+    phone = phone_n(61)
+    a1 = otpd.login(fake, phone).json()
+    a2 = otpd.login(fake, phone).json()            # two sessions
+    uid = a1["user"]["id"]
+    p = otpd.request("PATCH", USER % uid, json={"is_active": False}, headers=h)
+    assert p.status_code == 200, p.text
+    assert p.json()["is_active"] is False and p.json()["id"] == uid
+    for a in (a1, a2):
+        f = otpd.post("/api/v1/usr/token/refresh", json={"refresh_token": a["refresh_token"]})
+        assert_problem(f, 401, "invalid_token")
+    assert otpd.get(USER % uid, headers=h).json()["sessions"] == []
+    # reactivated: active again, no session comes back; then made staff, with a form body
+    p = otpd.request("PATCH", USER % uid, data={"is_active": "true"}, headers=h)
+    assert p.status_code == 200 and p.json()["is_active"] is True, p.text
+    p = otpd.request("PATCH", USER % uid, json={"is_staff": True}, headers=h)
+    assert p.json()["is_staff"] is True
+    entries = otpd.get(AUDIT, headers=h).json()["items"]
+    assert [(e["action"], e["target"], e["actor"]) for e in entries[:3]] == [
+        ("user.set_staff", "user:%d" % uid, "user:%d" % staff_id),
+        ("user.activate", "user:%d" % uid, "user:%d" % staff_id),
+        ("user.deactivate", "user:%d" % uid, "user:%d" % staff_id)]
+    assert all(e["client"] == "127.0.0.1" and e["time"].endswith("Z") for e in entries[:3])
+    assert entries[0]["id"] > entries[1]["id"] > entries[2]["id"]
+
+
+def test_patch_refusals(otpd, fake):
+    staff_id, r = staff_login(otpd, fake, 62)
+    h = bearer(r.json()["access_token"])
+    other = otpd.login(fake, phone_n(63)).json()["user"]["id"]
+    # a staff user cannot lock itself out
+    for body, field in (({"is_active": False}, "is_active"), ({"is_staff": False}, "is_staff")):
+        a = otpd.request("PATCH", USER % staff_id, json=body, headers=h)
+        assert_problem(a, 400, "validation_error")
+        assert list(a.json()["errors"]) == [field]
+    for body, field in (({}, "is_active"), ({"is_active": "maybe"}, "is_active"),
+                        ({"is_staff": 1}, "is_staff"), ({"is_active": None}, "is_active")):
+        a = otpd.request("PATCH", USER % other, json=body, headers=h)
+        assert_problem(a, 400, "validation_error")
+        assert list(a.json()["errors"]) == [field], body
+    assert_problem(otpd.request("PATCH", USER % 999999, json={"is_staff": True}, headers=h),
+                   404, "not_found")
+    assert_problem(otpd.request("PATCH", "/api/v1/admin/users/x", json={"is_staff": True},
+                                headers=h), 400, "validation_error")
+    # not staff, no token: refused first, whatever the body
+    plain = otpd.login(fake, phone_n(64)).json()["access_token"]
+    assert_problem(otpd.request("PATCH", USER % other, json={}, headers=bearer(plain)), 403,
+                   "forbidden")
+    assert_problem(otpd.request("PATCH", USER % other, data="{", headers={
+        "Content-Type": "application/json"}), 401, "invalid_token")
+    assert otpd.get(AUDIT, headers=h).json()["items"] == [], "nothing refused is audited"
+
+
+def test_patch_by_cookie_needs_the_session_csrf_token(otpd, fake):
+    staff_id, r = staff_login(otpd, fake, 65)
+    other = otpd.login(fake, phone_n(66)).json()["user"]["id"]
+    jar = {"access_token": r.json()["access_token"]}
+    csrf = cookies_of(r)["csrf_token"]["value"]
+    # another session of the same staff user: its CSRF token is not this one's
+    r2 = otpd.login(fake, phone_n(65))
+    csrf2 = cookies_of(r2)["csrf_token"]["value"]
+    body = {"is_staff": True}
+    for headers, cookies in (({}, dict(jar, csrf_token=csrf)),                  # no header
+                             ({"X-CSRF-Token": csrf}, jar),                       # no cookie
+                             ({"X-CSRF-Token": "0" * 64}, dict(jar, csrf_token="0" * 64)),
+                             ({"X-CSRF-Token": csrf2}, dict(jar, csrf_token=csrf2)),
+                             ({"X-CSRF-Token": csrf}, dict(jar, csrf_token=csrf2)),
+                             ({"X-CSRF-Token": csrf, "Origin": "https://evil.example"},
+                              dict(jar, csrf_token=csrf))):
+        a = otpd.request("PATCH", USER % other, json=body, headers=headers, cookies=cookies)
+        assert_problem(a, 403, "forbidden")
+    ok = otpd.request("PATCH", USER % other, json=body, headers={"X-CSRF-Token": csrf},
+                      cookies=dict(jar, csrf_token=csrf))
+    assert ok.status_code == 200, ok.text
+    # reads by cookie need no CSRF token; Bearer writes neither
+    assert otpd.get(USER % other, cookies=jar).status_code == 200
+    assert otpd.request("PATCH", USER % other, json={"is_staff": False},
+                        headers=bearer(r.json()["access_token"])).status_code == 200
+
+
+def test_search_by_code_only_among_ended_codes_and_audited(otpd, fake):
+    staff_id, r = staff_login(otpd, fake, 70)
+    h = bearer(r.json()["access_token"])
+    phone = phone_n(71)
+    assert otpd.send(phone).status_code == 200
+    live = get_code(fake, phone)
+    # a still valid code never matches: the search cannot be used to guess
+    a = otpd.get(CODES, params={"phone": phone, "code": live}, headers=h)
+    assert a.status_code == 200, a.text
+    assert a.json()["items"] == []
+    assert otpd.verify(phone, live).status_code == 200          # now used
+    persian = "".join("۰۱۲۳۴۵۶۷۸۹"[int(ch)] for ch in live)
+    for form in (live, persian):
+        items = otpd.get(CODES, params={"phone": "0" + phone[3:], "code": form}, headers=h).json()["items"]
+        assert [c["status"] for c in items] == ["used"], form
+    assert otpd.get(CODES, params={"phone": phone, "code": wrong_for(live)},
+                    headers=h).json()["items"] == []
+    entries = otpd.get(AUDIT, headers=h).json()["items"]
+    searches = [e for e in entries if e["action"] == "codes.search_by_code"]
+    assert len(searches) == 4 and all(e["target"] == phone for e in searches)
+    assert live not in json.dumps(entries), "the code is not in the audit log"
+    for q, field in (({"code": live}, "code"), ({"phone": phone, "code": "12345"}, "code")):
+        a = otpd.get(CODES, params=q, headers=h)
+        assert_problem(a, 400, "validation_error")
+        assert list(a.json()["errors"]) == [field]
+
+
+def test_cli_actions_are_in_the_audit_log(otpd, fake):
+    staff_id, r = staff_login(otpd, fake, 80)
+    h = bearer(r.json()["access_token"])
+    res = otpd.factory.run(["user", "set-staff", "0" + phone_n(81)[3:]], cwd=otpd.cwd,
+                           env={"OTPD_LOG_LEVEL": None}, phones_ok=True, timeout=30)
+    assert res.rc == 0, res
+    e = otpd.get(AUDIT, headers=h).json()["items"][0]
+    assert e["actor"] == "cli" and e["action"] == "user.set_staff" and e["client"] is None, e
+    # the user it made can use the admin API as soon as it logs in
+    made = otpd.login(fake, phone_n(81)).json()
+    assert otpd.get(STATS, headers=bearer(made["access_token"])).status_code == 200
+
+
+def test_audit_paging_and_staff_only(otpd, fake):
+    staff_id, r = staff_login(otpd, fake, 90)
+    h = bearer(r.json()["access_token"])
+    other = otpd.login(fake, phone_n(91)).json()["user"]["id"]
+    for i in range(5):
+        assert otpd.request("PATCH", USER % other, json={"is_staff": i % 2 == 0},
+                            headers=h).status_code == 200
+    seen, cursor = [], None
+    while True:
+        page = otpd.get(AUDIT, params=dict(limit=2, **({"cursor": cursor} if cursor else {})),
+                        headers=h).json()
+        seen += [e["id"] for e in page["items"]]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert len(seen) == 5 and seen == sorted(seen, reverse=True)
+    plain = otpd.login(fake, phone_n(92)).json()["access_token"]
+    assert_problem(otpd.get(AUDIT), 401, "invalid_token")
+    assert_problem(otpd.get(AUDIT, headers=bearer(plain)), 403, "forbidden")
+    assert_problem(otpd.get(USERS, headers=bearer(plain)), 403, "forbidden")
+    assert_problem(otpd.get(AUDIT + "?cursor=abc", headers=h), 400, "validation_error")
