@@ -228,7 +228,9 @@ def test_committed_row_survives_immediate_stop_and_start_again():
 def test_destroy_leaves_no_process_and_no_directory():
     c = Cluster.start()
     d, pids = c.dir, server_pids(c)
-    assert d.is_dir() and all(pgcluster._pid_alive(p) for p in pids)
+    # the postmaster runs; a child may already be gone (a backend that just ended, an
+    # autovacuum worker): the ones listed must all be gone after destroy
+    assert d.is_dir() and pgcluster._pid_alive(pids[0]) and len(pids) > 1
     c.destroy()
     assert not d.exists()
     assert not [p for p in pids if pgcluster._pid_alive(p)], "server processes left: %s" % pids
