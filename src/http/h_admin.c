@@ -103,12 +103,17 @@ static void admin_authed(void *arg)
 {
 	struct request *r = arg;
 	struct http_admin *a = r->admin;
+	enum otpd_status st = auth_admin_finish(&a->op);
 
-	a->status = auth_admin_finish(&a->op);
-	if (a->status == OTPD_OK)
-		a->status = a->step(r);
-	if (a->status != OTPD_OK)
+	/* Once step (2) has started, its done (on another store thread) may
+	 * already have set the outcome and resumed r, which may then be freed:
+	 * neither a nor r is touched after a start that succeeded. */
+	if (st == OTPD_OK)
+		st = a->step(r);
+	if (st != OTPD_OK) {
+		a->status = st;
 		http_resume(r); /* refused, or step (2) could not start */
+	}
 }
 
 void http_admin_free(struct http_admin *a)
